@@ -1,0 +1,37 @@
+# The two commands a new machine needs: `make run` and `make test`.
+# Both create .venv and install the project into it first.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DATA ?= ../shared/data/gym_churn_us.csv
+MONTH ?= 2026-10
+
+export DO_NOT_TRACK := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export GX_ANALYTICS_ENABLED := false
+
+.PHONY: install run test lint clean
+
+$(BIN)/gymchurn: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $@
+
+install: $(BIN)/gymchurn
+
+# Load DATA as MONTH and score that month.
+run: install
+	$(BIN)/gymchurn load-csv "$(DATA)" --month $(MONTH)
+	$(BIN)/gymchurn run --month $(MONTH)
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check gymchurn flows tests benchmarks
+	$(BIN)/ruff format --check gymchurn flows tests benchmarks
+
+clean:
+	rm -rf $(VENV) .gymchurn output models/*.skops

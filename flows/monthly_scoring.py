@@ -1,0 +1,95 @@
+"""The monthly scoring flow: extract, validate, model, score, segment, publish, deliver."""
+
+import uuid
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+
+from gymchurn import db, steps
+from gymchurn.schema import format_month, parse_month
+from gymchurn.settings import get_settings
+
+# Database reads and writes are retried: a dropped connection succeeds on a
+# second try. Validation and training are not: they would fail the same way.
+_DB_RETRIES = {"retries": 2, "retry_delay_seconds": [2, 10]}
+
+
+@task(cache_policy=NO_CACHE, **_DB_RETRIES)
+def extract(engine, month):
+    return steps.extract(engine, month)
+
+
+@task(cache_policy=NO_CACHE)
+def validate(data, settings):
+    return steps.check(data, settings)
+
+
+@task(cache_policy=NO_CACHE)
+def train_or_load_model(engine, settings, checked):
+    return steps.fit_or_load(engine, settings, checked)
+
+
+@task(cache_policy=NO_CACHE)
+def score(chosen, checked, settings):
+    return steps.score(chosen, checked, settings)
+
+
+@task(cache_policy=NO_CACHE)
+def segment(checked, settings):
+    return steps.segment(checked, settings)
+
+
+@task(cache_policy=NO_CACHE)
+def publish(engine, run_id, checked, chosen, scores, segments):
+    return steps.publish(engine, run_id, checked, chosen, scores, segments)
+
+
+@task(cache_policy=NO_CACHE, **_DB_RETRIES)
+def deliver(engine, settings, run):
+    return steps.deliver(engine, settings, run)
+
+
+def _summary(run: steps.PublishedRun, at_risk_path) -> str:
+    auc = "n/a" if run.realised_roc_auc is None else f"{run.realised_roc_auc:.4f}"
+    return "\n".join(
+        [
+            f"# Churn scores for {format_month(run.month)}",
+            "",
+            "| rows read | quarantined | scored | model | mode | realised ROC-AUC |",
+            "|---|---|---|---|---|---|",
+            f"| {run.rows_read} | {run.rows_quarantined} | {run.rows_scored} | "
+            f"{run.model_version} | {run.mode} | {auc} |",
+            "",
+            f"At-risk list: `{at_risk_path}`",
+        ]
+    )
+
+
+@flow(name="monthly_scoring", log_prints=False)
+def monthly_scoring(month: str) -> dict:
+    """Score month ``month`` (YYYY-MM) and publish its tables and at-risk list."""
+    settings = get_settings()
+    run_month = parse_month(month)
+    run_id = uuid.UUID(flow_run.id) if flow_run.id else uuid.uuid4()
+    engine = db.get_engine(settings)
+    steps.start_run(engine, run_id, run_month)
+    try:
+        data = extract(engine, run_month)
+        checked = validate(data, settings)
+        chosen = train_or_load_model(engine, settings, checked)
+        scores = score(chosen, checked, settings)
+        segments = segment(checked, settings)
+        run = publish(engine, run_id, checked, chosen, scores, segments)
+        at_risk_path = deliver(engine, settings, run)
+    except Exception as error:
+        steps.fail_run(engine, run_id, error)
+        raise
+    create_markdown_artifact(_summary(run, at_risk_path), key="churn-run-summary")
+    return {
+        **run.__dict__,
+        "run_id": str(run_id),
+        "month": format_month(run_month),
+        "at_risk_path": str(at_risk_path),
+    }

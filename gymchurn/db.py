@@ -1,0 +1,185 @@
+"""Database access: the engine, the embedded server, the SQL files, COPY.
+
+Every SQL statement the job runs lives in a file under ``sql/``; this module is
+the only one that reads them. Values always travel as bound parameters.
+"""
+
+import csv
+import io
+import json
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from functools import cache
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+
+from gymchurn.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+# An advisory lock key for schema upgrades, so that two processes starting at
+# once do not race on CREATE statements.
+_UPGRADE_LOCK_KEY = 7_412_001
+
+
+def sql_dir() -> Path:
+    """Return the folder of the SQL files.
+
+    A wheel carries them inside the package; a source checkout (and an editable
+    install) has them at the top of the repository.
+    """
+    packaged = Path(__file__).resolve().parent / "sql"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "sql"
+
+
+@cache
+def read_sql(name: str) -> str:
+    """Return the text of ``sql/queries/NAME.sql``."""
+    return (sql_dir() / "queries" / f"{name}.sql").read_text(encoding="utf-8")
+
+
+def migration_files() -> list[Path]:
+    """Return the schema files ``sql/NNN_*.sql`` in the order they apply."""
+    return sorted(sql_dir().glob("[0-9][0-9][0-9]_*.sql"))
+
+
+def _prune_dead_handles(pgdata: Path) -> None:
+    # pgserver keeps the pids of the processes using the server in this file
+    # and stops the server when the last one exits. A process killed with
+    # SIGKILL never removes its pid, and then nobody would stop the server.
+    handles = pgdata / ".handle_pids.json"
+    if not handles.exists():
+        return
+    pids = json.loads(handles.read_text() or "[]")
+    alive = [pid for pid in pids if psutil.pid_exists(pid)]
+    if alive != pids:
+        handles.write_text(json.dumps(alive))
+
+
+def embedded_database_url(home: Path) -> str:
+    """Start (or join) the embedded PostgreSQL under ``home`` and return its URL.
+
+    The server listens on a Unix socket only and stops when the last process
+    that uses it exits.
+    """
+    import pgserver
+
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
+    home.mkdir(parents=True, exist_ok=True)
+    pgdata = home.resolve() / "pgdata"
+    if pgdata.exists():
+        _prune_dead_handles(pgdata)
+    server = pgserver.get_server(pgdata, cleanup_mode="stop")
+    return server.get_uri()
+
+
+def database_url(settings: Settings) -> URL:
+    """Return the URL of the job's database, with the psycopg driver."""
+    if settings.database_url is not None:
+        text = settings.database_url.get_secret_value()
+    else:
+        text = embedded_database_url(settings.home)
+    url = make_url(text)
+    if url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg")
+    return url
+
+
+@cache
+def _engine_for(url: URL) -> Engine:
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def get_engine(settings: Settings) -> Engine:
+    """Return the engine of the job's database, shared within the process."""
+    return _engine_for(database_url(settings))
+
+
+def describe(engine: Engine) -> str:
+    """Describe the database for logs, without the password."""
+    return engine.url.render_as_string(hide_password=True)
+
+
+def upgrade(engine: Engine) -> list[str]:
+    """Apply every schema file in order; each is idempotent.
+
+    Returns:
+        The names of the files applied.
+    """
+    files = migration_files()
+    with engine.begin() as conn:
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _UPGRADE_LOCK_KEY})
+        for path in files:
+            conn.exec_driver_sql(path.read_text(encoding="utf-8"))
+    logger.debug("applied schema files %s", [p.name for p in files])
+    return [p.name for p in files]
+
+
+def execute(conn: Connection, name: str, params: dict | None = None) -> sa.CursorResult:
+    """Run the query file ``NAME``, binding ``params`` to its ``%(key)s`` marks."""
+    return conn.exec_driver_sql(read_sql(name), params or {})
+
+
+def read_frame(conn: Connection, name: str, params: dict | None = None) -> pd.DataFrame:
+    """Read the result of query file ``NAME`` into a DataFrame through COPY.
+
+    COPY takes no server-side parameters, so psycopg merges ``params`` into the
+    statement on the client, quoting each value as a literal.
+    """
+    statement = f"COPY ({read_sql(name).strip().rstrip(';')}) TO STDOUT (FORMAT CSV, HEADER)"
+    buffer = io.BytesIO()
+    raw = conn.connection.driver_connection
+    with raw.cursor() as cursor, cursor.copy(statement, params or None) as copy:
+        for block in copy:
+            buffer.write(block)
+    buffer.seek(0)
+    return pd.read_csv(buffer)
+
+
+def copy_rows(
+    conn: Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence]
+) -> int:
+    """Write ``rows`` into ``table`` with COPY FROM STDIN.
+
+    ``table`` and ``columns`` are names fixed in the code, never user input;
+    they are quoted as identifiers all the same.
+
+    Returns:
+        The number of rows written.
+    """
+    from psycopg import sql
+
+    raw = conn.connection.driver_connection
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(*table.split(".")),
+        sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+    )
+    n_rows = 0
+    with raw.cursor() as cursor, cursor.copy(statement) as copy:
+        for row in rows:
+            copy.write_row(row)
+            n_rows += 1
+    return n_rows
+
+
+def frame_rows(frame: pd.DataFrame, columns: Sequence[str]) -> Iterable[list]:
+    """Yield the rows of ``frame`` as lists, with NaN turned into None."""
+    subset = frame.loc[:, list(columns)].astype(object)
+    subset = subset.where(subset.notna(), None)
+    yield from subset.itertuples(index=False, name=None)
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> Path:
+    """Write ``frame`` to ``path`` atomically: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    frame.to_csv(partial, index=False, quoting=csv.QUOTE_MINIMAL)
+    os.replace(partial, path)
+    return path

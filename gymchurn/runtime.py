@@ -1,0 +1,33 @@
+"""Process environment for Prefect and Great Expectations.
+
+Both read their settings from the environment when first imported, so
+``configure_environment`` must run before either is imported.
+"""
+
+import os
+from pathlib import Path
+
+# Defaults for a process that runs the job; a value already set by the user wins.
+_DEFAULTS = {
+    # No usage analytics or telemetry leaves the machine.
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "GX_ANALYTICS_ENABLED": "false",
+    # The package logs through the standard logging module; route it into
+    # the flow-run logs.
+    "PREFECT_LOGGING_EXTRA_LOGGERS": "gymchurn",
+    # The temporary Prefect server takes 5-11 s to start on a 2-core machine;
+    # Prefect's default limit of 20 s is too close for a loaded CI runner.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+}
+
+
+def configure_environment(home: Path) -> None:
+    """Set the environment defaults, with Prefect's files under ``home/prefect``."""
+    for name, value in _DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    if "PREFECT_HOME" not in os.environ:
+        prefect_home = (home / "prefect").resolve()
+        # Prefect's temporary server fails to open its SQLite file in a missing folder.
+        prefect_home.mkdir(parents=True, exist_ok=True)
+        os.environ["PREFECT_HOME"] = str(prefect_home)

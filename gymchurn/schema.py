@@ -1,0 +1,80 @@
+"""Column names and value rules of the client questionnaire.
+
+The questionnaire columns keep the spelling of the chain's export in CSV files
+(``Near_Location``) and are snake_case in the database (``near_location``).
+"""
+
+import datetime as dt
+import re
+
+CLIENT_ID = "client_id"
+MONTH = "month"
+CHURNED = "churned"
+
+# The 13 model features, in the order of the chain's export.
+FEATURES = [
+    "gender",
+    "near_location",
+    "partner",
+    "promo_friends",
+    "phone",
+    "contract_period",
+    "group_visits",
+    "age",
+    "avg_additional_charges_total",
+    "month_to_end_contract",
+    "lifetime",
+    "avg_class_frequency_total",
+    "avg_class_frequency_current_month",
+]
+
+BINARY_FEATURES = [
+    "gender",
+    "near_location",
+    "partner",
+    "promo_friends",
+    "phone",
+    "group_visits",
+]
+INTEGER_FEATURES = [*BINARY_FEATURES, "contract_period", "age", "month_to_end_contract", "lifetime"]
+FLOAT_FEATURES = [
+    "avg_additional_charges_total",
+    "avg_class_frequency_total",
+    "avg_class_frequency_current_month",
+]
+
+# The chain sells 1-, 3-, 6- and 12-month contracts.
+CONTRACT_PERIODS = [1, 3, 6, 12]
+
+# Inclusive bounds of a plausible answer. Values outside them are typing or
+# export errors: nobody trains 22 times a week or joined 100 years ago.
+VALUE_RANGES = {
+    "age": (12, 100),
+    "avg_additional_charges_total": (0.0, 100_000.0),
+    "month_to_end_contract": (1, 12),
+    "lifetime": (0, 1_200),
+    "avg_class_frequency_total": (0.0, 21.0),
+    "avg_class_frequency_current_month": (0.0, 21.0),
+}
+
+_MONTH_PATTERN = re.compile(r"^(\d{4})-(\d{2})(?:-01)?$")
+
+
+def parse_month(text: str) -> dt.date:
+    """Parse ``YYYY-MM`` (or ``YYYY-MM-01``) into the first day of that month.
+
+    Raises:
+        ValueError: when ``text`` is not a month in that form.
+    """
+    match = _MONTH_PATTERN.match(text.strip())
+    if match is None:
+        raise ValueError(f"invalid month {text!r}: expected YYYY-MM, for example 2026-11")
+    year, month = int(match[1]), int(match[2])
+    if not 1 <= month <= 12 or year < 1900:
+        raise ValueError(f"invalid month {text!r}: expected YYYY-MM, for example 2026-11")
+    return dt.date(year, month, 1)
+
+
+def format_month(month: dt.date) -> str:
+    """Format a month as ``YYYY-MM``."""
+    return f"{month.year:04d}-{month.month:02d}"

@@ -1,0 +1,66 @@
+"""Settings of the monthly job, read from the environment.
+
+Every setting has a ``GYMCHURN_`` environment variable (``GYMCHURN_MODEL_DIR``),
+except the database URL, which is the conventional ``DATABASE_URL``.
+"""
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Configuration of one process of the job."""
+
+    model_config = SettingsConfigDict(env_prefix="GYMCHURN_", extra="ignore")
+
+    database_url: SecretStr | None = Field(default=None, validation_alias="DATABASE_URL")
+    """PostgreSQL URL. Unset: an embedded PostgreSQL under ``home``."""
+
+    home: Path = Path(".gymchurn")
+    """Folder of local state: the embedded database and Prefect's files."""
+
+    model_dir: Path = Path("models")
+    """Folder the model files are written to and loaded from."""
+
+    output_dir: Path = Path("output")
+    """Folder of the at-risk exports."""
+
+    risk_high_threshold: float = Field(default=0.5, gt=0, lt=1)
+    """Churn probability from which a client is in the ``high`` tier."""
+
+    risk_medium_threshold: float = Field(default=0.25, gt=0, lt=1)
+    """Churn probability from which a client is in the ``medium`` tier."""
+
+    n_clusters: int = Field(default=5, ge=2, le=20)
+    """Number of client segments."""
+
+    cv_folds: int = Field(default=5, ge=2, le=20)
+    """Folds of the stratified cross-validation that compares the candidates."""
+
+    random_seed: int = 42
+    """Seed of every random step: folds, tree ensembles, k-means."""
+
+    max_invalid_share: float = Field(default=0.5, gt=0, le=1)
+    """Share of rows breaking a row rule above which the whole batch is rejected."""
+
+    timezone: str = "Europe/Moscow"
+    """Business timezone: decides which month a run on a given day scores."""
+
+    @model_validator(mode="after")
+    def _check_tiers(self) -> "Settings":
+        if self.risk_medium_threshold >= self.risk_high_threshold:
+            raise ValueError(
+                "GYMCHURN_RISK_MEDIUM_THRESHOLD "
+                f"({self.risk_medium_threshold}) must be below "
+                f"GYMCHURN_RISK_HIGH_THRESHOLD ({self.risk_high_threshold})"
+            )
+        return self
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Return the process-wide settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,490 @@
+"""The steps of one monthly run, as plain functions.
+
+The Prefect flow in ``flows/monthly_scoring.py`` calls these in order. Each
+step takes and returns plain values, so it can be run and tested without
+Prefect.
+"""
+
+import datetime as dt
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import sklearn
+from sklearn.metrics import roc_auc_score
+from sqlalchemy.engine import Engine
+
+from gymchurn import db, model
+from gymchurn.schema import CHURNED, CLIENT_ID, FEATURES, MONTH, format_month
+from gymchurn.segments import CLUSTER_ID, Segmentation, segment_clients
+from gymchurn.settings import Settings
+from gymchurn.validation import (
+    ROW_NUMBER,
+    DataValidationError,
+    ValidationReport,
+    validate_questionnaires,
+)
+
+logger = logging.getLogger(__name__)
+
+RISK_TIERS = ("high", "medium", "low")
+
+
+class NoDataError(RuntimeError):
+    """The month has nothing the job can score or train on."""
+
+
+def start_run(engine: Engine, run_id: uuid.UUID, month: dt.date) -> None:
+    """Bring the schema up to date and record the run as running."""
+    db.upgrade(engine)
+    with engine.begin() as conn:
+        db.execute(conn, "insert_run", {"run_id": run_id, "month": month})
+    logger.info("run %s for %s started on %s", run_id, format_month(month), db.describe(engine))
+
+
+def fail_run(
+    engine: Engine, run_id: uuid.UUID, error: BaseException, counts: dict | None = None
+) -> None:
+    """Record why a run failed; the month's published rows stay as they were."""
+    status = "failed_validation" if isinstance(error, DataValidationError) else "failed"
+    counts = counts or {}
+    with engine.begin() as conn:
+        db.execute(
+            conn,
+            "fail_run",
+            {
+                "run_id": run_id,
+                "status": status,
+                "message": f"{type(error).__name__}: {error}",
+                "rows_read": counts.get("rows_read"),
+                "rows_quarantined": counts.get("rows_quarantined"),
+            },
+        )
+
+
+def _tidy_extract(frame: pd.DataFrame) -> pd.DataFrame:
+    # COPY ... CSV writes booleans as t/f and dates as text.
+    tidy = frame.copy()
+    tidy[MONTH] = pd.to_datetime(tidy[MONTH]).dt.date
+    tidy[CHURNED] = tidy[CHURNED].map({"t": 1.0, "f": 0.0, True: 1.0, False: 0.0}).astype("float64")
+    tidy[ROW_NUMBER] = np.arange(1, len(tidy) + 1, dtype="int64")
+    return tidy
+
+
+@dataclass(frozen=True)
+class MonthData:
+    """Questionnaires of a run: the month to score and the labelled months before it."""
+
+    month: dt.date
+    scoring: pd.DataFrame
+    """The month's questionnaires, with ``churned`` where outcomes are known."""
+    history: pd.DataFrame
+    """Labelled questionnaires of earlier months."""
+
+
+def extract(engine: Engine, month: dt.date) -> MonthData:
+    """Read the month's questionnaires and all labelled earlier months with COPY."""
+    started = time.perf_counter()
+    with engine.connect() as conn:
+        scoring = _tidy_extract(db.read_frame(conn, "questionnaires_for_month", {"month": month}))
+        history = _tidy_extract(
+            db.read_frame(conn, "labelled_questionnaires_before", {"month": month})
+        )
+    logger.info(
+        "extract: %d questionnaires for %s, %d labelled rows of %d earlier month(s) (%.1f s)",
+        len(scoring),
+        format_month(month),
+        len(history),
+        history[MONTH].nunique(),
+        time.perf_counter() - started,
+    )
+    if scoring.empty:
+        raise NoDataError(
+            f"no questionnaires for {format_month(month)} in crm.questionnaires; "
+            f"load them first with: gymchurn load-csv FILE --month {format_month(month)}"
+        )
+    return MonthData(month, scoring, history)
+
+
+@dataclass(frozen=True)
+class CheckedData:
+    """The run's rows after validation."""
+
+    month: dt.date
+    mode: str
+    """``forward``: trained on earlier months; ``backtest``: out-of-fold on this month."""
+    scoring: ValidationReport
+    training: pd.DataFrame
+    """Valid labelled rows the model is trained on."""
+    training_report: ValidationReport | None
+    """Validation of the earlier months; None in a backtest."""
+
+
+def check(data: MonthData, settings: Settings) -> CheckedData:
+    """Validate the month and the history, and decide how the month is scored.
+
+    Raises:
+        DataValidationError: a batch rule failed; nothing may be written.
+        NoDataError: there is nothing labelled to train on.
+    """
+    label = format_month(data.month)
+    scoring = validate_questionnaires(
+        data.scoring,
+        dataset=f"questionnaires of {label}",
+        max_invalid_share=settings.max_invalid_share,
+    )
+    _log_report(scoring)
+    if not data.history.empty:
+        history = validate_questionnaires(
+            data.history,
+            dataset=f"labelled questionnaires before {label}",
+            max_invalid_share=settings.max_invalid_share,
+        )
+        _log_report(history)
+        return CheckedData(data.month, "forward", scoring, history.valid, history)
+
+    training = scoring.valid[scoring.valid[CHURNED].notna()]
+    if training.empty:
+        raise NoDataError(
+            f"no labelled questionnaires before {label} and no outcomes for {label}: "
+            "load a file with a Churn column for an earlier month (or this one) first"
+        )
+    logger.info(
+        "no labelled month before %s: backtest on its own %d outcomes", label, len(training)
+    )
+    return CheckedData(data.month, "backtest", scoring, training, None)
+
+
+def _log_report(report: ValidationReport) -> None:
+    logger.info(
+        "validate %s: %d rows, %d valid, %d quarantined",
+        report.dataset,
+        report.n_rows,
+        report.n_valid,
+        report.n_quarantined,
+    )
+    for rule in report.rules:
+        if rule.n_failed:
+            logger.warning(
+                "validate %s: rule %s (%s) failed on %d row(s)",
+                report.dataset,
+                rule.rule,
+                rule.description,
+                rule.n_failed,
+            )
+
+
+@dataclass(frozen=True)
+class ChosenModel:
+    """The model that scores the month, and how its probabilities were made."""
+
+    version: str
+    algorithm: str
+    pipeline: object
+    metrics: dict
+    out_of_fold: pd.Series | None
+    """Backtest only: out-of-fold probability by ``client_id``."""
+
+
+def _registered(engine: Engine, version: str) -> dict | None:
+    with engine.connect() as conn:
+        row = db.execute(conn, "model_version_by_name", {"version": version}).mappings().first()
+    return dict(row) if row else None
+
+
+def _register(engine: Engine, trained: model.TrainedModel, path: Path, sha256: str) -> None:
+    params = trained.pipeline.get_params(deep=True)
+    with engine.begin() as conn:
+        db.execute(
+            conn,
+            "insert_model_version",
+            {
+                "version": trained.version,
+                "algorithm": trained.algorithm,
+                "params": json.dumps(
+                    {
+                        k: v
+                        for k, v in params.items()
+                        if isinstance(v, (int, float, str, bool, type(None)))
+                    }
+                ),
+                "features": list(FEATURES),
+                "metrics": json.dumps(trained.metrics),
+                "training_months": trained.training_months,
+                "training_rows": trained.training_rows,
+                "sklearn_version": sklearn.__version__,
+                "artifact_path": str(path.resolve()),
+                "artifact_sha256": sha256,
+            },
+        )
+        db.execute(conn, "retire_other_champions", {"version": trained.version})
+
+
+def fit_or_load(engine: Engine, settings: Settings, checked: CheckedData) -> ChosenModel:
+    """Load the model trained on exactly these rows, or train and register it.
+
+    A backtest always runs the cross-validation again, because its scores
+    are the out-of-fold probabilities.
+    """
+    started = time.perf_counter()
+    training = checked.training
+    fingerprint = model.training_fingerprint(
+        training, seed=settings.random_seed, folds=settings.cv_folds
+    )
+    version = model.version_name(training, fingerprint)
+    registered = _registered(engine, version)
+    if registered is not None and checked.mode == "forward":
+        pipeline = model.load(
+            Path(registered["artifact_path"]),
+            registered["artifact_sha256"],
+            registered["sklearn_version"],
+        )
+        logger.info(
+            "model: loaded %s (%s) from %s (%.1f s)",
+            version,
+            registered["algorithm"],
+            registered["artifact_path"],
+            time.perf_counter() - started,
+        )
+        return ChosenModel(version, registered["algorithm"], pipeline, registered["metrics"], None)
+
+    trained = model.train(
+        training,
+        seed=settings.random_seed,
+        folds=settings.cv_folds,
+        threshold=settings.risk_high_threshold,
+    )
+    if registered is None:
+        path, sha256 = model.save(trained, settings.model_dir)
+        _register(engine, trained, path, sha256)
+        logger.info(
+            "model: trained %s (%s) on %d rows, saved to %s (%.1f s)",
+            trained.version,
+            trained.algorithm,
+            trained.training_rows,
+            path,
+            time.perf_counter() - started,
+        )
+    out_of_fold = None
+    if checked.mode == "backtest":
+        out_of_fold = pd.Series(trained.out_of_fold, index=training[CLIENT_ID].to_numpy())
+    return ChosenModel(
+        trained.version, trained.algorithm, trained.pipeline, trained.metrics, out_of_fold
+    )
+
+
+def risk_tiers(probabilities: np.ndarray, settings: Settings) -> np.ndarray:
+    """Return ``high``, ``medium`` or ``low`` for each probability."""
+    return np.select(
+        [
+            probabilities >= settings.risk_high_threshold,
+            probabilities >= settings.risk_medium_threshold,
+        ],
+        ["high", "medium"],
+        default="low",
+    )
+
+
+def score(chosen: ChosenModel, checked: CheckedData, settings: Settings) -> pd.DataFrame:
+    """Score every valid questionnaire of the month.
+
+    Returns:
+        One row a client: ``client_id``, ``churn_probability``, ``risk_tier``.
+        In a backtest a labelled client gets its out-of-fold probability and
+        a client without a label the fitted model's.
+    """
+    clients = checked.scoring.valid
+    probabilities = model.predict(chosen.pipeline, clients)
+    if chosen.out_of_fold is not None:
+        out_of_fold = chosen.out_of_fold.reindex(clients[CLIENT_ID].to_numpy()).to_numpy()
+        probabilities = np.where(np.isnan(out_of_fold), probabilities, out_of_fold)
+    scores = pd.DataFrame(
+        {
+            CLIENT_ID: clients[CLIENT_ID].to_numpy(),
+            "churn_probability": probabilities,
+            "risk_tier": risk_tiers(probabilities, settings),
+        }
+    )
+    counts = scores["risk_tier"].value_counts()
+    logger.info(
+        "score: %d clients, %s",
+        len(scores),
+        ", ".join(f"{counts.get(t, 0)} {t}" for t in RISK_TIERS),
+    )
+    return scores
+
+
+def realised_roc_auc(scores: pd.DataFrame, checked: CheckedData) -> float | None:
+    """ROC-AUC of the month's scores against its outcomes, when both classes are known."""
+    outcomes = checked.scoring.valid.set_index(CLIENT_ID)[CHURNED]
+    labelled = scores.assign(churned=outcomes.reindex(scores[CLIENT_ID]).to_numpy()).dropna(
+        subset=[CHURNED]
+    )
+    if labelled[CHURNED].nunique() < 2:
+        return None
+    return float(roc_auc_score(labelled[CHURNED], labelled["churn_probability"]))
+
+
+def segment(checked: CheckedData, settings: Settings) -> Segmentation:
+    """Fit the month's segments on the training rows and assign every valid client."""
+    segments = segment_clients(
+        checked.scoring.valid,
+        checked.training,
+        n_clusters=settings.n_clusters,
+        seed=settings.random_seed,
+    )
+    logger.info(
+        "segment: %s",
+        ", ".join(
+            f"cluster {row.cluster_id}: {row.size} clients"
+            for row in segments.profiles.itertuples()
+        ),
+    )
+    return segments
+
+
+def _quarantine_rows(report: ValidationReport, run_id: uuid.UUID, dataset: str):
+    for row in report.quarantined.to_dict("records"):
+        data = {name: (None if pd.isna(row[name]) else row[name]) for name in FEATURES}
+        yield [
+            run_id,
+            row[MONTH],
+            int(row[CLIENT_ID]),
+            dataset,
+            json.dumps(data),
+            list(row["failed_rules"]),
+        ]
+
+
+@dataclass(frozen=True)
+class PublishedRun:
+    """Counts of a published month."""
+
+    run_id: uuid.UUID
+    month: dt.date
+    mode: str
+    rows_read: int
+    rows_quarantined: int
+    rows_scored: int
+    model_version: str
+    realised_roc_auc: float | None
+
+
+def publish(
+    engine: Engine,
+    run_id: uuid.UUID,
+    checked: CheckedData,
+    chosen: ChosenModel,
+    scores: pd.DataFrame,
+    segments: Segmentation,
+) -> PublishedRun:
+    """Replace the month's scores, segments and quarantine in one transaction.
+
+    A rerun of the month deletes the rows of the earlier run and marks that
+    run superseded, so the month never holds two runs' rows.
+    """
+    started = time.perf_counter()
+    month = checked.month
+    auc = realised_roc_auc(scores, checked)
+    table = scores.merge(segments.assignments, on=CLIENT_ID, validate="one_to_one")
+    table = table.assign(month=month, model_version=chosen.version, run_id=run_id)
+    clusters = segments.profiles.assign(month=month, run_id=run_id)
+    keys = {"month": month, "run_id": run_id}
+    with engine.begin() as conn:
+        db.execute(conn, "supersede_published_run", keys)
+        for name in ("delete_month_scores", "delete_month_clusters", "delete_month_quarantine"):
+            db.execute(conn, name, keys)
+        n_scores = db.copy_rows(
+            conn, "churn.scores", SCORE_COLUMNS, db.frame_rows(table, SCORE_COLUMNS)
+        )
+        n_clusters = db.copy_rows(
+            conn, "churn.clusters", CLUSTER_COLUMNS, db.frame_rows(clusters, CLUSTER_COLUMNS)
+        )
+        n_quarantined = db.copy_rows(
+            conn,
+            "churn.quarantine",
+            QUARANTINE_COLUMNS,
+            _quarantine_rows(checked.scoring, run_id, "scoring"),
+        )
+        if checked.training_report is not None:
+            db.copy_rows(
+                conn,
+                "churn.quarantine",
+                QUARANTINE_COLUMNS,
+                _quarantine_rows(checked.training_report, run_id, "training"),
+            )
+        published = PublishedRun(
+            run_id,
+            month,
+            checked.mode,
+            checked.scoring.n_rows,
+            n_quarantined,
+            n_scores,
+            chosen.version,
+            auc,
+        )
+        db.execute(
+            conn,
+            "finish_run",
+            {
+                **keys,
+                "mode": checked.mode,
+                "rows_read": published.rows_read,
+                "rows_quarantined": n_quarantined,
+                "rows_scored": n_scores,
+                "training_rows": len(checked.training),
+                "model_version": chosen.version,
+                "realised_roc_auc": auc,
+                "message": _run_message(published),
+            },
+        )
+    logger.info(
+        "publish: wrote %d scores, %d clusters, %d quarantined rows for %s (%.1f s)",
+        n_scores,
+        n_clusters,
+        n_quarantined,
+        format_month(month),
+        time.perf_counter() - started,
+    )
+    return published
+
+
+def _run_message(run: PublishedRun) -> str:
+    text = (
+        f"{run.rows_read} read, {run.rows_scored} scored, {run.rows_quarantined} quarantined; "
+        f"model {run.model_version}, {run.mode}"
+    )
+    if run.realised_roc_auc is not None:
+        text += f"; realised ROC-AUC {run.realised_roc_auc:.4f}"
+    return text
+
+
+SCORE_COLUMNS = [
+    "month",
+    CLIENT_ID,
+    "churn_probability",
+    "risk_tier",
+    CLUSTER_ID,
+    "model_version",
+    "run_id",
+]
+CLUSTER_COLUMNS = ["month", CLUSTER_ID, "size", "churn_rate", *FEATURES, "run_id"]
+QUARANTINE_COLUMNS = ["run_id", "month", CLIENT_ID, "dataset", "row_data", "failed_rules"]
+
+
+def deliver(engine: Engine, settings: Settings, run: PublishedRun) -> Path:
+    """Write the month's at-risk list, as the view ``churn.at_risk`` has it, to CSV."""
+    with engine.connect() as conn:
+        at_risk = db.read_frame(conn, "at_risk_for_month", {"month": run.month})
+    path = db.write_csv(at_risk, settings.output_dir / f"at_risk_{format_month(run.month)}.csv")
+    with engine.begin() as conn:
+        db.execute(
+            conn, "set_run_at_risk_path", {"path": str(path.resolve()), "run_id": run.run_id}
+        )
+    logger.info("deliver: %d at-risk clients written to %s", len(at_risk), path)
+    return path

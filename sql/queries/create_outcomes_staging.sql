@@ -1,0 +1,2 @@
+CREATE TEMPORARY TABLE outcomes_staging
+    (LIKE crm.churn_outcomes INCLUDING DEFAULTS) ON COMMIT DROP

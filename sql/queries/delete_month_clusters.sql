@@ -1,0 +1,1 @@
+DELETE FROM churn.clusters WHERE month = %(month)s

@@ -1,0 +1,1 @@
+DELETE FROM churn.scores WHERE month = %(month)s

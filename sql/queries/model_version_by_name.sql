@@ -1,0 +1,3 @@
+SELECT version, algorithm, metrics, training_rows, sklearn_version, artifact_path, artifact_sha256, status
+FROM churn.model_versions
+WHERE version = %(version)s

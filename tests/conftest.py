@@ -1,0 +1,116 @@
+"""Shared fixtures: a real PostgreSQL database per test, and the real data.
+
+With ``TEST_DATABASE_URL`` set (for example
+``postgresql://postgres@127.0.0.1:5432/postgres``) the databases are created on
+that server; otherwise on an embedded PostgreSQL in a temporary folder.
+"""
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from gymchurn.runtime import configure_environment
+
+REPO = Path(__file__).resolve().parent.parent
+REAL_DATA = REPO.parent / "shared" / "data" / "gym_churn_us.csv"
+CASES = REPO.parent / "shared" / "cases"
+
+# Before any Prefect import: no telemetry, and Prefect's files in a temporary folder.
+_SESSION_HOME = Path(
+    os.environ.setdefault("GYMCHURN_TEST_HOME", f"/tmp/gymchurn-test-{os.getpid()}")
+)
+(_SESSION_HOME / "prefect").mkdir(parents=True, exist_ok=True)
+os.environ["PREFECT_HOME"] = str(_SESSION_HOME / "prefect")
+configure_environment(_SESSION_HOME)
+
+import sqlalchemy as sa  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+from gymchurn import db  # noqa: E402
+from gymchurn.settings import get_settings  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def server_url() -> sa.URL:
+    """URL of the maintenance database of the server the tests use."""
+    text = os.environ.get("TEST_DATABASE_URL") or db.embedded_database_url(
+        _SESSION_HOME / "embedded"
+    )
+    url = make_url(text)
+    return url.set(drivername="postgresql+psycopg")
+
+
+@pytest.fixture(scope="session")
+def admin_engine(server_url):
+    engine = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    yield engine
+    engine.dispose()
+
+
+def _create_database(admin_engine, server_url) -> sa.URL:
+    name = f"gymchurn_test_{uuid.uuid4().hex[:12]}"
+    with admin_engine.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    return server_url.set(database=name)
+
+
+def _drop_database(admin_engine, url: sa.URL) -> None:
+    with admin_engine.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
+
+
+def _use_database(monkeypatch, url: sa.URL, folder: Path) -> None:
+    monkeypatch.setenv("DATABASE_URL", url.render_as_string(hide_password=False))
+    monkeypatch.setenv("GYMCHURN_MODEL_DIR", str(folder / "models"))
+    monkeypatch.setenv("GYMCHURN_OUTPUT_DIR", str(folder / "output"))
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def database(admin_engine, server_url, monkeypatch, tmp_path):
+    """A new empty database with the schema applied; the job's settings point at it.
+
+    Yields:
+        The engine of that database.
+    """
+    url = _create_database(admin_engine, server_url)
+    _use_database(monkeypatch, url, tmp_path)
+    engine = db.get_engine(get_settings())
+    db.upgrade(engine)
+    yield engine
+    engine.dispose()
+    _drop_database(admin_engine, url)
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def module_database(admin_engine, server_url, tmp_path_factory):
+    """Like ``database``, shared by the tests of one module."""
+    monkeypatch = pytest.MonkeyPatch()
+    url = _create_database(admin_engine, server_url)
+    _use_database(monkeypatch, url, tmp_path_factory.mktemp("job"))
+    engine = db.get_engine(get_settings())
+    db.upgrade(engine)
+    yield engine
+    engine.dispose()
+    _drop_database(admin_engine, url)
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """A temporary Prefect API for the whole session (about 10 s to start)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    if not REAL_DATA.is_file():
+        pytest.fail(f"real questionnaires not found at {REAL_DATA}")
+    return REAL_DATA

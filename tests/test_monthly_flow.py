@@ -1,0 +1,193 @@
+"""The monthly flow end to end on the real questionnaires, in a real database."""
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from gymchurn import model
+from gymchurn.loader import load_questionnaire_file, read_questionnaire_csv
+from gymchurn.schema import CHURNED, parse_month
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def _load(engine, path, month: str) -> None:
+    load_questionnaire_file(engine, read_questionnaire_csv(path), parse_month(month))
+
+
+def _run(month: str) -> dict:
+    from flows.monthly_scoring import monthly_scoring
+
+    return monthly_scoring(month=month)
+
+
+def _frame(engine, query: str, **params) -> pd.DataFrame:
+    with engine.connect() as conn:
+        return pd.read_sql(sa.text(query), conn, params=params)
+
+
+@pytest.fixture(scope="module")
+def features_only(real_data, tmp_path_factory):
+    """The real file without its Churn column: next month's questionnaires."""
+    path = tmp_path_factory.mktemp("csv") / "november.csv"
+    pd.read_csv(real_data).drop(columns="Churn").to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def forward_run(module_database, real_data, features_only, prefect_harness):
+    """October loaded with outcomes, November without; November scored."""
+    _load(module_database, real_data, "2026-10")
+    _load(module_database, features_only, "2026-11")
+    return _run("2026-11")
+
+
+def test_forward_run_scores_every_client(module_database, forward_run):
+    scores = _frame(module_database, "SELECT * FROM churn.scores WHERE month = '2026-11-01'")
+    assert len(scores) == 4000
+    assert scores["client_id"].nunique() == 4000
+    assert forward_run["rows_read"] == 4000
+    assert forward_run["rows_scored"] == 4000
+    assert forward_run["rows_quarantined"] == 0
+    assert forward_run["mode"] == "forward"
+
+
+def test_forward_run_probabilities_inside_unit_interval(module_database, forward_run):
+    scores = _frame(
+        module_database, "SELECT churn_probability FROM churn.scores WHERE month = '2026-11-01'"
+    )
+    assert scores["churn_probability"].gt(0).all()
+    assert scores["churn_probability"].lt(1).all()
+    # About a quarter of the real clients left; the mean score should say so.
+    assert 0.18 < scores["churn_probability"].mean() < 0.35
+
+
+def test_forward_run_writes_five_clusters(module_database, forward_run):
+    clusters = _frame(module_database, "SELECT * FROM churn.clusters WHERE month = '2026-11-01'")
+    assert sorted(clusters["cluster_id"]) == [0, 1, 2, 3, 4]
+    assert clusters["size"].sum() == 4000
+    # Segment ids are ordered by the churn rate of their labelled clients.
+    ordered = clusters.sort_values("cluster_id")["churn_rate"].to_list()
+    assert ordered == sorted(ordered)
+
+
+def test_forward_run_records_model_version(module_database, forward_run):
+    versions = _frame(module_database, "SELECT * FROM churn.model_versions")
+    assert versions["version"].to_list() == [forward_run["model_version"]]
+    row = versions.iloc[0]
+    assert row["algorithm"] in {"logistic_regression", "hist_gradient_boosting"}
+    assert row["training_rows"] == 4000
+    assert row["metrics"]["roc_auc"] > 0.95
+    assert set(row["metrics"]["cross_validation"]) == {
+        "logistic_regression",
+        "hist_gradient_boosting",
+    }
+    assert (
+        model.file_sha256(__import__("pathlib").Path(row["artifact_path"]))
+        == row["artifact_sha256"]
+    )
+
+
+def test_forward_run_at_risk_file_matches_view(module_database, forward_run):
+    view = _frame(
+        module_database,
+        "SELECT client_id, churn_probability FROM churn.at_risk WHERE month = '2026-11-01' ORDER BY rank",
+    )
+    high = _frame(
+        module_database,
+        "SELECT count(*) AS n FROM churn.scores WHERE month = '2026-11-01' AND risk_tier = 'high'",
+    )
+    exported = pd.read_csv(forward_run["at_risk_path"])
+    assert len(view) == high["n"].iloc[0]
+    assert len(view) > 0
+    assert exported["client_id"].to_list() == view["client_id"].to_list()
+    assert exported["churn_probability"].is_monotonic_decreasing
+    assert (exported["risk_tier"] == "high").all()
+
+
+def test_rerun_same_month_gives_same_rows(module_database, forward_run):
+    columns = "client_id, churn_probability, risk_tier, cluster_id, model_version"
+    query = f"SELECT {columns} FROM churn.scores WHERE month = '2026-11-01' ORDER BY client_id"
+    before = _frame(module_database, query)
+    clusters_query = "SELECT * FROM churn.clusters WHERE month = '2026-11-01' ORDER BY cluster_id"
+    clusters_before = _frame(module_database, clusters_query).drop(columns="run_id")
+
+    rerun = _run("2026-11")
+
+    pd.testing.assert_frame_equal(_frame(module_database, query), before)
+    pd.testing.assert_frame_equal(
+        _frame(module_database, clusters_query).drop(columns="run_id"), clusters_before
+    )
+    runs = _frame(
+        module_database, "SELECT run_id, status FROM churn.runs WHERE month = '2026-11-01'"
+    )
+    assert sorted(runs["status"]) == ["succeeded", "superseded"]
+    published = runs.loc[runs["status"] == "succeeded", "run_id"].astype(str).to_list()
+    assert published == [rerun["run_id"]]
+    assert rerun["model_version"] == forward_run["model_version"]
+
+
+def test_backtest_realised_roc_auc(module_database, forward_run):
+    backtest = _run("2026-10")
+    assert backtest["mode"] == "backtest"
+    assert backtest["rows_scored"] == 4000
+    assert backtest["realised_roc_auc"] >= 0.97
+    runs = _frame(
+        module_database, "SELECT realised_roc_auc FROM churn.runs WHERE month = '2026-10-01'"
+    )
+    assert runs["realised_roc_auc"].iloc[0] == pytest.approx(backtest["realised_roc_auc"])
+
+
+def test_backtest_scores_are_out_of_fold(module_database, forward_run, real_data):
+    """Check that no backtest score comes from a model fitted on that client's label."""
+    _run("2026-10")
+    scores = _frame(
+        module_database,
+        "SELECT client_id, churn_probability FROM churn.scores WHERE month = '2026-10-01' ORDER BY client_id",
+    )
+    version = _frame(module_database, "SELECT * FROM churn.model_versions").iloc[0]
+    training = read_questionnaire_csv(real_data)
+    frame = training.questionnaires.merge(training.outcomes, on="client_id")
+    labels = frame[CHURNED].astype(int).to_numpy()
+    pipeline = model.candidate_models(seed=42)[version["algorithm"]]
+    _, out_of_fold = model.cross_validate(
+        pipeline, model.feature_matrix(frame), labels, folds=5, seed=42, threshold=0.5
+    )
+    assert scores["churn_probability"].to_numpy() == pytest.approx(out_of_fold)
+    in_sample = model.predict(pipeline.fit(model.feature_matrix(frame), labels), frame)
+    assert abs(scores["churn_probability"].to_numpy() - in_sample).max() > 0.05
+
+
+def test_run_quarantines_out_of_range_age(database, real_data, tmp_path):
+    damaged = pd.read_csv(real_data)
+    damaged.loc[41, "Age"] = -3
+    path = tmp_path / "damaged.csv"
+    damaged.to_csv(path, index=False)
+    _load(database, path, "2026-10")
+
+    result = _run("2026-10")
+
+    quarantine = _frame(database, "SELECT * FROM churn.quarantine")
+    assert quarantine["client_id"].to_list() == [42]
+    assert quarantine["row_data"].iloc[0]["age"] == -3
+    assert any("age" in rule for rule in quarantine["failed_rules"].iloc[0])
+    assert result["rows_scored"] == 3999
+    assert result["rows_quarantined"] == 1
+    scored = _frame(database, "SELECT client_id FROM churn.scores")
+    assert len(scored) == 3999
+    assert 42 not in set(scored["client_id"])
+
+
+def test_run_without_questionnaires_fails_and_keeps_scores(database, real_data):
+    from gymchurn.steps import NoDataError
+
+    _load(database, real_data, "2026-10")
+    _run("2026-10")
+
+    with pytest.raises(NoDataError, match="no questionnaires for 2026-12"):
+        _run("2026-12")
+
+    runs = _frame(database, "SELECT month, status, message FROM churn.runs ORDER BY started_at")
+    assert runs["status"].to_list() == ["succeeded", "failed"]
+    assert "gymchurn load-csv" in runs["message"].iloc[1]
+    assert _frame(database, "SELECT count(*) AS n FROM churn.scores")["n"].iloc[0] == 4000
