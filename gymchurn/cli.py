@@ -69,7 +69,8 @@ def load_csv(
     file: Annotated[Path, typer.Argument(help="Questionnaire CSV, one row a client.")],
     month: Annotated[str, typer.Option(help="Month the answers describe, YYYY-MM.")],
 ) -> None:
-    """Load a questionnaire CSV into crm.questionnaires, and its Churn column into crm.churn_outcomes."""
+    """Load a questionnaire CSV into crm.questionnaires, and its Churn column into
+    crm.churn_outcomes."""
     from gymchurn import db
     from gymchurn.loader import CsvFormatError, load_questionnaire_file, read_questionnaire_csv
 
@@ -83,8 +84,8 @@ def load_csv(
         logger.info("%s: ignored column(s) %s", file, ", ".join(loaded.ignored_columns))
     if loaded.ids_assigned:
         logger.info(
-            "%s has no client_id column: clients numbered 1..%d in file order "
-            "(the same file gets the same ids; add a client_id column to follow clients across files)",
+            "%s has no client_id column: clients numbered 1..%d in file order (the same "
+            "file gets the same ids; add a client_id column to follow clients across files)",
             file,
             len(loaded.questionnaires),
         )
@@ -98,7 +99,8 @@ def load_csv(
     )
     typer.echo(
         f"{file}: {summary.rows_read} rows for {format_month(load_month)}; questionnaires: "
-        f"{summary.questionnaires_inserted} new, {summary.questionnaires_updated} changed; {outcomes}"
+        f"{summary.questionnaires_inserted} new, {summary.questionnaires_updated} changed; "
+        f"{outcomes}"
     )
 
 
@@ -107,7 +109,8 @@ def run(
     month: Annotated[
         str | None,
         typer.Option(
-            help="Month to score, YYYY-MM. Default: the month before today in the business timezone."
+            help="Month to score, YYYY-MM. Default: the month before today in the "
+            "business timezone."
         ),
     ] = None,
 ) -> None:
@@ -118,17 +121,22 @@ def run(
 
     try:
         result = monthly_scoring(month=format_month(run_month))
-    except Exception as err:  # the flow has recorded the failure in churn.runs
+    except Exception as err:  # a run that got as far as the database is in churn.runs
         typer.echo(f"error: run for {format_month(run_month)} failed: {err}", err=True)
         raise typer.Exit(EXIT_FAILED) from None
+    typer.echo(_run_summary(result))
+
+
+def _run_summary(result: dict) -> str:
     auc = result["realised_roc_auc"]
-    typer.echo(
+    model = f"{result['mode']}, model {result['model_version']}"
+    if auc is not None:
+        model += f", realised ROC-AUC {auc:.4f}"
+    return (
         f"{result['month']}: {result['rows_read']} read, {result['rows_scored']} scored, "
-        f"{result['rows_quarantined']} quarantined ({result['mode']}, model {result['model_version']}"
-        + (f", realised ROC-AUC {auc:.4f}" if auc is not None else "")
-        + ")\n"
+        f"{result['rows_quarantined']} quarantined ({model})\n"
         f"tables: churn.scores, churn.clusters, churn.runs (run {result['run_id']})\n"
-        f"at-risk list: {result['at_risk_path']}"
+        f"at-risk list: {Path(result['at_risk_path']).resolve()}"
     )
 
 

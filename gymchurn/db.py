@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from functools import cache
 from pathlib import Path
@@ -69,14 +70,18 @@ def embedded_database_url(home: Path) -> str:
     The server listens on a Unix socket only and stops when the last process
     that uses it exits.
     """
-    import pgserver
-
     logging.getLogger("pgserver").setLevel(logging.WARNING)
     home.mkdir(parents=True, exist_ok=True)
     pgdata = home.resolve() / "pgdata"
     if pgdata.exists():
         _prune_dead_handles(pgdata)
-    server = pgserver.get_server(pgdata, cleanup_mode="stop")
+    with warnings.catch_warnings():
+        # pgserver keeps its lock file in the XDG runtime folder and warns when
+        # XDG_RUNTIME_DIR is unset (cron, containers); its /tmp fallback works.
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+        import pgserver
+
+        server = pgserver.get_server(pgdata, cleanup_mode="stop")
     return server.get_uri()
 
 

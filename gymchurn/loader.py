@@ -101,9 +101,15 @@ def _map_headers(path: Path, table: pd.DataFrame) -> tuple[dict[str, str], list[
     if missing:
         hint = ""
         if len(table.columns) == 1 and ";" in str(table.columns[0]):
-            hint = " The header is separated by ';': separator/decimal format not supported, export with ',' separators and '.' decimals."
+            hint = (
+                " The header is separated by ';': separator/decimal format not supported;"
+                " export with ',' separators and '.' decimals."
+            )
         elif all(_is_number(str(name)) for name in table.columns):
-            hint = " The first line holds numbers: header missing / unknown columns, add the header row."
+            hint = (
+                " The first line holds numbers: header missing / unknown columns;"
+                " add the header row."
+            )
         raise CsvFormatError(
             f"{path}: line 1: missing column(s) {', '.join(missing)}; "
             f"found {', '.join(map(str, table.columns))}.{hint}"

@@ -228,17 +228,22 @@ def file_sha256(path: Path) -> str:
 
 
 def save(model: TrainedModel, model_dir: Path) -> tuple[Path, str]:
-    """Write the pipeline as a skops file named after the version.
+    """Write the pipeline as a skops file named after the version and its hash.
+
+    Two databases can train the same version into one folder, and skops files
+    of the same model differ byte for byte, so the hash in the name keeps one
+    database's file from replacing the other's.
 
     Returns:
         The file's path and its sha256.
     """
     model_dir.mkdir(parents=True, exist_ok=True)
-    path = model_dir / f"{model.version}.skops"
-    partial = path.with_name(f".{path.name}.partial")
+    partial = model_dir / f".{model.version}.skops.partial"
     sio.dump(model.pipeline, partial)
+    sha256 = file_sha256(partial)
+    path = model_dir / f"{model.version}-{sha256[:12]}.skops"
     partial.replace(path)
-    return path, file_sha256(path)
+    return path, sha256
 
 
 def load(path: Path, expected_sha256: str, expected_sklearn: str) -> Pipeline:

@@ -1,5 +1,6 @@
 """The monthly flow end to end on the real questionnaires, in a real database."""
 
+
 import pandas as pd
 import pytest
 import sqlalchemy as sa
@@ -91,7 +92,8 @@ def test_forward_run_records_model_version(module_database, forward_run):
 def test_forward_run_at_risk_file_matches_view(module_database, forward_run):
     view = _frame(
         module_database,
-        "SELECT client_id, churn_probability FROM churn.at_risk WHERE month = '2026-11-01' ORDER BY rank",
+        "SELECT client_id, churn_probability FROM churn.at_risk"
+        " WHERE month = '2026-11-01' ORDER BY rank",
     )
     high = _frame(
         module_database,
@@ -143,7 +145,8 @@ def test_backtest_scores_are_out_of_fold(module_database, forward_run, real_data
     _run("2026-10")
     scores = _frame(
         module_database,
-        "SELECT client_id, churn_probability FROM churn.scores WHERE month = '2026-10-01' ORDER BY client_id",
+        "SELECT client_id, churn_probability FROM churn.scores"
+        " WHERE month = '2026-10-01' ORDER BY client_id",
     )
     version = _frame(module_database, "SELECT * FROM churn.model_versions").iloc[0]
     training = read_questionnaire_csv(real_data)

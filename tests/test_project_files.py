@@ -1,0 +1,97 @@
+"""The SQL files, the schema upgrade and the deployment files agree with the code."""
+
+import re
+import tomllib
+from urllib.parse import urlparse
+
+import pytest
+import sqlalchemy as sa
+import yaml
+
+from gymchurn import db
+from tests.conftest import REPO
+
+# Calls that name a query file: db.execute(conn, "name", ...), db.read_frame(conn,
+# "name", ...), and the loader's _upsert(conn, "staging query", "upsert query", ...).
+_QUERY_CALLS = [
+    re.compile(r'\b(?:execute|read_frame)\(\s*conn,\s*"(\w+)"'),
+    re.compile(r'\b_upsert\(\s*conn,\s*"(\w+)",\s*"(\w+)"'),
+    # The publish step deletes the month's rows in a loop over query names.
+    re.compile(r'"(delete_month_\w+)"'),
+]
+
+
+def _referenced_queries() -> set[str]:
+    names = set()
+    for path in [*REPO.glob("gymchurn/*.py"), *REPO.glob("flows/*.py")]:
+        text = path.read_text()
+        for pattern in _QUERY_CALLS:
+            for match in pattern.finditer(text):
+                names.update(match.groups())
+    return names
+
+
+def test_referenced_query_files_exist():
+    referenced = _referenced_queries()
+    available = {path.stem for path in (db.sql_dir() / "queries").glob("*.sql")}
+    assert len(referenced) >= 15
+    assert referenced - available == set()
+
+
+def test_every_query_file_is_used():
+    available = {path.stem for path in (db.sql_dir() / "queries").glob("*.sql")}
+    assert available - _referenced_queries() == set()
+
+
+def test_upgrade_twice_keeps_data(database):
+    with database.begin() as conn:
+        conn.execute(
+            sa.text("INSERT INTO crm.churn_outcomes VALUES (7, '2026-10-01', true)"),
+        )
+    applied = db.upgrade(database)
+    assert applied == [path.name for path in db.migration_files()]
+    with database.connect() as conn:
+        n_rows = conn.execute(sa.text("SELECT count(*) FROM crm.churn_outcomes")).scalar_one()
+        tables = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM information_schema.tables"
+                " WHERE table_schema IN ('crm', 'churn')"
+            )
+        ).scalar_one()
+    assert n_rows == 1
+    # 2 crm tables, 5 churn tables and the at_risk view.
+    assert tables == 8
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((REPO / "docker-compose.yml").read_text())
+
+
+def test_compose_job_database_matches_postgres_service(compose):
+    postgres = compose["services"]["postgres"]["environment"]
+    url = urlparse(compose["services"]["gymchurn"]["environment"]["DATABASE_URL"])
+    assert url.hostname == "postgres"
+    assert url.port == 5432
+    assert url.username == postgres["POSTGRES_USER"]
+    assert url.path.lstrip("/") == postgres["POSTGRES_DB"]
+    assert url.password == postgres["POSTGRES_PASSWORD"]
+
+
+def test_compose_job_reaches_prefect_server(compose):
+    server = compose["services"]["prefect-server"]
+    port = int(re.search(r"--port (\d+)", server["command"]).group(1))
+    api = urlparse(compose["services"]["gymchurn"]["environment"]["PREFECT_API_URL"])
+    assert api.hostname == "prefect-server"
+    assert api.port == port
+    assert api.path == "/api"
+    assert server["environment"]["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+
+
+def test_dockerfile_copies_every_packaged_folder():
+    dockerfile = (REPO / "Dockerfile").read_text()
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    wheel = pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]
+    folders = [*wheel["packages"], *wheel["force-include"]]
+    copied = re.findall(r"^COPY (\S+) ", dockerfile, re.MULTILINE)
+    assert sorted(folders) == sorted(name for name in copied if "." not in name)
