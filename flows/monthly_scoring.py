@@ -11,9 +11,19 @@ from gymchurn import db, steps
 from gymchurn.schema import format_month, parse_month
 from gymchurn.settings import get_settings
 
-# Database reads and writes are retried: a dropped connection succeeds on a
-# second try. Validation and training are not: they would fail the same way.
-_DB_RETRIES = {"retries": 2, "retry_delay_seconds": [2, 10]}
+
+def _retry_if_transient(task, task_run, state) -> bool:
+    return db.is_transient(state.result(raise_on_failure=False))
+
+
+# Database reads and writes are retried when the connection was lost or
+# refused, which a second try can cure. Missing data, validation and training
+# failures are not: they would fail the same way again.
+_DB_RETRIES = {
+    "retries": 2,
+    "retry_delay_seconds": [2, 10],
+    "retry_condition_fn": _retry_if_transient,
+}
 
 
 @task(cache_policy=NO_CACHE, **_DB_RETRIES)
@@ -41,7 +51,8 @@ def segment(checked, settings):
     return steps.segment(checked, settings)
 
 
-@task(cache_policy=NO_CACHE)
+# Publishing is one transaction: a retry after a lost connection starts afresh.
+@task(cache_policy=NO_CACHE, **_DB_RETRIES)
 def publish(engine, run_id, checked, chosen, scores, segments):
     return steps.publish(engine, run_id, checked, chosen, scores, segments)
 

@@ -107,6 +107,14 @@ def get_engine(settings: Settings) -> Engine:
     return _engine_for(database_url(settings))
 
 
+def is_transient(error: BaseException) -> bool:
+    """Tell whether ``error`` is a lost or refused connection, worth a retry."""
+    import psycopg
+
+    transient = (sa.exc.OperationalError, sa.exc.InterfaceError, psycopg.OperationalError)
+    return isinstance(error, transient)
+
+
 def describe(engine: Engine) -> str:
     """Describe the database for logs, without the password."""
     return engine.url.render_as_string(hide_password=True)

@@ -5,9 +5,12 @@ cannot be read safely is refused with an error naming the file, line and
 column, and the database is left as it was.
 """
 
+import csv
 import datetime as dt
+import io
 import logging
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +19,14 @@ import pandas as pd
 from sqlalchemy.engine import Engine
 
 from gymchurn import db
-from gymchurn.schema import CHURNED, CLIENT_ID, FEATURES, INTEGER_FEATURES, MONTH
+from gymchurn.schema import (
+    BINARY_FEATURES,
+    CHURNED,
+    CLIENT_ID,
+    FEATURES,
+    INTEGER_FEATURES,
+    MONTH,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +40,15 @@ HEADER_ALIASES = {
 
 # Cells read as a missing value. Anything else that is not a number is an error.
 _MISSING_TOKENS = {"", "nan", "na", "n/a", "null", "none"}
+
+# Largest magnitude of each integer column, as the database column types allow:
+# smallint for flags and contract length, integer for the others. Client ids
+# stay below 2**53, the largest integer a float64 holds exactly.
+_INTEGER_LIMITS = {
+    **{name: 32_767 for name in [*BINARY_FEATURES, "contract_period"]},
+    **{name: 2_147_483_647 for name in ["age", "month_to_end_contract", "lifetime"]},
+    CLIENT_ID: 2**53,
+}
 
 # Label spellings and the outcome each one means.
 _CHURN_LABELS = {
@@ -67,6 +86,7 @@ def _normalise_header(name: str) -> str:
 
 
 def _read_text_table(path: Path) -> pd.DataFrame:
+    """Read every cell as text, indexed by the file line each row came from."""
     if not path.is_file():
         raise CsvFormatError(f"{path}: file not found")
     raw = path.read_bytes()
@@ -78,15 +98,55 @@ def _read_text_table(path: Path) -> pd.DataFrame:
             "export the questionnaires as CSV and load that file"
         )
     try:
-        raw.decode("utf-8-sig")
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         raise CsvFormatError(
             f"{path}: not a UTF-8/CSV text file (invalid UTF-8 at byte {err.start}); "
             "save the file as UTF-8 CSV and load it again"
         ) from None
-    return pd.read_csv(
-        path, dtype=str, keep_default_na=False, encoding="utf-8-sig", skip_blank_lines=True
-    )
+    header = text.lstrip().splitlines()[0]
+    if ";" in header and "," not in header:
+        raise CsvFormatError(
+            f"{path}: line 1: the columns are separated by ';': separator/decimal format "
+            "not supported; export with ',' separators and '.' decimals"
+        )
+    try:
+        with warnings.catch_warnings(record=True) as parser_warnings:
+            warnings.simplefilter("always", pd.errors.ParserWarning)
+            # index_col=False: a trailing comma on every row must not turn the
+            # first column into the index and shift the others.
+            table = pd.read_csv(
+                io.StringIO(text),
+                dtype=str,
+                keep_default_na=False,
+                skip_blank_lines=False,
+                index_col=False,
+            )
+    except pd.errors.ParserError as err:
+        raise CsvFormatError(
+            f"{path}: not a readable CSV table ({str(err).strip()}); "
+            "check the separators and quoting"
+        ) from None
+    if parser_warnings:
+        # pandas dropped fields beyond the header's: harmless when they are
+        # empty (trailing commas), data loss when they are not.
+        _check_extra_fields(path, text, len(table.columns))
+    table.index = pd.RangeIndex(2, len(table) + 2, name="line")
+    blank = table.fillna("").apply(lambda column: column.str.strip()).eq("").all(axis=1)
+    if blank.any():
+        logger.warning("%s: skipped %d empty line(s)", path, int(blank.sum()))
+    return table[~blank]
+
+
+def _check_extra_fields(path: Path, text: str, n_columns: int) -> None:
+    reader = csv.reader(io.StringIO(text))
+    next(reader, None)
+    for row in reader:
+        if len(row) > n_columns and any(cell.strip() for cell in row[n_columns:]):
+            raise CsvFormatError(
+                f"{path}: line {reader.line_num}: {len(row)} fields but the header has "
+                f"{n_columns}; check the separators and quoting of that line"
+            )
 
 
 def _map_headers(path: Path, table: pd.DataFrame) -> tuple[dict[str, str], list[str]]:
@@ -100,12 +160,7 @@ def _map_headers(path: Path, table: pd.DataFrame) -> tuple[dict[str, str], list[
     missing = [name for name in FEATURES if name not in mapping.values()]
     if missing:
         hint = ""
-        if len(table.columns) == 1 and ";" in str(table.columns[0]):
-            hint = (
-                " The header is separated by ';': separator/decimal format not supported;"
-                " export with ',' separators and '.' decimals."
-            )
-        elif all(_is_number(str(name)) for name in table.columns):
+        if all(_is_number(str(name)) for name in table.columns):
             hint = (
                 " The first line holds numbers: header missing / unknown columns;"
                 " add the header row."
@@ -118,6 +173,7 @@ def _map_headers(path: Path, table: pd.DataFrame) -> tuple[dict[str, str], list[
 
 
 def _is_number(text: str) -> bool:
+    # pandas renames a repeated header cell "1" to "1.1", "1.2", ...
     try:
         float(text.split(".")[0] if text.count(".") > 1 else text)
     except ValueError:
@@ -126,36 +182,36 @@ def _is_number(text: str) -> bool:
 
 
 def _parse_numbers(path: Path, column: pd.Series, name: str) -> pd.Series:
-    text = column.str.strip()
+    text = column.fillna("").str.strip()
     missing = text.str.lower().isin(_MISSING_TOKENS)
-    values = pd.to_numeric(text.where(~missing), errors="coerce")
-    bad = values.isna() & ~missing
-    if name in INTEGER_FEATURES or name == CLIENT_ID:
-        bad |= values.notna() & (values != np.floor(values))
+    values = pd.to_numeric(text.where(~missing), errors="coerce").astype("float64")
+    bad = (values.isna() | ~np.isfinite(values)) & ~missing
+    kind = "a number"
+    if name in _INTEGER_LIMITS:
+        limit = _INTEGER_LIMITS[name]
+        kind = f"an integer from {-limit} to {limit}"
+        bad |= values.notna() & ((values != np.floor(values)) | (values.abs() > limit))
     if bad.any():
-        position = int(np.flatnonzero(bad.to_numpy())[0])
-        kind = "an integer" if name in INTEGER_FEATURES or name == CLIENT_ID else "a number"
+        line = bad.idxmax()
         raise CsvFormatError(
-            f"{path}: line {position + 2}, column {column.name}: {column.iloc[position]!r} "
-            f"is not {kind} ({int(bad.sum())} such cell(s) in this column); "
-            "correct the file and load it again"
+            f"{path}: line {line}, column {column.name}: {column[line]!r} is not {kind} "
+            f"({int(bad.sum())} such cell(s) in this column); correct the file and load it again"
         )
-    return values.astype("float64")
+    return values
 
 
 def _parse_labels(path: Path, column: pd.Series) -> pd.Series:
-    text = column.str.strip().str.lower()
-    labels = text.map(_CHURN_LABELS)
+    labels = column.fillna("").str.strip().str.lower().map(_CHURN_LABELS)
     unknown = labels.isna()
     if unknown.any():
-        lines = [str(i + 2) for i in np.flatnonzero(unknown.to_numpy())[:10]]
+        lines = ", ".join(str(line) for line in labels.index[unknown][:10])
         logger.warning(
             "%s: column %s: %d row(s) without a known label (line %s); "
             "they are scored but not used for training",
             path,
             column.name,
             int(unknown.sum()),
-            ", ".join(lines),
+            lines,
         )
     return labels
 
@@ -165,11 +221,11 @@ def _client_ids(path: Path, table: pd.DataFrame, source: str | None) -> tuple[pd
         return pd.Series(np.arange(1, len(table) + 1, dtype="int64"), index=table.index), True
     ids = _parse_numbers(path, table[source], CLIENT_ID)
     if ids.isna().any():
-        line = int(np.flatnonzero(ids.isna().to_numpy())[0]) + 2
+        line = ids.isna().idxmax()
         raise CsvFormatError(f"{path}: line {line}, column {source}: client id is empty")
     duplicated = ids.duplicated(keep=False)
     if duplicated.any():
-        lines = ", ".join(str(i + 2) for i in np.flatnonzero(duplicated.to_numpy())[:10])
+        lines = ", ".join(str(line) for line in ids.index[duplicated][:10])
         raise CsvFormatError(
             f"{path}: column {source}: client ids repeat on lines {lines}; "
             "each client must appear once a month"
@@ -205,7 +261,10 @@ def read_questionnaire_csv(path: Path) -> QuestionnaireFile:
         labels = _parse_labels(path, table[by_target[CHURNED]])
         known = labels.notna()
         outcomes = pd.DataFrame({CLIENT_ID: ids[known], CHURNED: labels[known].astype(bool)})
-    return QuestionnaireFile(path, questionnaires, outcomes, ids_assigned, ignored)
+        outcomes = outcomes.reset_index(drop=True)
+    return QuestionnaireFile(
+        path, questionnaires.reset_index(drop=True), outcomes, ids_assigned, ignored
+    )
 
 
 @dataclass(frozen=True)

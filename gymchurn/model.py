@@ -172,6 +172,10 @@ def train(training: pd.DataFrame, *, seed: int, folds: int, threshold: float) ->
     Raises:
         ValueError: when a class has fewer rows than there are folds.
     """
+    # Folds follow row order: sort, so the same rows in any order give the same
+    # model, as their fingerprint promises.
+    order = np.lexsort((training[CLIENT_ID].to_numpy(), pd.to_datetime(training[MONTH])))
+    training = training.iloc[order]
     labels = training[CHURNED].to_numpy(dtype="int64")
     n_churned = int(labels.sum())
     if min(n_churned, len(labels) - n_churned) < folds:
@@ -209,8 +213,14 @@ def train(training: pd.DataFrame, *, seed: int, folds: int, threshold: float) ->
         metrics,
         months,
         len(training),
-        best.out_of_fold,
+        _unsort(best.out_of_fold, order),
     )
+
+
+def _unsort(values: np.ndarray, order: np.ndarray) -> np.ndarray:
+    restored = np.empty_like(values)
+    restored[order] = values
+    return restored
 
 
 def predict(pipeline: Pipeline, questionnaires: pd.DataFrame) -> np.ndarray:

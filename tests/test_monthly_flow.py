@@ -1,5 +1,7 @@
 """The monthly flow end to end on the real questionnaires, in a real database."""
 
+import logging
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -83,10 +85,7 @@ def test_forward_run_records_model_version(module_database, forward_run):
         "logistic_regression",
         "hist_gradient_boosting",
     }
-    assert (
-        model.file_sha256(__import__("pathlib").Path(row["artifact_path"]))
-        == row["artifact_sha256"]
-    )
+    assert model.file_sha256(Path(row["artifact_path"])) == row["artifact_sha256"]
 
 
 def test_forward_run_at_risk_file_matches_view(module_database, forward_run):
@@ -181,7 +180,25 @@ def test_run_quarantines_out_of_range_age(database, real_data, tmp_path):
     assert 42 not in set(scored["client_id"])
 
 
-def test_run_without_questionnaires_fails_and_keeps_scores(database, real_data):
+@pytest.fixture
+def package_logs():
+    """Messages the package logs during a test (Prefect keeps them from caplog)."""
+
+    class _Collect(logging.Handler):
+        def __init__(self):
+            super().__init__(level=logging.INFO)
+            self.messages = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    handler = _Collect()
+    logging.getLogger("gymchurn").addHandler(handler)
+    yield handler.messages
+    logging.getLogger("gymchurn").removeHandler(handler)
+
+
+def test_run_without_questionnaires_fails_and_keeps_scores(database, real_data, package_logs):
     from gymchurn.steps import NoDataError
 
     _load(database, real_data, "2026-10")
@@ -189,6 +206,10 @@ def test_run_without_questionnaires_fails_and_keeps_scores(database, real_data):
 
     with pytest.raises(NoDataError, match="no questionnaires for 2026-12"):
         _run("2026-12")
+
+    # Missing data is not retried: a second read would find nothing either.
+    extracts = [m for m in package_logs if m.startswith("extract: 0 questionnaires for 2026-12")]
+    assert len(extracts) == 1
 
     runs = _frame(database, "SELECT month, status, message FROM churn.runs ORDER BY started_at")
     assert runs["status"].to_list() == ["succeeded", "failed"]

@@ -1,0 +1,150 @@
+"""Tests of the gymchurn command line against a real database.
+
+The ``database`` fixture sets DATABASE_URL, which the commands read.
+"""
+
+import contextlib
+import logging
+
+import pytest
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from gymchurn import db
+from gymchurn.cli import app
+from tests.conftest import CASES
+
+runner = CliRunner()
+
+
+@contextlib.contextmanager
+def _restored_package_logger():
+    """Restore the ``gymchurn`` logger on exit.
+
+    Every command adds a handler bound to the current ``sys.stderr``, which
+    CliRunner closes when the command ends, and turns off propagation, which
+    would hide the package's records from ``caplog`` in later tests.
+    """
+    logger = logging.getLogger("gymchurn")
+    handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
+    try:
+        yield
+    finally:
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
+def _invoke(*args: str):
+    with _restored_package_logger():
+        return runner.invoke(app, list(args))
+
+
+def _count(engine, table: str) -> int:
+    with engine.connect() as conn:
+        return conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one()
+
+
+def test_load_csv_real_file(database, real_data):
+    result = _invoke("load-csv", str(real_data), "--month", "2026-10")
+
+    assert result.exit_code == 0, result.output
+    assert "4000 rows for 2026-10" in result.stdout
+    assert "questionnaires: 4000 new, 0 changed" in result.stdout
+    assert "outcomes: 4000 new, 0 changed" in result.stdout
+    assert _count(database, "crm.questionnaires") == 4000
+    assert _count(database, "crm.churn_outcomes") == 4000
+
+
+def test_load_csv_second_time_unchanged(database):
+    path = str(CASES / "00_clean_reference.csv")
+    _invoke("load-csv", path, "--month", "2026-10")
+
+    result = _invoke("load-csv", path, "--month", "2026-10")
+
+    assert result.exit_code == 0, result.output
+    assert "20 rows for 2026-10; questionnaires: 0 new, 0 changed" in result.stdout
+    assert _count(database, "crm.questionnaires") == 20
+
+
+@pytest.mark.parametrize("month", ["2026-13", "2026-11'; drop table churn.scores; --"])
+def test_load_csv_invalid_month(database, month):
+    path = str(CASES / "00_clean_reference.csv")
+    _invoke("load-csv", path, "--month", "2026-10")
+
+    result = _invoke("load-csv", path, "--month", month)
+
+    assert result.exit_code == 2
+    assert "invalid month" in result.stderr
+    assert result.stdout == ""
+    assert _count(database, "crm.questionnaires") == 20
+    # The table named in the month text is still there.
+    assert _count(database, "churn.scores") == 0
+
+
+def test_load_csv_missing_column(database):
+    path = str(CASES / "08_missing_column.csv")
+
+    result = _invoke("load-csv", path, "--month", "2026-10")
+
+    assert result.exit_code == 1
+    assert "missing column(s) avg_class_frequency_current_month" in result.stderr
+    assert result.stdout == ""
+    assert _count(database, "crm.questionnaires") == 0
+    assert _count(database, "crm.churn_outcomes") == 0
+
+
+def test_load_csv_logs_ignored_columns(database):
+    path = str(CASES / "09_extra_unknown_columns.csv")
+
+    result = _invoke("load-csv", path, "--month", "2026-10")
+
+    assert result.exit_code == 0, result.output
+    expected = "ignored column(s) gender-label, Churn_label, Total_Frequency, member_id"
+    assert expected in result.stderr
+    assert "no client_id column: clients numbered 1..20" in result.stderr
+    assert _count(database, "crm.questionnaires") == 20
+
+
+def test_load_csv_second_call_logs_cleanly(database):
+    path = str(CASES / "09_extra_unknown_columns.csv")
+
+    # The logger is restored only after both calls, as in a process that runs app() twice.
+    with _restored_package_logger():
+        runner.invoke(app, ["load-csv", path, "--month", "2026-10"])
+        result = runner.invoke(app, ["load-csv", path, "--month", "2026-11"])
+
+    assert result.exit_code == 0, result.output
+    assert "Logging error" not in result.stderr
+    assert result.stderr.count("ignored column(s) gender-label") == 1
+
+
+def test_load_csv_file_not_found(database, tmp_path):
+    path = tmp_path / "absent.csv"
+
+    result = _invoke("load-csv", str(path), "--month", "2026-10")
+
+    assert result.exit_code == 1
+    assert f"{path}: file not found" in result.stderr
+
+
+def test_db_upgrade_creates_schemas(database):
+    with database.begin() as conn:
+        conn.exec_driver_sql("DROP SCHEMA churn, crm CASCADE")
+
+    result = _invoke("db", "upgrade")
+
+    assert result.exit_code == 0, result.output
+    assert f"({len(db.migration_files())} files applied)" in result.stdout
+    assert _count(database, "crm.questionnaires") == 0
+    assert _count(database, "churn.scores") == 0
+
+
+def test_db_upgrade_repeat_keeps_rows(database):
+    _invoke("load-csv", str(CASES / "00_clean_reference.csv"), "--month", "2026-10")
+
+    result = _invoke("db", "upgrade")
+
+    assert result.exit_code == 0, result.output
+    assert "schema up to date on postgresql" in result.stdout
+    assert _count(database, "crm.questionnaires") == 20
