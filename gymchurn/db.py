@@ -54,7 +54,7 @@ def migration_files() -> list[Path]:
 def _prune_dead_handles(pgdata: Path) -> None:
     # pgserver keeps the pids of the processes using the server in this file
     # and stops the server when the last one exits. A process killed with
-    # SIGKILL never removes its pid, and then nobody would stop the server.
+    # SIGKILL never removes its pid, and then the server would never be stopped.
     handles = pgdata / ".handle_pids.json"
     if not handles.exists():
         return

@@ -43,7 +43,7 @@ _MISSING_TOKENS = {"", "nan", "na", "n/a", "null", "none"}
 
 # Largest magnitude of each integer column, as the database column types allow:
 # smallint for flags and contract length, integer for the others. Client ids
-# stay below 2**53, the largest integer a float64 holds exactly.
+# stay below 2**53, the largest integer a float64 represents exactly.
 _INTEGER_LIMITS = {
     **{name: 32_767 for name in [*BINARY_FEATURES, "contract_period"]},
     **{name: 2_147_483_647 for name in ["age", "month_to_end_contract", "lifetime"]},
@@ -85,8 +85,8 @@ def _normalise_header(name: str) -> str:
     return re.sub(r"[\s\-]+", "_", name.strip().lower())
 
 
-def _read_text_table(path: Path) -> pd.DataFrame:
-    """Read every cell as text, indexed by the file line each row came from."""
+def _decode_text(path: Path) -> str:
+    """Return the file's text, or raise when it is not UTF-8 CSV text."""
     if not path.is_file():
         raise CsvFormatError(f"{path}: file not found")
     raw = path.read_bytes()
@@ -110,6 +110,12 @@ def _read_text_table(path: Path) -> pd.DataFrame:
             f"{path}: line 1: the columns are separated by ';': separator/decimal format "
             "not supported; export with ',' separators and '.' decimals"
         )
+    return text
+
+
+def _read_text_table(path: Path) -> pd.DataFrame:
+    """Read every cell as text, indexed by the file line each row came from."""
+    text = _decode_text(path)
     try:
         with warnings.catch_warnings(record=True) as parser_warnings:
             warnings.simplefilter("always", pd.errors.ParserWarning)
@@ -269,7 +275,7 @@ def read_questionnaire_csv(path: Path) -> QuestionnaireFile:
 
 @dataclass(frozen=True)
 class LoadSummary:
-    """What a load changed in ``crm``."""
+    """Counts of the rows a load inserted and updated in ``crm``."""
 
     month: dt.date
     rows_read: int

@@ -261,7 +261,7 @@ def load(path: Path, expected_sha256: str, expected_sklearn: str) -> Pipeline:
 
     Raises:
         ModelIntegrityError: the file is missing, was changed after it was
-            written, was written by another scikit-learn, or holds types that
+            written, was written by another scikit-learn, or contains types that
             are not on the allow-list.
     """
     if not path.is_file():
@@ -282,5 +282,8 @@ def load(path: Path, expected_sha256: str, expected_sklearn: str) -> Pipeline:
         )
     untrusted = [t for t in sio.get_untrusted_types(file=path) if t not in _TRUSTED_TYPES]
     if untrusted:
-        raise ModelIntegrityError(f"model file {path} holds types not allowed to load: {untrusted}")
+        raise ModelIntegrityError(
+            f"model file {path} contains types not on the allow-list: {untrusted}; "
+            "retrain the model"
+        )
     return sio.load(path, trusted=_TRUSTED_TYPES)

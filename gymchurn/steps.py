@@ -133,19 +133,21 @@ def check(data: MonthData, settings: Settings) -> CheckedData:
         NoDataError: there is nothing labelled to train on.
     """
     label = format_month(data.month)
+    started = time.perf_counter()
     scoring = validate_questionnaires(
         data.scoring,
         dataset=f"questionnaires of {label}",
         max_invalid_share=settings.max_invalid_share,
     )
-    _log_report(scoring)
+    _log_report(scoring, started)
     if not data.history.empty:
+        started = time.perf_counter()
         history = validate_questionnaires(
             data.history,
             dataset=f"labelled questionnaires before {label}",
             max_invalid_share=settings.max_invalid_share,
         )
-        _log_report(history)
+        _log_report(history, started)
         return CheckedData(data.month, "forward", scoring, history.valid, history)
 
     training = scoring.valid[scoring.valid[CHURNED].notna()]
@@ -160,13 +162,14 @@ def check(data: MonthData, settings: Settings) -> CheckedData:
     return CheckedData(data.month, "backtest", scoring, training, None)
 
 
-def _log_report(report: ValidationReport) -> None:
+def _log_report(report: ValidationReport, started: float) -> None:
     logger.info(
-        "validate %s: %d rows, %d valid, %d quarantined",
+        "validate %s: %d rows, %d valid, %d quarantined (%.1f s)",
         report.dataset,
         report.n_rows,
         report.n_valid,
         report.n_quarantined,
+        time.perf_counter() - started,
     )
     for rule in report.rules:
         if rule.n_failed:
@@ -298,6 +301,7 @@ def score(chosen: ChosenModel, checked: CheckedData, settings: Settings) -> pd.D
         In a backtest a labelled client gets its out-of-fold probability and
         a client without a label the fitted model's.
     """
+    started = time.perf_counter()
     clients = checked.scoring.valid
     probabilities = model.predict(chosen.pipeline, clients)
     if chosen.out_of_fold is not None:
@@ -312,9 +316,10 @@ def score(chosen: ChosenModel, checked: CheckedData, settings: Settings) -> pd.D
     )
     counts = scores["risk_tier"].value_counts()
     logger.info(
-        "score: %d clients, %s",
+        "score: %d clients, %s (%.1f s)",
         len(scores),
-        ", ".join(f"{counts.get(t, 0)} {t}" for t in RISK_TIERS),
+        ", ".join(f"{counts.get(tier, 0)} {tier}" for tier in RISK_TIERS),
+        time.perf_counter() - started,
     )
     return scores
 
@@ -332,19 +337,17 @@ def realised_roc_auc(scores: pd.DataFrame, checked: CheckedData) -> float | None
 
 def segment(checked: CheckedData, settings: Settings) -> Segmentation:
     """Fit the month's segments on the training rows and assign every valid client."""
+    started = time.perf_counter()
     segments = segment_clients(
         checked.scoring.valid,
         checked.training,
         n_clusters=settings.n_clusters,
         seed=settings.random_seed,
     )
-    logger.info(
-        "segment: %s",
-        ", ".join(
-            f"cluster {row.cluster_id}: {row.size} clients"
-            for row in segments.profiles.itertuples()
-        ),
+    sizes = ", ".join(
+        f"cluster {row.cluster_id}: {row.size} clients" for row in segments.profiles.itertuples()
     )
+    logger.info("segment: %s (%.1f s)", sizes, time.perf_counter() - started)
     return segments
 
 
@@ -386,7 +389,7 @@ def publish(
     """Replace the month's scores, segments and quarantine in one transaction.
 
     A rerun of the month deletes the rows of the earlier run and marks that
-    run superseded, so the month never holds two runs' rows.
+    run superseded, so the month never contains rows of two runs.
     """
     started = time.perf_counter()
     month = checked.month

@@ -61,7 +61,7 @@ def test_forward_run_probabilities_inside_unit_interval(module_database, forward
     )
     assert scores["churn_probability"].gt(0).all()
     assert scores["churn_probability"].lt(1).all()
-    # About a quarter of the real clients left; the mean score should say so.
+    # About a quarter of the real clients left, so the mean score is near 0.25.
     assert 0.18 < scores["churn_probability"].mean() < 0.35
 
 
