@@ -15,7 +15,12 @@ COPY pyproject.toml README.md ./
 COPY gymchurn gymchurn
 COPY flows flows
 COPY sql sql
-RUN pip install --no-cache-dir . && mkdir -p /var/lib/gymchurn
+RUN pip install --no-cache-dir . \
+    && useradd --system --create-home gymchurn \
+    && mkdir -p /var/lib/gymchurn/models /var/lib/gymchurn/output \
+    && chown -R gymchurn /var/lib/gymchurn
+
+USER gymchurn
 
 ENTRYPOINT ["gymchurn"]
 CMD ["--help"]

@@ -85,17 +85,23 @@ def monthly_scoring(month: str) -> dict:
     run_month = parse_month(month)
     run_id = uuid.UUID(flow_run.id) if flow_run.id else uuid.uuid4()
     engine = db.get_engine(settings)
-    steps.start_run(engine, run_id, run_month)
+    counts = {}
     try:
+        # Inside the try: a signal right after the run row is written must
+        # still mark it failed.
+        steps.start_run(engine, run_id, run_month)
         data = extract(engine, run_month)
+        counts["rows_read"] = len(data.scoring)
         checked = validate(data, settings)
+        counts["rows_quarantined"] = checked.scoring.n_quarantined
         chosen = train_or_load_model(engine, settings, checked)
         scores = score(chosen, checked, settings)
         segments = segment(checked, settings)
         run = publish(engine, run_id, checked, chosen, scores, segments)
         at_risk_path = deliver(engine, settings, run)
-    except Exception as error:
-        steps.fail_run(engine, run_id, error)
+    except BaseException as error:
+        # Ctrl-C and SIGTERM too: the run must not stay "running" forever.
+        steps.fail_run(engine, run_id, error, counts)
         raise
     create_markdown_artifact(_summary(run, at_risk_path), key="churn-run-summary")
     return {

@@ -2,6 +2,7 @@
 
 import datetime as dt
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -64,11 +65,47 @@ def _configure_logging() -> None:
     package.propagate = False
 
 
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _settings():
+    from pydantic import ValidationError
+
+    try:
+        return get_settings()
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'_'.join(str(part) for part in error['loc']) or 'settings'}: {error['msg']}"
+            for error in err.errors()
+        )
+        raise _fail(f"invalid setting (GYMCHURN_* environment variables): {problems}", 2) from None
+
+
+def _engine():
+    """Return the job's engine, or exit with a message when the database is unreachable."""
+    from gymchurn import db
+
+    settings = _settings()
+    try:
+        engine = db.get_engine(settings)
+        db.upgrade(engine)
+    except db.DatabaseUrlError as err:
+        raise _fail(str(err), 2) from None
+    except Exception as err:
+        if not db.is_transient(err):
+            raise
+        reason = str(getattr(err, "orig", err)).strip().splitlines()[0]
+        raise _fail(f"cannot connect to the database: {reason}") from None
+    return engine
+
+
 @app.callback()
 def main() -> None:
     """Score every client's probability of leaving next month."""
     _configure_logging()
-    configure_environment(get_settings().home)
+    configure_environment(_settings().home)
 
 
 @db_app.command("upgrade")
@@ -76,27 +113,55 @@ def db_upgrade() -> None:
     """Create or update the crm and churn schemas; safe to repeat."""
     from gymchurn import db
 
-    engine = db.get_engine(get_settings())
-    applied = db.upgrade(engine)
-    typer.echo(f"schema up to date on {db.describe(engine)} ({len(applied)} files applied)")
+    engine = _engine()
+    typer.echo(
+        f"schema up to date on {db.describe(engine)} ({len(db.migration_files())} files applied)"
+    )
+
+
+def _load_summary(file: Path, summary, has_outcomes: bool) -> str:
+    questionnaires = (
+        f"questionnaires: {summary.questionnaires_inserted} new, "
+        f"{summary.questionnaires_updated} changed"
+    )
+    if summary.questionnaires_removed:
+        questionnaires += f", {summary.questionnaires_removed} replaced"
+    if has_outcomes:
+        outcomes = f"outcomes: {summary.outcomes_inserted} new, {summary.outcomes_updated} changed"
+        if summary.outcomes_removed:
+            outcomes += f", {summary.outcomes_removed} removed"
+    else:
+        outcomes = "no Churn column, no outcomes loaded"
+    month = format_month(summary.month)
+    return f"{file}: {summary.rows_read} rows for {month}; {questionnaires}; {outcomes}"
 
 
 @app.command("load-csv")
 def load_csv(
     file: Annotated[Path, typer.Argument(help="Questionnaire CSV, one row a client.")],
     month: Annotated[str, typer.Option(help="Month the answers describe, YYYY-MM.")],
+    replace: Annotated[
+        bool,
+        typer.Option(
+            "--replace", help="Delete the month's questionnaires and outcomes before loading."
+        ),
+    ] = False,
 ) -> None:
     """Load a questionnaire CSV into crm.questionnaires, and its Churn column into
     crm.churn_outcomes."""
     from gymchurn import db
-    from gymchurn.loader import CsvFormatError, load_questionnaire_file, read_questionnaire_csv
+    from gymchurn.loader import (
+        CsvFormatError,
+        LoadConflictError,
+        load_questionnaire_file,
+        read_questionnaire_csv,
+    )
 
     load_month = _month(month)
     try:
         loaded = read_questionnaire_csv(file)
     except CsvFormatError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(EXIT_FAILED) from None
+        raise _fail(str(err)) from None
     if loaded.ignored_columns:
         logger.info("%s: ignored column(s) %s", file, ", ".join(loaded.ignored_columns))
     if loaded.ids_assigned:
@@ -106,19 +171,19 @@ def load_csv(
             file,
             len(loaded.questionnaires),
         )
-    engine = db.get_engine(get_settings())
-    db.upgrade(engine)
-    summary = load_questionnaire_file(engine, loaded, load_month)
-    outcomes = (
-        "no Churn column, no outcomes loaded"
-        if loaded.outcomes is None
-        else f"outcomes: {summary.outcomes_inserted} new, {summary.outcomes_updated} changed"
-    )
-    typer.echo(
-        f"{file}: {summary.rows_read} rows for {format_month(load_month)}; questionnaires: "
-        f"{summary.questionnaires_inserted} new, {summary.questionnaires_updated} changed; "
-        f"{outcomes}"
-    )
+    engine = _engine()
+    try:
+        summary = load_questionnaire_file(engine, loaded, load_month, replace=replace)
+    except LoadConflictError as err:
+        raise _fail(str(err)) from None
+    typer.echo(_load_summary(file, summary, loaded.outcomes is not None))
+    typer.echo(f"database: {db.describe(engine)}")
+
+
+def _stop_on_sigterm(signum, frame):
+    # A scheduler's timeout sends SIGTERM; raising here lets the flow record
+    # the failure and Prefect stop its temporary server, as on Ctrl-C.
+    raise KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}")
 
 
 @app.command("run")
@@ -132,15 +197,22 @@ def run(
     ] = None,
 ) -> None:
     """Run the monthly scoring flow for one month."""
-    settings = get_settings()
+    settings = _settings()
     run_month = _month(month) if month else _previous_month(settings.timezone)
+    label = format_month(run_month)
+    _engine()
     from flows.monthly_scoring import monthly_scoring
 
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
-        result = monthly_scoring(month=format_month(run_month))
+        result = monthly_scoring(month=label)
+    except KeyboardInterrupt as err:
+        message = (
+            f"run for {label} interrupted ({err or 'Ctrl-C'}); its published rows are as before"
+        )
+        raise _fail(message, 130) from None
     except Exception as err:  # a run that got as far as the database is in churn.runs
-        typer.echo(f"error: run for {format_month(run_month)} failed: {err}", err=True)
-        raise typer.Exit(EXIT_FAILED) from None
+        raise _fail(f"run for {label} failed: {err}") from None
     typer.echo(_run_summary(result))
 
 

@@ -85,13 +85,28 @@ def embedded_database_url(home: Path) -> str:
     return server.get_uri()
 
 
+class DatabaseUrlError(ValueError):
+    """A DATABASE_URL the job cannot use."""
+
+
 def database_url(settings: Settings) -> URL:
-    """Return the URL of the job's database, with the psycopg driver."""
-    if settings.database_url is not None:
-        text = settings.database_url.get_secret_value()
-    else:
-        text = embedded_database_url(settings.home)
-    url = make_url(text)
+    """Return the URL of the job's database, with the psycopg driver.
+
+    Raises:
+        DatabaseUrlError: DATABASE_URL is not a PostgreSQL URL.
+    """
+    if settings.database_url is None:
+        return make_url(embedded_database_url(settings.home)).set(drivername="postgresql+psycopg")
+    try:
+        url = make_url(settings.database_url.get_secret_value())
+    except sa.exc.ArgumentError:
+        url = None
+    if url is None or url.get_backend_name() not in ("postgresql", "postgres"):
+        shown = "unreadable" if url is None else url.render_as_string(hide_password=True)
+        raise DatabaseUrlError(
+            f"DATABASE_URL ({shown}) is not a PostgreSQL URL; expected "
+            "postgresql://user:password@host:5432/dbname, or unset it for the embedded database"
+        )
     if url.drivername in ("postgresql", "postgres"):
         url = url.set(drivername="postgresql+psycopg")
     return url

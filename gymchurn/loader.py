@@ -87,8 +87,10 @@ def _normalise_header(name: str) -> str:
 
 def _decode_text(path: Path) -> str:
     """Return the file's text, or raise when it is not UTF-8 CSV text."""
-    if not path.is_file():
+    if not path.exists():
         raise CsvFormatError(f"{path}: file not found")
+    if not path.is_file():
+        raise CsvFormatError(f"{path}: not a regular file; give the path of a CSV file")
     raw = path.read_bytes()
     if not raw.strip():
         raise CsvFormatError(f"{path}: empty file; expected a CSV header and data rows")
@@ -229,6 +231,12 @@ def _client_ids(path: Path, table: pd.DataFrame, source: str | None) -> tuple[pd
     if ids.isna().any():
         line = ids.isna().idxmax()
         raise CsvFormatError(f"{path}: line {line}, column {source}: client id is empty")
+    if (ids < 1).any():
+        line = (ids < 1).idxmax()
+        raise CsvFormatError(
+            f"{path}: line {line}, column {source}: client id {table[source][line]!r} "
+            "is not a positive integer"
+        )
     duplicated = ids.duplicated(keep=False)
     if duplicated.any():
         lines = ", ".join(str(line) for line in ids.index[duplicated][:10])
@@ -273,16 +281,22 @@ def read_questionnaire_csv(path: Path) -> QuestionnaireFile:
     )
 
 
+class LoadConflictError(ValueError):
+    """A load that would attach answers to the wrong clients; nothing was written."""
+
+
 @dataclass(frozen=True)
 class LoadSummary:
-    """Counts of the rows a load inserted and updated in ``crm``."""
+    """Counts of the rows a load inserted, updated and removed in ``crm``."""
 
     month: dt.date
     rows_read: int
     questionnaires_inserted: int
     questionnaires_updated: int
+    questionnaires_removed: int
     outcomes_inserted: int
     outcomes_updated: int
+    outcomes_removed: int
 
 
 def _upsert(
@@ -295,34 +309,65 @@ def _upsert(
     return inserted, len(changed) - inserted
 
 
+def _check_numbered_ids(conn, loaded: QuestionnaireFile, month: dt.date) -> None:
+    # Numbered ids only say where a row sits in its file. Against a month that
+    # holds another number of clients, row N is most likely another client.
+    existing = db.execute(conn, "count_month_questionnaires", {"month": month}).scalar_one()
+    if existing and existing != len(loaded.questionnaires):
+        raise LoadConflictError(
+            f"{loaded.path}: has no client_id column and {len(loaded.questionnaires)} rows, "
+            f"but {month:%Y-%m} already has {existing} questionnaires, so numbering the rows "
+            "would give their ids to other clients; add a client_id column, or load with "
+            "--replace to replace the month's questionnaires and outcomes"
+        )
+
+
 def load_questionnaire_file(
-    engine: Engine, loaded: QuestionnaireFile, month: dt.date
+    engine: Engine, loaded: QuestionnaireFile, month: dt.date, *, replace: bool = False
 ) -> LoadSummary:
     """Insert or update the file's rows for ``month`` in one transaction.
 
     Rows already loaded with the same values are left alone, so loading the
-    same file twice changes nothing. Clients missing from the file are kept.
+    same file twice changes nothing. Clients missing from the file are kept,
+    unless ``replace`` deletes the month's rows first. A client whose label in
+    the file's Churn column is unknown loses the outcome loaded before.
+
+    Raises:
+        LoadConflictError: the file numbers its clients by row and the month
+            already holds another number of clients.
     """
     questionnaires = loaded.questionnaires.assign(**{MONTH: month})
-    columns = [CLIENT_ID, MONTH, *FEATURES]
+    keys = {"month": month}
     with engine.begin() as conn:
+        q_removed = o_removed = 0
+        if replace:
+            q_removed = db.execute(conn, "delete_month_questionnaires", keys).rowcount
+            o_removed = db.execute(conn, "delete_month_outcomes", keys).rowcount
+        elif loaded.ids_assigned:
+            _check_numbered_ids(conn, loaded, month)
         q_new, q_changed = _upsert(
             conn,
             "create_questionnaires_staging",
             "upsert_questionnaires",
             "questionnaires_staging",
             questionnaires,
-            columns,
+            [CLIENT_ID, MONTH, *FEATURES],
         )
         o_new = o_changed = 0
         if loaded.outcomes is not None:
-            outcomes = loaded.outcomes.assign(**{MONTH: month})
             o_new, o_changed = _upsert(
                 conn,
                 "create_outcomes_staging",
                 "upsert_outcomes",
                 "outcomes_staging",
-                outcomes,
+                loaded.outcomes.assign(**{MONTH: month}),
                 [CLIENT_ID, MONTH, CHURNED],
             )
-    return LoadSummary(month, len(questionnaires), q_new, q_changed, o_new, o_changed)
+            unlabelled = ~loaded.questionnaires[CLIENT_ID].isin(loaded.outcomes[CLIENT_ID])
+            client_ids = loaded.questionnaires.loc[unlabelled, CLIENT_ID].tolist()
+            if client_ids and not replace:
+                params = {**keys, "client_ids": client_ids}
+                o_removed = db.execute(conn, "delete_unlabelled_outcomes", params).rowcount
+    return LoadSummary(
+        month, len(questionnaires), q_new, q_changed, q_removed, o_new, o_changed, o_removed
+    )

@@ -6,8 +6,9 @@ except the database URL, which is the conventional ``DATABASE_URL``.
 
 from functools import lru_cache
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -48,6 +49,17 @@ class Settings(BaseSettings):
 
     timezone: str = "Europe/Moscow"
     """Business timezone: decides which month a run on a given day scores."""
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}; expected an IANA name such as Europe/Moscow"
+            ) from None
+        return value
 
     @model_validator(mode="after")
     def _check_tiers(self) -> "Settings":

@@ -50,21 +50,40 @@ def start_run(engine: Engine, run_id: uuid.UUID, month: dt.date) -> None:
 def fail_run(
     engine: Engine, run_id: uuid.UUID, error: BaseException, counts: dict | None = None
 ) -> None:
-    """Record why a run failed; the month's published rows stay as they were."""
+    """Record why a run failed; the month's published rows stay as they were.
+
+    A failure to record (the database is gone) is logged, not raised, so the
+    caller goes on to raise the error that stopped the run.
+    """
     status = "failed_validation" if isinstance(error, DataValidationError) else "failed"
     counts = counts or {}
-    with engine.begin() as conn:
-        db.execute(
-            conn,
-            "fail_run",
-            {
-                "run_id": run_id,
-                "status": status,
-                "message": f"{type(error).__name__}: {error}",
-                "rows_read": counts.get("rows_read"),
-                "rows_quarantined": counts.get("rows_quarantined"),
-            },
-        )
+    params = {
+        "run_id": run_id,
+        "status": status,
+        "message": _failure_message(error),
+        "rows_read": counts.get("rows_read"),
+        "rows_quarantined": counts.get("rows_quarantined"),
+    }
+    for attempt in (1, 2):
+        try:
+            with engine.begin() as conn:
+                db.execute(conn, "fail_run", params)
+            return
+        except Exception as record_error:
+            # An interrupt can leave a pooled connection half used: retry once
+            # on new connections.
+            engine.dispose()
+            if attempt == 2:
+                logger.error(
+                    "run %s: could not record its failure in churn.runs: %s", run_id, record_error
+                )
+
+
+def _failure_message(error: BaseException) -> str:
+    if not isinstance(error, Exception):
+        # Ctrl-C, SIGTERM, or Prefect's own termination signal.
+        return f"interrupted ({type(error).__name__} {error}) before the month was published"
+    return f"{type(error).__name__}: {error}"
 
 
 def _tidy_extract(frame: pd.DataFrame) -> pd.DataFrame:
@@ -200,32 +219,37 @@ def _registered(engine: Engine, version: str) -> dict | None:
     return dict(row) if row else None
 
 
-def _register(engine: Engine, trained: model.TrainedModel, path: Path, sha256: str) -> None:
-    params = trained.pipeline.get_params(deep=True)
+def _simple_params(pipeline) -> dict:
+    params = pipeline.get_params(deep=True)
+    return {k: v for k, v in params.items() if isinstance(v, (int, float, str, bool, type(None)))}
+
+
+def _register(engine: Engine, trained: model.TrainedModel, path: Path, sha256: str) -> bool:
+    """Record a trained model as the champion.
+
+    Returns:
+        False when another run registered the same version first; that
+        version's file then serves, and this run's file is deleted.
+    """
+    row = {
+        "version": trained.version,
+        "algorithm": trained.algorithm,
+        "params": json.dumps(_simple_params(trained.pipeline)),
+        "features": list(FEATURES),
+        "metrics": json.dumps(trained.metrics),
+        "training_months": trained.training_months,
+        "training_rows": trained.training_rows,
+        "sklearn_version": sklearn.__version__,
+        "artifact_path": str(path.resolve()),
+        "artifact_sha256": sha256,
+    }
     with engine.begin() as conn:
-        db.execute(
-            conn,
-            "insert_model_version",
-            {
-                "version": trained.version,
-                "algorithm": trained.algorithm,
-                "params": json.dumps(
-                    {
-                        k: v
-                        for k, v in params.items()
-                        if isinstance(v, (int, float, str, bool, type(None)))
-                    }
-                ),
-                "features": list(FEATURES),
-                "metrics": json.dumps(trained.metrics),
-                "training_months": trained.training_months,
-                "training_rows": trained.training_rows,
-                "sklearn_version": sklearn.__version__,
-                "artifact_path": str(path.resolve()),
-                "artifact_sha256": sha256,
-            },
-        )
-        db.execute(conn, "retire_other_champions", {"version": trained.version})
+        inserted = db.execute(conn, "insert_model_version", row).first() is not None
+        if inserted:
+            db.execute(conn, "retire_other_champions", {"version": trained.version})
+    if not inserted:
+        path.unlink(missing_ok=True)
+    return inserted
 
 
 def fit_or_load(engine: Engine, settings: Settings, checked: CheckedData) -> ChosenModel:
@@ -264,7 +288,8 @@ def fit_or_load(engine: Engine, settings: Settings, checked: CheckedData) -> Cho
     )
     if registered is None:
         path, sha256 = model.save(trained, settings.model_dir)
-        _register(engine, trained, path, sha256)
+        if not _register(engine, trained, path, sha256):
+            path = Path(_registered(engine, version)["artifact_path"])
         logger.info(
             "model: trained %s (%s) on %d rows, saved to %s (%.1f s)",
             trained.version,

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from gymchurn import db
 from gymchurn.cli import app
+from gymchurn.settings import get_settings
 from tests.conftest import CASES
 
 runner = CliRunner()
@@ -148,3 +149,67 @@ def test_db_upgrade_repeat_keeps_rows(database):
     assert result.exit_code == 0, result.output
     assert "schema up to date on postgresql" in result.stdout
     assert _count(database, "crm.questionnaires") == 20
+
+
+def test_load_csv_numbered_rows_conflict_exits_1(database, tmp_path):
+    reference = CASES / "00_clean_reference.csv"
+    shorter = tmp_path / "shorter.csv"
+    shorter.write_text("\n".join(reference.read_text().splitlines()[:-1]) + "\n")
+    assert _invoke("load-csv", str(reference), "--month", "2026-10").exit_code == 0
+
+    result = _invoke("load-csv", str(shorter), "--month", "2026-10")
+
+    assert result.exit_code == 1
+    assert "--replace" in result.stderr
+    assert _count(database, "crm.questionnaires") == 20
+
+
+def test_load_csv_replace_prints_replaced_rows(database, tmp_path):
+    reference = CASES / "00_clean_reference.csv"
+    shorter = tmp_path / "shorter.csv"
+    shorter.write_text("\n".join(reference.read_text().splitlines()[:-1]) + "\n")
+    assert _invoke("load-csv", str(reference), "--month", "2026-10").exit_code == 0
+
+    result = _invoke("load-csv", str(shorter), "--month", "2026-10", "--replace")
+
+    assert result.exit_code == 0, result.output
+    assert "questionnaires: 19 new, 0 changed, 20 replaced" in result.stdout
+    assert _count(database, "crm.questionnaires") == 19
+
+
+def test_cli_rejects_non_postgres_url(monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "mysql://user:S3cretXYZ@127.0.0.1/db")
+    get_settings.cache_clear()
+
+    result = _invoke("db", "upgrade")
+
+    get_settings.cache_clear()
+    assert result.exit_code == 2
+    assert "is not a PostgreSQL URL" in result.stderr
+    assert "S3cretXYZ" not in result.output
+
+
+def test_cli_unreachable_database_exits_1(monkeypatch, real_data):
+    # Port 9 on the loopback address: nothing listens there.
+    monkeypatch.setenv("DATABASE_URL", "postgresql://user:S3cretXYZ@127.0.0.1:9/db")
+    get_settings.cache_clear()
+
+    result = _invoke("load-csv", str(real_data), "--month", "2026-10")
+
+    get_settings.cache_clear()
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1].startswith("error: cannot connect to the database")
+    assert "Traceback" not in result.stderr
+    assert "S3cretXYZ" not in result.output
+
+
+def test_cli_invalid_timezone_exits_2(monkeypatch):
+    monkeypatch.setenv("GYMCHURN_TIMEZONE", "Mars/Olympus")
+    get_settings.cache_clear()
+
+    result = _invoke("run")
+
+    get_settings.cache_clear()
+    assert result.exit_code == 2
+    assert "timezone" in result.stderr
+    assert "Mars/Olympus" in result.stderr

@@ -7,7 +7,12 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from gymchurn.loader import CsvFormatError, load_questionnaire_file, read_questionnaire_csv
+from gymchurn.loader import (
+    CsvFormatError,
+    LoadConflictError,
+    load_questionnaire_file,
+    read_questionnaire_csv,
+)
 from gymchurn.schema import CHURNED, CLIENT_ID, FEATURES
 from tests.conftest import CASES
 
@@ -292,3 +297,64 @@ def test_read_questionnaire_csv_trailing_comma_not_shifted(tmp_path):
     else:
         assert loaded.questionnaires["age"].to_list() == [29, 29]
         assert loaded.questionnaires["gender"].to_list() == [0, 0]
+
+
+def test_load_numbered_rows_other_count_rejected(database, tmp_path):
+    reference = CASES / "00_clean_reference.csv"
+    lines = reference.read_text().splitlines()
+    shorter = _write(tmp_path, "\n".join(lines[:5] + lines[6:]) + "\n")
+    load_questionnaire_file(database, read_questionnaire_csv(reference), OCTOBER)
+
+    with pytest.raises(LoadConflictError, match="already has 20 questionnaires"):
+        load_questionnaire_file(database, read_questionnaire_csv(shorter), OCTOBER)
+
+    assert _count(database, "crm.questionnaires") == 20
+    with database.connect() as conn:
+        age = conn.execute(sa.text("SELECT age FROM crm.questionnaires WHERE client_id = 5"))
+        assert age.scalar_one() == int(lines[5].split(",")[7])
+
+
+def test_load_replace_deletes_month_first(database, tmp_path):
+    reference = CASES / "00_clean_reference.csv"
+    lines = reference.read_text().splitlines()
+    shorter = _write(tmp_path, "\n".join(lines[:5] + lines[6:]) + "\n")
+    load_questionnaire_file(database, read_questionnaire_csv(reference), OCTOBER)
+
+    summary = load_questionnaire_file(
+        database, read_questionnaire_csv(shorter), OCTOBER, replace=True
+    )
+
+    assert summary.questionnaires_removed == 20
+    assert summary.outcomes_removed == 20
+    assert summary.questionnaires_inserted == 19
+    assert _count(database, "crm.questionnaires") == 19
+    assert _count(database, "crm.churn_outcomes") == 19
+
+
+def test_load_unknown_label_removes_old_outcome(database):
+    load_questionnaire_file(
+        database, read_questionnaire_csv(CASES / "00_clean_reference.csv"), OCTOBER
+    )
+
+    summary = load_questionnaire_file(
+        database, read_questionnaire_csv(CASES / "02_churn_yes_no.csv"), OCTOBER
+    )
+
+    assert summary.outcomes_removed == 1
+    assert summary.outcomes_updated == 0
+    with database.connect() as conn:
+        ids = conn.execute(sa.text("SELECT client_id FROM crm.churn_outcomes")).scalars().all()
+    assert sorted(ids) == [i for i in range(1, 21) if i != 7]
+
+
+@pytest.mark.parametrize("cell", ["0", "-4"])
+def test_read_questionnaire_csv_client_id_not_positive(tmp_path, cell):
+    path = _write(tmp_path, f"client_id,{HEADER}\n1,{ROW}\n{cell},{ROW}\n")
+
+    with pytest.raises(CsvFormatError, match=f"line 3, column client_id: client id '{cell}'"):
+        read_questionnaire_csv(path)
+
+
+def test_read_questionnaire_csv_directory(tmp_path):
+    with pytest.raises(CsvFormatError, match="not a regular file"):
+        read_questionnaire_csv(tmp_path)

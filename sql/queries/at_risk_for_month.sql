@@ -1,4 +1,4 @@
-SELECT rank, client_id, churn_probability, risk_tier, cluster_id, model_version
+SELECT month, rank, client_id, churn_probability, risk_tier, cluster_id, model_version
 FROM churn.at_risk
 WHERE month = %(month)s
 ORDER BY rank

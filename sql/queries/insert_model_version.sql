@@ -7,3 +7,5 @@ VALUES (
     %(training_months)s, %(training_rows)s, %(sklearn_version)s,
     %(artifact_path)s, %(artifact_sha256)s, 'champion'
 )
+ON CONFLICT (version) DO NOTHING
+RETURNING version

@@ -1,0 +1,1 @@
+DELETE FROM crm.churn_outcomes WHERE month = %(month)s

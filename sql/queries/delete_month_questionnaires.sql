@@ -1,0 +1,1 @@
+DELETE FROM crm.questionnaires WHERE month = %(month)s

@@ -1,0 +1,47 @@
+"""A run stopped from outside is recorded as failed and leaves the month as it was."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import sqlalchemy as sa
+
+from gymchurn.loader import load_questionnaire_file, read_questionnaire_csv
+from gymchurn.schema import parse_month
+
+
+def _run_status(engine) -> list[tuple[str, str]]:
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT status, message FROM churn.runs ORDER BY started_at"))
+        return [tuple(row) for row in rows]
+
+
+def test_sigterm_marks_run_failed(database, real_data, tmp_path):
+    load_questionnaire_file(database, read_questionnaire_csv(real_data), parse_month("2026-10"))
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
+    job = subprocess.Popen(
+        [sys.executable, "-m", "gymchurn.cli", "run", "--month", "2026-10"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    # The temporary Prefect server takes 5-10 s to start; the run row appears after it.
+    deadline = time.monotonic() + 120
+    while _run_status(database) == [] and time.monotonic() < deadline and job.poll() is None:
+        time.sleep(0.05)
+    job.send_signal(signal.SIGTERM)
+    _, stderr = job.communicate(timeout=120)
+
+    assert job.returncode == 130, stderr[-2000:]
+    assert any(
+        line.startswith("error: run for 2026-10 interrupted") for line in stderr.splitlines()
+    )
+    runs = _run_status(database)
+    assert len(runs) == 1
+    assert runs[0][0] == "failed", stderr[-3000:]
+    assert runs[0][1].startswith("interrupted")
+    with database.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM churn.scores")).scalar_one() == 0

@@ -1,0 +1,57 @@
+"""Steps of the monthly run that the flow tests do not reach."""
+
+import uuid
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from gymchurn import model, steps
+from gymchurn.loader import read_questionnaire_csv
+
+
+@pytest.fixture(scope="module")
+def trained(real_data):
+    loaded = read_questionnaire_csv(real_data)
+    training = loaded.questionnaires.merge(loaded.outcomes, on="client_id")
+    training["month"] = pd.Timestamp("2026-10-01").date()
+    return model.train(training, seed=42, folds=5, threshold=0.5)
+
+
+def test_register_same_version_twice_keeps_first(database, trained, tmp_path):
+    """Check that a run losing the race to register a version deletes its own file."""
+    first_path, first_sha = model.save(trained, tmp_path)
+    second_path, second_sha = model.save(trained, tmp_path)
+
+    assert steps._register(database, trained, first_path, first_sha) is True
+    assert steps._register(database, trained, second_path, second_sha) is False
+
+    assert first_path.exists()
+    assert not second_path.exists()
+    with database.connect() as conn:
+        rows = conn.execute(sa.text("SELECT artifact_sha256 FROM churn.model_versions")).all()
+    assert rows == [(first_sha,)]
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "start"),
+    [
+        (steps.NoDataError("no questionnaires"), "failed", "NoDataError: no questionnaires"),
+        (KeyboardInterrupt("stopped by signal SIGTERM"), "failed", "interrupted"),
+    ],
+)
+def test_fail_run_records_reason(database, error, status, start):
+
+    run_id = uuid.uuid4()
+    steps.start_run(database, run_id, pd.Timestamp("2026-10-01").date())
+
+    steps.fail_run(database, run_id, error, {"rows_read": 12})
+
+    with database.connect() as conn:
+        row = conn.execute(
+            sa.text("SELECT status, message, rows_read, finished_at FROM churn.runs")
+        ).one()
+    assert row.status == status
+    assert row.message.startswith(start)
+    assert row.rows_read == 12
+    assert row.finished_at is not None
