@@ -21,6 +21,9 @@ _DEFAULTS = {
     # The package logs through the standard logging module; route it into
     # the flow-run logs.
     "PREFECT_LOGGING_EXTRA_LOGGERS": "gymchurn",
+    # Package functions also run outside flows (load-csv, tests, notebooks),
+    # where there is no flow run to send their records to.
+    "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
     # The temporary Prefect server takes 5-11 s to start on a 2-core machine;
     # Prefect's default limit of 20 s is too close for a loaded CI runner.
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
