@@ -310,8 +310,8 @@ def _upsert(
 
 
 def _check_numbered_ids(conn, loaded: QuestionnaireFile, month: dt.date) -> None:
-    # Numbered ids only say where a row sits in its file. Against a month that
-    # holds another number of clients, row N is most likely another client.
+    # A numbered id is only a row position in its file. Against a month with
+    # another number of clients, row N is most likely another client.
     existing = db.execute(conn, "count_month_questionnaires", {"month": month}).scalar_one()
     if existing and existing != len(loaded.questionnaires):
         raise LoadConflictError(
@@ -334,7 +334,7 @@ def load_questionnaire_file(
 
     Raises:
         LoadConflictError: the file numbers its clients by row and the month
-            already holds another number of clients.
+            already contains another number of clients.
     """
     questionnaires = loaded.questionnaires.assign(**{MONTH: month})
     keys = {"month": month}
