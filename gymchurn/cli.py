@@ -2,7 +2,9 @@
 
 import datetime as dt
 import logging
+import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -10,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 import typer
 
+from gymchurn import runtime
 from gymchurn.runtime import configure_environment
 from gymchurn.schema import format_month, parse_month
 from gymchurn.settings import get_settings
@@ -180,10 +183,46 @@ def load_csv(
     typer.echo(f"database: {db.describe(engine)}")
 
 
-def _stop_on_sigterm(signum, frame):
-    # A scheduler's timeout sends SIGTERM; raising here lets the flow record
-    # the failure and Prefect stop its temporary server, as on Ctrl-C.
-    raise KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}")
+def _stop_on_signal(signum, frame):
+    # Raising lets the flow record the failure and Prefect stop its temporary
+    # server. The name is kept because an interrupt inside Prefect's own code
+    # can come out as another exception.
+    name = signal.Signals(signum).name
+    runtime.received_signals.append(name)
+    raise KeyboardInterrupt(f"stopped by signal {name}")
+
+
+# Set in the environment of the job process that `run` starts.
+_JOB_PROCESS = "GYMCHURN_JOB_PROCESS"
+
+
+def _run_in_own_session(label: str) -> int:
+    """Run the month in a child process with a session of its own.
+
+    Ctrl-C in a terminal signals the whole foreground process group, Prefect's
+    temporary server included, which would then stop before the flow could
+    record its failure. The child and its server get a new session, and this
+    process forwards SIGINT and SIGTERM to the child alone.
+
+    Returns:
+        The exit code for this process: the child's, or 130 when a signal
+        stopped a run that then failed.
+    """
+    command = [sys.executable, "-m", "gymchurn.cli", "run", "--month", label]
+    child = subprocess.Popen(command, env={**os.environ, _JOB_PROCESS: "1"}, start_new_session=True)
+    forwarded = []
+
+    def forward(signum, frame):
+        forwarded.append(signal.Signals(signum).name)
+        child.send_signal(signum)
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    code = child.wait()
+    if forwarded and code != 0:
+        typer.echo(f"error: run for {label} stopped by {forwarded[0]}", err=True)
+        return 130
+    return code
 
 
 @app.command("run")
@@ -198,20 +237,29 @@ def run(
 ) -> None:
     """Run the monthly scoring flow for one month."""
     settings = _settings()
-    run_month = _month(month) if month else _previous_month(settings.timezone)
+    run_month = _previous_month(settings.timezone) if month is None else _month(month)
     label = format_month(run_month)
     _engine()
+    if os.environ.get(_JOB_PROCESS) != "1":
+        raise typer.Exit(_run_in_own_session(label))
+
     from flows.monthly_scoring import monthly_scoring
 
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    # Set both: a job started in the background by a shell inherits an
+    # ignored SIGINT, and a scheduler's timeout sends SIGTERM.
+    signal.signal(signal.SIGINT, _stop_on_signal)
+    signal.signal(signal.SIGTERM, _stop_on_signal)
     try:
         result = monthly_scoring(month=label)
     except KeyboardInterrupt as err:
-        message = (
-            f"run for {label} interrupted ({err or 'Ctrl-C'}); its published rows are as before"
-        )
-        raise _fail(message, 130) from None
+        reason = str(err) or "Ctrl-C"
+        raise _fail(
+            f"run for {label} interrupted ({reason}); its published rows are as before", 130
+        ) from None
     except Exception as err:  # a run that got as far as the database is in churn.runs
+        if runtime.received_signals:
+            stopped = f"run for {label} interrupted ({runtime.received_signals[0]})"
+            raise _fail(f"{stopped}; its published rows are as before", 130) from None
         raise _fail(f"run for {label} failed: {err}") from None
     typer.echo(_run_summary(result))
 

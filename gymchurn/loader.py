@@ -166,16 +166,16 @@ def _map_headers(path: Path, table: pd.DataFrame) -> tuple[dict[str, str], list[
         else:
             mapping[name] = target
     missing = [name for name in FEATURES if name not in mapping.values()]
+    if missing and all(_is_number(str(name)) for name in table.columns):
+        raise CsvFormatError(
+            f"{path}: line 1 contains numbers, not column names: header missing / unknown "
+            "columns; add the header row of the export (gender, Near_Location, ...) and "
+            "load the file again"
+        )
     if missing:
-        hint = ""
-        if all(_is_number(str(name)) for name in table.columns):
-            hint = (
-                " The first line holds numbers: header missing / unknown columns;"
-                " add the header row."
-            )
         raise CsvFormatError(
             f"{path}: line 1: missing column(s) {', '.join(missing)}; "
-            f"found {', '.join(map(str, table.columns))}.{hint}"
+            f"found {', '.join(map(str, table.columns))}"
         )
     return mapping, ignored
 
@@ -198,6 +198,8 @@ def _parse_numbers(path: Path, column: pd.Series, name: str) -> pd.Series:
     if name in _INTEGER_LIMITS:
         limit = _INTEGER_LIMITS[name]
         kind = f"an integer from {-limit} to {limit}"
+        if name == CLIENT_ID:
+            kind = f"a positive integer below {limit}"
         bad |= values.notna() & ((values != np.floor(values)) | (values.abs() > limit))
     if bad.any():
         line = bad.idxmax()
@@ -309,7 +311,8 @@ def _upsert(
     return inserted, len(changed) - inserted
 
 
-def _check_numbered_ids(conn, loaded: QuestionnaireFile, month: dt.date) -> None:
+def _check_numbered_ids(conn, loaded: QuestionnaireFile, month: dt.date) -> int:
+    """Reject numbered ids against a month of another size; return the month's size."""
     # A numbered id is only a row position in its file. Against a month with
     # another number of clients, row N is most likely another client.
     existing = db.execute(conn, "count_month_questionnaires", {"month": month}).scalar_one()
@@ -318,6 +321,19 @@ def _check_numbered_ids(conn, loaded: QuestionnaireFile, month: dt.date) -> None
             f"{loaded.path}: has no client_id column and {len(loaded.questionnaires)} rows, "
             f"but {month:%Y-%m} already has {existing} questionnaires, so numbering the rows "
             "would give their ids to other clients; add a client_id column, or load with "
+            "--replace to replace the month's questionnaires and outcomes"
+        )
+    return existing
+
+
+def _reject_numbered_changes(loaded: QuestionnaireFile, month: dt.date, n_changed: int) -> None:
+    # With numbered ids a changed row may be a correction or another client in
+    # that position (one client left, another joined): the two look the same.
+    if n_changed:
+        raise LoadConflictError(
+            f"{loaded.path}: has no client_id column and would change {n_changed} "
+            f"questionnaire(s) or outcome(s) already loaded for {month:%Y-%m}; without ids a "
+            "changed row may be another client; add a client_id column, or load with "
             "--replace to replace the month's questionnaires and outcomes"
         )
 
@@ -333,18 +349,18 @@ def load_questionnaire_file(
     the file's Churn column is unknown loses the outcome loaded before.
 
     Raises:
-        LoadConflictError: the file numbers its clients by row and the month
-            already contains another number of clients.
+        LoadConflictError: the file numbers its clients by row, and the month
+            already contains another number of clients or rows it would change.
     """
     questionnaires = loaded.questionnaires.assign(**{MONTH: month})
     keys = {"month": month}
     with engine.begin() as conn:
-        q_removed = o_removed = 0
+        q_removed = o_removed = existing = 0
         if replace:
             q_removed = db.execute(conn, "delete_month_questionnaires", keys).rowcount
             o_removed = db.execute(conn, "delete_month_outcomes", keys).rowcount
         elif loaded.ids_assigned:
-            _check_numbered_ids(conn, loaded, month)
+            existing = _check_numbered_ids(conn, loaded, month)
         q_new, q_changed = _upsert(
             conn,
             "create_questionnaires_staging",
@@ -368,6 +384,9 @@ def load_questionnaire_file(
             if client_ids and not replace:
                 params = {**keys, "client_ids": client_ids}
                 o_removed = db.execute(conn, "delete_unlabelled_outcomes", params).rowcount
+        if existing:
+            # Raising here rolls the whole load back.
+            _reject_numbered_changes(loaded, month, q_changed + o_changed + o_removed)
     return LoadSummary(
         month, len(questionnaires), q_new, q_changed, q_removed, o_new, o_changed, o_removed
     )

@@ -30,6 +30,10 @@ _DEFAULTS = {
 }
 
 
+# Names of the signals that asked this process to stop, in arrival order.
+received_signals: list[str] = []
+
+
 def configure_environment(home: Path) -> None:
     """Set the environment defaults, with Prefect's files under ``home/prefect``."""
     for name, value in _DEFAULTS.items():

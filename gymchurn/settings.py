@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     cv_folds: int = Field(default=5, ge=2, le=20)
     """Folds of the stratified cross-validation that compares the candidates."""
 
-    random_seed: int = 42
+    random_seed: int = Field(default=42, ge=0)
     """Seed of every random step: folds, tree ensembles, k-means."""
 
     max_invalid_share: float = Field(default=0.5, gt=0, le=1)

@@ -19,7 +19,7 @@ import sklearn
 from sklearn.metrics import roc_auc_score
 from sqlalchemy.engine import Engine
 
-from gymchurn import db, model
+from gymchurn import db, model, runtime
 from gymchurn.schema import CHURNED, CLIENT_ID, FEATURES, MONTH, format_month
 from gymchurn.segments import CLUSTER_ID, Segmentation, segment_clients
 from gymchurn.settings import Settings
@@ -80,9 +80,12 @@ def fail_run(
 
 
 def _failure_message(error: BaseException) -> str:
+    if runtime.received_signals:
+        return f"interrupted ({runtime.received_signals[0]}) before the month was published"
     if not isinstance(error, Exception):
         # Ctrl-C, SIGTERM, or Prefect's own termination signal.
-        return f"interrupted ({type(error).__name__} {error}) before the month was published"
+        reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        return f"interrupted ({reason}) before the month was published"
     return f"{type(error).__name__}: {error}"
 
 
@@ -192,12 +195,14 @@ def _log_report(report: ValidationReport, started: float) -> None:
     )
     for rule in report.rules:
         if rule.n_failed:
+            examples = ", ".join(f"client {client}: {value}" for client, value in rule.examples)
             logger.warning(
-                "validate %s: rule %s (%s) failed on %d row(s)",
+                "validate %s: rule %s (%s) failed on %d row(s), for example %s",
                 report.dataset,
                 rule.rule,
                 rule.description,
                 rule.n_failed,
+                examples,
             )
 
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import sqlalchemy as sa
 
 from gymchurn.loader import load_questionnaire_file, read_questionnaire_csv
@@ -18,7 +19,24 @@ def _run_status(engine) -> list[tuple[str, str]]:
         return [tuple(row) for row in rows]
 
 
-def test_sigterm_marks_run_failed(database, real_data, tmp_path):
+def _signal_group(job, signum):
+    os.killpg(job.pid, signum)
+
+
+def _signal_process(job, signum):
+    job.send_signal(signum)
+
+
+@pytest.mark.parametrize(
+    ("send", "signum"),
+    [
+        # A scheduler's timeout: SIGTERM to the job's process.
+        (_signal_process, signal.SIGTERM),
+        # Ctrl-C in a terminal: SIGINT to the whole foreground process group.
+        (_signal_group, signal.SIGINT),
+    ],
+)
+def test_signal_marks_run_failed(database, real_data, tmp_path, send, signum):
     load_questionnaire_file(database, read_questionnaire_csv(real_data), parse_month("2026-10"))
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
     job = subprocess.Popen(
@@ -27,15 +45,21 @@ def test_sigterm_marks_run_failed(database, real_data, tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,
     )
     # The temporary Prefect server takes 5-10 s to start; the run row appears after it.
     deadline = time.monotonic() + 120
     while _run_status(database) == [] and time.monotonic() < deadline and job.poll() is None:
         time.sleep(0.05)
-    job.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    send(job, signum)
     _, stderr = job.communicate(timeout=120)
+    seconds = time.monotonic() - started
 
     assert job.returncode == 130, stderr[-2000:]
+    # Without the job's own session, Ctrl-C also stopped Prefect's server and
+    # the flow retried against it for about 70 s.
+    assert seconds < 30
     assert any(
         line.startswith("error: run for 2026-10 interrupted") for line in stderr.splitlines()
     )

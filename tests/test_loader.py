@@ -33,6 +33,15 @@ def _write(tmp_path, text: str, name: str = "questionnaires.csv"):
     return path
 
 
+def _with_client_ids(source, tmp_path, name: str):
+    """Copy a case file with a client_id column 1..N in front."""
+    frame = pd.read_csv(source, dtype=str, keep_default_na=False)
+    frame.insert(0, "client_id", [str(i) for i in range(1, len(frame) + 1)])
+    path = tmp_path / name
+    frame.to_csv(path, index=False)
+    return path
+
+
 def _count(engine, table: str) -> int:
     with engine.connect() as conn:
         return conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one()
@@ -119,7 +128,7 @@ def test_read_questionnaire_csv_binary_file():
 
 def test_read_questionnaire_csv_no_header():
     # Read naively, the first client would become the header and be lost.
-    with pytest.raises(CsvFormatError, match="line 1: missing column.*header missing"):
+    with pytest.raises(CsvFormatError, match="line 1 contains numbers.*header missing"):
         read_questionnaire_csv(CASES / "14_no_header.csv")
 
 
@@ -211,7 +220,7 @@ def test_load_questionnaire_file_twice_changes_nothing(database, real_data, sour
 
 
 def test_load_questionnaire_file_one_changed_value(database, tmp_path):
-    reference = CASES / "00_clean_reference.csv"
+    reference = _with_client_ids(CASES / "00_clean_reference.csv", tmp_path, "reference.csv")
     load_questionnaire_file(database, read_questionnaire_csv(reference), OCTOBER)
     changed = pd.read_csv(reference, dtype=str)
     changed.loc[4, "Age"] = "44"
@@ -232,7 +241,7 @@ def test_load_questionnaire_file_one_changed_value(database, tmp_path):
 
 
 def test_load_questionnaire_file_one_changed_outcome(database, tmp_path):
-    reference = CASES / "00_clean_reference.csv"
+    reference = _with_client_ids(CASES / "00_clean_reference.csv", tmp_path, "reference.csv")
     load_questionnaire_file(database, read_questionnaire_csv(reference), OCTOBER)
     changed = pd.read_csv(reference, dtype=str)
     changed.loc[0, "Churn"] = "1"
@@ -331,14 +340,12 @@ def test_load_replace_deletes_month_first(database, tmp_path):
     assert _count(database, "crm.churn_outcomes") == 19
 
 
-def test_load_unknown_label_removes_old_outcome(database):
-    load_questionnaire_file(
-        database, read_questionnaire_csv(CASES / "00_clean_reference.csv"), OCTOBER
-    )
+def test_load_unknown_label_removes_old_outcome(database, tmp_path):
+    reference = _with_client_ids(CASES / "00_clean_reference.csv", tmp_path, "reference.csv")
+    yes_no = _with_client_ids(CASES / "02_churn_yes_no.csv", tmp_path, "yes_no.csv")
+    load_questionnaire_file(database, read_questionnaire_csv(reference), OCTOBER)
 
-    summary = load_questionnaire_file(
-        database, read_questionnaire_csv(CASES / "02_churn_yes_no.csv"), OCTOBER
-    )
+    summary = load_questionnaire_file(database, read_questionnaire_csv(yes_no), OCTOBER)
 
     assert summary.outcomes_removed == 1
     assert summary.outcomes_updated == 0
@@ -358,3 +365,19 @@ def test_read_questionnaire_csv_client_id_not_positive(tmp_path, cell):
 def test_read_questionnaire_csv_directory(tmp_path):
     with pytest.raises(CsvFormatError, match="not a regular file"):
         read_questionnaire_csv(tmp_path)
+
+
+def test_load_numbered_rows_changed_values_rejected(database, tmp_path):
+    """Check that a same-size file whose rows moved is not taken for corrections."""
+    reference = CASES / "00_clean_reference.csv"
+    lines = reference.read_text().splitlines()
+    # One client left (data row 4) and another joined at the end.
+    swapped = _write(tmp_path, "\n".join(lines[:4] + lines[5:] + [lines[4]]) + "\n")
+    load_questionnaire_file(database, read_questionnaire_csv(reference), OCTOBER)
+
+    with pytest.raises(LoadConflictError, match="would change [0-9]+ questionnaire"):
+        load_questionnaire_file(database, read_questionnaire_csv(swapped), OCTOBER)
+
+    with database.connect() as conn:
+        age = conn.execute(sa.text("SELECT age FROM crm.questionnaires WHERE client_id = 4"))
+        assert age.scalar_one() == int(lines[4].split(",")[7])
