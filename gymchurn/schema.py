@@ -37,11 +37,6 @@ BINARY_FEATURES = [
     "group_visits",
 ]
 INTEGER_FEATURES = [*BINARY_FEATURES, "contract_period", "age", "month_to_end_contract", "lifetime"]
-FLOAT_FEATURES = [
-    "avg_additional_charges_total",
-    "avg_class_frequency_total",
-    "avg_class_frequency_current_month",
-]
 
 # The chain sells 1-, 3-, 6- and 12-month contracts.
 CONTRACT_PERIODS = [1, 3, 6, 12]

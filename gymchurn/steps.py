@@ -303,6 +303,12 @@ def fit_or_load(engine: Engine, settings: Settings, checked: CheckedData) -> Cho
             path,
             time.perf_counter() - started,
         )
+    else:
+        logger.info(
+            "model: cross-validated %s again for the backtest's out-of-fold scores (%.1f s)",
+            version,
+            time.perf_counter() - started,
+        )
     out_of_fold = None
     if checked.mode == "backtest":
         out_of_fold = pd.Series(trained.out_of_fold, index=training[CLIENT_ID].to_numpy())
