@@ -68,7 +68,7 @@ def _configure_logging() -> None:
     package.propagate = False
 
 
-def _fail(message: str, code: int = 1) -> typer.Exit:
+def _fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code)
 
@@ -183,11 +183,18 @@ def load_csv(
     typer.echo(f"database: {db.describe(engine)}")
 
 
+# The signal the job process gets for each signal `run` forwards. Prefect
+# swaps its own handler in for SIGTERM during a flow run and re-sends the
+# signal afterwards, which can land in the middle of recording the failure,
+# so SIGTERM travels as SIGUSR1, which Prefect leaves alone.
+_FORWARDED_AS = {signal.SIGINT: signal.SIGINT, signal.SIGTERM: signal.SIGUSR1}
+
+
 def _stop_on_signal(signum, frame):
     # Raising lets the flow record the failure and Prefect stop its temporary
     # server. The name is kept because an interrupt inside Prefect's own code
     # can come out as another exception.
-    name = signal.Signals(signum).name
+    name = "SIGTERM" if signum == signal.SIGUSR1 else signal.Signals(signum).name
     runtime.received_signals.append(name)
     raise KeyboardInterrupt(f"stopped by signal {name}")
 
@@ -214,10 +221,10 @@ def _run_in_own_session(label: str) -> int:
 
     def forward(signum, frame):
         forwarded.append(signal.Signals(signum).name)
-        child.send_signal(signum)
+        child.send_signal(_FORWARDED_AS[signum])
 
-    signal.signal(signal.SIGINT, forward)
-    signal.signal(signal.SIGTERM, forward)
+    for signum in _FORWARDED_AS:
+        signal.signal(signum, forward)
     code = child.wait()
     if forwarded and code != 0:
         typer.echo(f"error: run for {label} stopped by {forwarded[0]}", err=True)
@@ -239,16 +246,19 @@ def run(
     settings = _settings()
     run_month = _previous_month(settings.timezone) if month is None else _month(month)
     label = format_month(run_month)
-    _engine()
     if os.environ.get(_JOB_PROCESS) != "1":
+        # Check the database here, so that a bad URL gives one line before
+        # any Prefect start; the job process's flow upgrades the schema itself.
+        _engine()
         raise typer.Exit(_run_in_own_session(label))
 
     from flows.monthly_scoring import monthly_scoring
 
-    # Set both: a job started in the background by a shell inherits an
-    # ignored SIGINT, and a scheduler's timeout sends SIGTERM.
-    signal.signal(signal.SIGINT, _stop_on_signal)
-    signal.signal(signal.SIGTERM, _stop_on_signal)
+    # Set each: a job started in the background by a shell inherits an ignored
+    # SIGINT, and SIGTERM also comes straight to this process when a
+    # supervisor signals it rather than its parent.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(signum, _stop_on_signal)
     try:
         result = monthly_scoring(month=label)
     except KeyboardInterrupt as err:

@@ -102,9 +102,9 @@ def database_url(settings: Settings) -> URL:
     except sa.exc.ArgumentError:
         url = None
     if url is None or url.get_backend_name() not in ("postgresql", "postgres"):
-        shown = "unreadable" if url is None else url.render_as_string(hide_password=True)
+        masked_url = "unreadable" if url is None else url.render_as_string(hide_password=True)
         raise DatabaseUrlError(
-            f"DATABASE_URL ({shown}) is not a PostgreSQL URL; expected "
+            f"DATABASE_URL ({masked_url}) is not a PostgreSQL URL; expected "
             "postgresql://user:password@host:5432/dbname, or unset it for the embedded database"
         )
     if url.drivername in ("postgresql", "postgres"):

@@ -13,10 +13,10 @@ _DEFAULTS = {
     "DO_NOT_TRACK": "1",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "GX_ANALYTICS_ENABLED": "false",
-    # One OpenMP thread for scikit-learn unless the user asks for more. On
-    # 2 cores, training on the 4,000 real rows took 1.0 s on one thread and
-    # 1.6 s on two; on two with another busy process, threads spinning in
-    # wait took 52 s (OpenMP reads this before scikit-learn is imported).
+    # One OpenMP thread for scikit-learn unless the user asks for more, because
+    # on 2 cores training on the 4,000 real rows took 1.0 s on one thread and
+    # 1.6 s on two. With another busy process, two spinning threads took 52 s
+    # (benchmarks/bench_training_threads.py). OpenMP reads this at import.
     "OMP_NUM_THREADS": "1",
     # The package logs through the standard logging module; route it into
     # the flow-run logs.

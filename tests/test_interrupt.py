@@ -67,5 +67,6 @@ def test_signal_marks_run_failed(database, real_data, tmp_path, send, signum):
     assert len(runs) == 1
     assert runs[0][0] == "failed", stderr[-3000:]
     assert runs[0][1].startswith("interrupted")
+    assert signal.Signals(signum).name in runs[0][1]
     with database.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM churn.scores")).scalar_one() == 0
