@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-DATA ?= ../shared/data/gym_churn_us.csv
+DATA ?=
 MONTH ?= 2026-10
 
 export DO_NOT_TRACK := 1
@@ -21,10 +21,15 @@ $(BIN)/gymchurn: pyproject.toml
 
 install: $(BIN)/gymchurn
 
-# Load DATA as MONTH and score that month.
+# Without DATA: simulate six months of clients and score each in turn.
+# With DATA: load that file as MONTH and score that month.
 run: install
+ifeq ($(strip $(DATA)),)
+	$(BIN)/gymchurn demo
+else
 	$(BIN)/gymchurn load-csv "$(DATA)" --month $(MONTH)
 	$(BIN)/gymchurn run --month $(MONTH)
+endif
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -183,6 +183,138 @@ def load_csv(
     typer.echo(f"database: {db.describe(engine)}")
 
 
+def _simulator(
+    clients: int,
+    seed: int,
+    scenario: str,
+    scenario_start: dt.date | None,
+    from_csv: Path | None,
+):
+    from gymchurn.loader import CsvFormatError
+    from gymchurn.simulation.simulator import ClientSimulator
+    from gymchurn.simulation.store import read_starting_snapshot
+
+    snapshot = None
+    if from_csv is not None:
+        try:
+            snapshot = read_starting_snapshot(from_csv)
+        except CsvFormatError as err:
+            raise _fail(str(err)) from None
+    try:
+        return ClientSimulator(
+            clients,
+            seed=seed,
+            scenario=scenario,
+            scenario_start=scenario_start,
+            first_month=None if snapshot is None else snapshot.questionnaires,
+            first_outcomes=None if snapshot is None else snapshot.outcomes,
+        )
+    except ValueError as err:
+        raise _fail(str(err), 2) from None
+
+
+def _simulate_into(engine, simulator, start: dt.date, months: int, replace: bool):
+    """Write the simulated months with a progress bar, and print what was written."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from gymchurn import db
+    from gymchurn.simulation.store import ExistingDataError, write_simulation
+
+    columns = [
+        "simulate {task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        "months",
+        TimeElapsedColumn(),
+    ]
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task(format_month(start), total=months)
+
+        def advance(simulated):
+            progress.update(task, advance=1, description=format_month(simulated.month))
+
+        try:
+            summary = write_simulation(
+                engine, simulator, start, months, replace=replace, on_month=advance
+            )
+        except ExistingDataError as err:
+            raise _fail(str(err)) from None
+    for month in summary.months:
+        leaving = (
+            "outcomes not known yet"
+            if month["leaving"] is None
+            else (f"{month['leaving']} leave the month after")
+        )
+        typer.echo(
+            f"{month['month']}: {month['clients']} clients, {month['joined']} new, {leaving}"
+        )
+    replaced = (
+        f", {summary.questionnaires_replaced} questionnaires replaced"
+        if summary.questionnaires_replaced
+        else ""
+    )
+    typer.echo(
+        f"crm.questionnaires: {summary.questionnaires_written} rows written, "
+        f"crm.churn_outcomes: {summary.outcomes_written} rows written "
+        f"({format_month(summary.first)}..{format_month(summary.last)}{replaced})"
+    )
+    typer.echo(f"database: {db.describe(engine)}")
+    return summary
+
+
+@app.command("simulate")
+def simulate(
+    clients: Annotated[int, typer.Option(min=1, help="Clients in the first month.")] = 10_000,
+    months: Annotated[int, typer.Option(min=1, help="Monthly snapshots to write.")] = 6,
+    start: Annotated[str, typer.Option(help="First month, YYYY-MM.")] = "2026-01",
+    from_csv: Annotated[
+        Path | None,
+        typer.Option(
+            help="Questionnaire CSV to start from; its Churn column gives the first "
+            "month's outcomes. Default: a first month drawn from the built-in figures."
+        ),
+    ] = None,
+    seed: Annotated[
+        int, typer.Option(min=0, help="Random seed; the same seed writes the same rows.")
+    ] = 42,
+    scenario: Annotated[
+        str,
+        typer.Option(
+            help="steady, price_rise or promo_wave: a change in the business from "
+            "--scenario-start on, described in the README."
+        ),
+    ] = "steady",
+    scenario_start: Annotated[
+        str | None,
+        typer.Option(
+            help="Month the scenario's change begins, YYYY-MM. Default: the middle month."
+        ),
+    ] = None,
+    replace: Annotated[
+        bool,
+        typer.Option(
+            "--replace", help="Overwrite questionnaires and outcomes already in those months."
+        ),
+    ] = False,
+) -> None:
+    """Write simulated monthly questionnaires into crm.questionnaires, and the
+    outcomes of every month but the last into crm.churn_outcomes."""
+    from gymchurn.simulation.simulator import add_months
+
+    first = _month(start)
+    change = _month(scenario_start) if scenario_start else add_months(first, months // 2)
+    simulator = _simulator(clients, seed, scenario, change, from_csv)
+    if scenario != "steady":
+        logger.info(
+            "scenario %s from %s: %s",
+            scenario,
+            format_month(change),
+            simulator.scenario.description,
+        )
+    _simulate_into(_engine(), simulator, first, months, replace)
+
+
 # The signal the job process gets for each signal `run` forwards. Prefect
 # swaps its own handler in for SIGTERM during a flow run and re-sends the
 # signal afterwards, which can land in the middle of recording the failure,
@@ -203,8 +335,8 @@ def _stop_on_signal(signum, frame):
 _JOB_PROCESS = "GYMCHURN_JOB_PROCESS"
 
 
-def _run_in_own_session(label: str) -> int:
-    """Run the month in a child process with a session of its own.
+def _run_in_own_session(labels: list[str]) -> int:
+    """Run the months in a child process with a session of its own.
 
     Ctrl-C in a terminal signals the whole foreground process group, Prefect's
     temporary server included, which would then stop before the flow could
@@ -215,7 +347,9 @@ def _run_in_own_session(label: str) -> int:
         The exit code for this process: the child's, or 130 when a signal
         stopped a run that then failed.
     """
-    command = [sys.executable, "-m", "gymchurn.cli", "run", "--month", label]
+    command = [sys.executable, "-m", "gymchurn.cli", "run"]
+    for label in labels:
+        command += ["--month", label]
     child = subprocess.Popen(command, env={**os.environ, _JOB_PROCESS: "1"}, start_new_session=True)
     forwarded = []
 
@@ -223,11 +357,14 @@ def _run_in_own_session(label: str) -> int:
         forwarded.append(signal.Signals(signum).name)
         child.send_signal(_FORWARDED_AS[signum])
 
-    for signum in _FORWARDED_AS:
-        signal.signal(signum, forward)
-    code = child.wait()
+    previous = {signum: signal.signal(signum, forward) for signum in _FORWARDED_AS}
+    try:
+        code = child.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     if forwarded and code != 0:
-        typer.echo(f"error: run for {label} stopped by {forwarded[0]}", err=True)
+        typer.echo(f"error: run for {', '.join(labels)} stopped by {forwarded[0]}", err=True)
         return 130
     return code
 
@@ -235,32 +372,40 @@ def _run_in_own_session(label: str) -> int:
 @app.command("run")
 def run(
     month: Annotated[
-        str | None,
+        list[str] | None,
         typer.Option(
-            help="Month to score, YYYY-MM. Default: the month before today in the "
-            "business timezone."
+            help="Month to score, YYYY-MM; repeat to score several months in the order "
+            "given. Default: the month before today in the business timezone."
         ),
     ] = None,
 ) -> None:
-    """Run the monthly scoring flow for one month."""
+    """Run the monthly scoring flow for one month, or for several in turn."""
     settings = _settings()
-    run_month = _previous_month(settings.timezone) if month is None else _month(month)
-    label = format_month(run_month)
+    if not month:
+        run_months = [_previous_month(settings.timezone)]
+    else:
+        run_months = [_month(text) for text in month]
+    labels = [format_month(m) for m in run_months]
     if os.environ.get(_JOB_PROCESS) != "1":
         # Check the database here, so that a bad URL gives one line before
         # any Prefect start; the job process's flow upgrades the schema itself.
         _engine()
-        raise typer.Exit(_run_in_own_session(label))
-
-    from flows.monthly_scoring import monthly_scoring
+        raise typer.Exit(_run_in_own_session(labels))
 
     # Set each: a job started in the background by a shell inherits an ignored
     # SIGINT, and SIGTERM also comes straight to this process when a
     # supervisor signals it rather than its parent.
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
         signal.signal(signum, _stop_on_signal)
+    for label in labels:
+        typer.echo(_run_summary(_run_month(label)))
+
+
+def _run_month(label: str) -> dict:
+    from flows.monthly_scoring import monthly_scoring
+
     try:
-        result = monthly_scoring(month=label)
+        return monthly_scoring(month=label)
     except KeyboardInterrupt as err:
         reason = str(err) or "Ctrl-C"
         raise _fail(
@@ -271,7 +416,71 @@ def run(
             stopped = f"run for {label} interrupted ({runtime.received_signals[0]})"
             raise _fail(f"{stopped}; its published rows are as before", 130) from None
         raise _fail(f"run for {label} failed: {err}") from None
-    typer.echo(_run_summary(result))
+
+
+@app.command("demo")
+def demo(
+    clients: Annotated[int, typer.Option(min=1, help="Simulated clients.")] = 10_000,
+    months: Annotated[int, typer.Option(min=1, help="Months to simulate and score.")] = 6,
+    start: Annotated[str, typer.Option(help="First month, YYYY-MM.")] = "2026-01",
+    seed: Annotated[int, typer.Option(min=0, help="Random seed of the simulation.")] = 42,
+) -> None:
+    """Simulate a chain's clients and run the monthly job on each month in turn.
+
+    The demo keeps its own embedded database, models and exports under the
+    ``demo`` subfolders of the usual ones, so its clients never mix with real
+    ones, even when DATABASE_URL is set.
+    """
+    from gymchurn.simulation.simulator import add_months
+
+    settings = _settings()
+    demo_home = settings.home / "demo"
+    if settings.database_url is not None:
+        logger.info("demo: DATABASE_URL is not used; the demo has its own database")
+    os.environ.pop("DATABASE_URL", None)
+    os.environ["GYMCHURN_HOME"] = str(demo_home)
+    os.environ["GYMCHURN_MODEL_DIR"] = str(settings.model_dir / "demo")
+    os.environ["GYMCHURN_OUTPUT_DIR"] = str(settings.output_dir / "demo")
+    get_settings.cache_clear()
+
+    first = _month(start)
+    engine = _engine()
+    simulator = _simulator(clients, seed, "steady", None, None)
+    _simulate_into(engine, simulator, first, months, replace=True)
+    labels = [format_month(add_months(first, index)) for index in range(months)]
+    code = _run_in_own_session(labels)
+    if code != 0:
+        raise typer.Exit(code)
+    _print_demo_summary(engine, first, add_months(first, months - 1))
+
+
+def _print_demo_summary(engine, first: dt.date, last: dt.date) -> None:
+    import pandas as pd
+
+    from gymchurn import db
+
+    with engine.connect() as conn:
+        runs = db.read_frame(conn, "published_runs_between", {"first": first, "last": last})
+        at_risk = db.read_frame(conn, "at_risk_for_month", {"month": last})
+    typer.echo(f"\nat-risk list of {format_month(last)}: {len(at_risk)} clients, the first 10:")
+    head = at_risk.head(10)[["rank", "client_id", "churn_probability", "cluster_id"]]
+    typer.echo(head.to_string(index=False, float_format="{:.3f}".format))
+    typer.echo("\nmodels:")
+    for row in runs.itertuples():
+        auc = (
+            ""
+            if pd.isna(row.realised_roc_auc)
+            else f", realised ROC-AUC {row.realised_roc_auc:.3f}"
+        )
+        typer.echo(
+            f"{row.month[:7]}: {row.mode}, {row.version} ({row.algorithm}, "
+            f"trained on {row.training_rows} rows){auc}"
+        )
+    typer.echo("\nwritten:")
+    typer.echo(f"database: {db.describe(engine)} (tables churn.scores, churn.clusters, churn.runs)")
+    typer.echo(f"models: {Path(runs['artifact_path'].iloc[-1]).parent.resolve()}")
+    for path in runs["at_risk_path"]:
+        typer.echo(f"at-risk list: {Path(path).resolve()}")
 
 
 def _run_summary(result: dict) -> str:

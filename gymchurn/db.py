@@ -197,6 +197,30 @@ def copy_rows(
     return n_rows
 
 
+def copy_frame(conn: Connection, table: str, frame: pd.DataFrame, chunk_rows: int = 100_000) -> int:
+    """Write every column of ``frame`` into the same-named columns of ``table``.
+
+    The rows travel as CSV text in chunks of ``chunk_rows``, which is several
+    times faster than one ``write_row`` call a row. Missing values become NULL.
+    ``table`` and the column names are names fixed in the code.
+
+    Returns:
+        The number of rows written.
+    """
+    from psycopg import sql
+
+    raw = conn.connection.driver_connection
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT CSV)").format(
+        sql.Identifier(*table.split(".")),
+        sql.SQL(", ").join(sql.Identifier(c) for c in frame.columns),
+    )
+    with raw.cursor() as cursor, cursor.copy(statement) as copy:
+        for start in range(0, len(frame), chunk_rows):
+            chunk = frame.iloc[start : start + chunk_rows]
+            copy.write(chunk.to_csv(index=False, header=False))
+    return len(frame)
+
+
 def frame_rows(frame: pd.DataFrame, columns: Sequence[str]) -> Iterable[list]:
     """Yield the rows of ``frame`` as lists, with NaN turned into None."""
     subset = frame.loc[:, list(columns)].astype(object)
