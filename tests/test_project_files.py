@@ -23,7 +23,7 @@ _QUERY_CALLS = [
 
 def _referenced_queries() -> set[str]:
     names = set()
-    for path in [*REPO.glob("gymchurn/*.py"), *REPO.glob("flows/*.py")]:
+    for path in [*REPO.glob("gymchurn/**/*.py"), *REPO.glob("flows/*.py")]:
         text = path.read_text()
         for pattern in _QUERY_CALLS:
             for match in pattern.finditer(text):

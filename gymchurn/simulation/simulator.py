@@ -45,9 +45,11 @@ SPEND_NOISE = 0.30
 # A client whose contract ends and who stays keeps its length with this
 # probability, and otherwise picks a length as new clients do.
 SAME_CONTRACT_ON_RENEWAL = 0.80
-# A client whose contract of several months ends next month lets it lapse
-# with this probability, whatever the hazard says.
-LAPSE_PROBABILITY = 0.35
+# A client whose contract of several months ends next month lets it lapse,
+# whatever the hazard says, with one of these probabilities. The real file
+# cannot show this: none of its longer contracts is in its last month.
+LAPSE_PROBABILITY_DISENGAGED = 0.70
+LAPSE_PROBABILITY_ENGAGED = 0.15
 GROUP_VISITS_SWITCH = 0.03
 
 # The frequency columns, rounded as the export rounds them.
@@ -252,7 +254,12 @@ class ClientSimulator:
         ending = (clients["month_to_end_contract"].to_numpy() == 1) & (
             clients["contract_period"].to_numpy() > 1
         )
-        churned |= ending & (self.rng.random(len(clients)) < LAPSE_PROBABILITY)
+        lapse = np.where(
+            clients["disengaged"].to_numpy(),
+            LAPSE_PROBABILITY_DISENGAGED,
+            LAPSE_PROBABILITY_ENGAGED,
+        )
+        churned |= ending & (self.rng.random(len(clients)) < lapse)
         if first and self.first_outcomes is not None:
             known = self.first_outcomes.reindex(clients[CLIENT_ID]).to_numpy(dtype="float64")
             churned = np.where(np.isnan(known), churned, known == 1)
