@@ -76,14 +76,14 @@ def test_simulate_over_existing_months_rejected(database):
 
 
 def test_simulate_from_real_file(database, real_data):
-    result = _invoke(
-        "simulate", "--clients", "4000", "--months", "2", "--from-csv", str(real_data)
-    )
+    result = _invoke("simulate", "--clients", "4000", "--months", "2", "--from-csv", str(real_data))
 
     assert result.exit_code == 0, result.output
     with database.connect() as conn:
         churned = conn.execute(
-            sa.text("SELECT count(*) FROM crm.churn_outcomes WHERE churned AND month = '2026-01-01'")
+            sa.text(
+                "SELECT count(*) FROM crm.churn_outcomes WHERE churned AND month = '2026-01-01'"
+            )
         ).scalar_one()
     assert churned == 1061
 
