@@ -46,7 +46,8 @@ def test_simulate_writes_what_it_reports(database):
     assert list(by_month) == ["2026-01", "2026-02", "2026-03", "2026-04"]
     assert by_month["2026-01"] == 3000
     assert list(_months(database, "crm.churn_outcomes")) == ["2026-01", "2026-02", "2026-03"]
-    assert "2026-04: " in result.stdout and "outcomes not known yet" in result.stdout
+    assert "2026-04: " in result.stdout
+    assert "outcomes not known yet" in result.stdout
 
 
 def test_simulate_same_seed_same_tables(database):

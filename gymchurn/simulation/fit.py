@@ -135,7 +135,7 @@ def fit_figures(path: Path) -> dict:
         raise ValueError(f"{path}: every row needs a Churn label to fit the simulator")
     rows = loaded.questionnaires.merge(loaded.outcomes, on=CLIENT_ID)
     if rows[FEATURES].isna().any().any():
-        raise ValueError(f"{path}: rows with missing answers cannot fit the simulator")
+        raise ValueError(f"{path}: rows with missing values cannot be used to fit the simulator")
     components = []
     for churned, group in rows.groupby(CHURNED):
         component = _fit_component(group)

@@ -30,9 +30,9 @@ from scipy.stats import norm
 from gymchurn.schema import CHURNED, CLIENT_ID, FEATURES, MONTH, VALUE_RANGES
 from gymchurn.simulation.fit import QUANTILE_LEVELS, hazard_terms
 
-# An engaged client starts to disengage with this probability each month; a
-# disengaged one visits at a fraction of their usual rate until they recover
-# or leave.
+# Each month an engaged client starts to disengage with this probability. A
+# disengaged client visits at a fraction of the usual rate until recovering
+# or leaving.
 DISENGAGE_PROBABILITY = 0.10
 RECOVER_PROBABILITY = 0.30
 DISENGAGED_VISIT_SHARE = (0.15, 0.75)
@@ -45,14 +45,14 @@ SPEND_NOISE = 0.30
 # A client whose contract ends and who stays keeps its length with this
 # probability, and otherwise picks a length as new clients do.
 SAME_CONTRACT_ON_RENEWAL = 0.80
-# A client whose contract of several months ends next month lets it lapse,
-# whatever the hazard says, with one of these probabilities. The real file
-# cannot show this: none of its longer contracts is in its last month.
+# A client whose contract of several months ends next month lets it lapse
+# with one of these probabilities, in addition to the hazard. The real file
+# cannot show this, because none of its longer contracts is in its last month.
 LAPSE_PROBABILITY_DISENGAGED = 0.70
 LAPSE_PROBABILITY_ENGAGED = 0.15
 GROUP_VISITS_SWITCH = 0.03
 
-# The frequency columns, rounded as the export rounds them.
+# Decimal places of the average columns (visits, spending) in a snapshot.
 _DECIMALS = 6
 
 

@@ -68,7 +68,7 @@ def read_starting_snapshot(path: Path) -> StartingSnapshot:
 
 @dataclass
 class SimulationSummary:
-    """What a simulation wrote into ``crm``."""
+    """Counts of the rows a simulation wrote into ``crm``."""
 
     first: dt.date
     last: dt.date
@@ -100,7 +100,7 @@ def write_simulation(
 
     Every month gets its questionnaires, and every month but the last its
     outcomes, because the last month's outcomes lie in the future. Months are
-    generated and written one at a time, so memory holds one month. A failure
+    generated and written one at a time, so only one month is in memory. A failure
     part-way writes nothing.
 
     Raises:
@@ -113,7 +113,7 @@ def write_simulation(
     existing = _count_existing(engine, start, last)
     if existing and not replace:
         raise ExistingDataError(
-            f"crm already holds {existing} questionnaire and outcome rows for "
+            f"crm already contains {existing} questionnaire and outcome rows for "
             f"{format_month(start)}..{format_month(last)}; pass --replace to overwrite "
             "them with simulated ones, or simulate other months with --start"
         )
