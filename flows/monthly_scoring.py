@@ -37,8 +37,8 @@ def validate(data, settings):
 
 
 @task(cache_policy=NO_CACHE)
-def train_or_load_model(engine, settings, checked):
-    return steps.fit_or_load(engine, settings, checked)
+def train_or_load_model(engine, settings, checked, retrain):
+    return steps.fit_or_load(engine, settings, checked, retrain)
 
 
 @task(cache_policy=NO_CACHE)
@@ -79,8 +79,12 @@ def _summary(run: steps.PublishedRun, at_risk_path) -> str:
 
 
 @flow(name="monthly_scoring", log_prints=False)
-def monthly_scoring(month: str) -> dict:
-    """Score month ``month`` (YYYY-MM) and publish its tables and at-risk list."""
+def monthly_scoring(month: str, retrain: str = "auto") -> dict:
+    """Score month ``month`` (YYYY-MM) and publish its tables and at-risk list.
+
+    ``retrain`` is ``auto`` (train a challenger when the data calls for it),
+    ``always`` or ``never`` (load the champion).
+    """
     settings = get_settings()
     run_month = parse_month(month)
     run_id = uuid.UUID(flow_run.id) if flow_run.id else uuid.uuid4()
@@ -94,7 +98,7 @@ def monthly_scoring(month: str) -> dict:
         counts["rows_read"] = len(data.scoring)
         checked = validate(data, settings)
         counts["rows_quarantined"] = checked.scoring.n_quarantined
-        chosen = train_or_load_model(engine, settings, checked)
+        chosen = train_or_load_model(engine, settings, checked, retrain)
         scores = score(chosen, checked, settings)
         segments = segment(checked, settings)
         run = publish(engine, run_id, checked, chosen, scores, segments)
@@ -106,6 +110,8 @@ def monthly_scoring(month: str) -> dict:
     create_markdown_artifact(_summary(run, at_risk_path), key="churn-run-summary")
     return {
         **run.__dict__,
+        "model_decision": chosen.decision,
+        "decision_reason": chosen.reason,
         "run_id": str(run_id),
         "month": format_month(run_month),
         "at_risk_path": str(at_risk_path),

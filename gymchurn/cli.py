@@ -23,6 +23,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 app.add_typer(db_app, name="db")
+models_app = typer.Typer(no_args_is_help=True, help="Registry of churn models.")
+app.add_typer(models_app, name="models")
 
 logger = logging.getLogger("gymchurn.cli")
 
@@ -120,6 +122,66 @@ def db_upgrade() -> None:
     typer.echo(
         f"schema up to date on {db.describe(engine)} ({len(db.migration_files())} files applied)"
     )
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """List every registered model version with its status and cross-validated ROC-AUC."""
+    from gymchurn import db
+
+    engine = _engine()
+    with engine.connect() as conn:
+        rows = db.execute(conn, "list_model_versions").mappings().all()
+    if not rows:
+        typer.echo("no model registered yet; run: gymchurn run --month YYYY-MM")
+        return
+    for row in rows:
+        months = sorted(str(m)[:7] for m in row["training_months"])
+        span = months[0] if len(months) == 1 else f"{months[0]}..{months[-1]}"
+        promoted = f", promoted {row['promoted_at']:%Y-%m-%d %H:%M}" if row["promoted_at"] else ""
+        typer.echo(
+            f"{row['version']}  {row['status']:<10}  {row['algorithm']:<22}  "
+            f"{row['training_rows']} rows of {span}  "
+            f"cv ROC-AUC {row['metrics']['roc_auc']:.4f}{promoted}"
+        )
+
+
+@models_app.command("show")
+def models_show(
+    version: Annotated[str, typer.Argument(help="Model version, e.g. v202610-798341c411.")],
+) -> None:
+    """Print everything the registry records about one model version, as JSON."""
+    import json
+
+    from gymchurn import db
+
+    engine = _engine()
+    with engine.connect() as conn:
+        row = db.execute(conn, "show_model_version", {"version": version}).mappings().first()
+    if row is None:
+        raise _fail(f"model version {version} not found; list them with: gymchurn models list")
+    typer.echo(json.dumps(dict(row), indent=2, default=str))
+
+
+@models_app.command("promote")
+def models_promote(
+    version: Annotated[str, typer.Argument(help="Model version to make the champion.")],
+) -> None:
+    """Make a registered version the champion after checking its file; retire the others."""
+    from gymchurn import db, model, steps
+
+    engine = _engine()
+    with engine.connect() as conn:
+        row = db.execute(conn, "model_version_by_name", {"version": version}).mappings().first()
+    if row is None:
+        raise _fail(f"model version {version} not found; list them with: gymchurn models list")
+    try:
+        model.load(Path(row["artifact_path"]), row["artifact_sha256"], row["sklearn_version"])
+    except model.ModelIntegrityError as err:
+        raise _fail(f"cannot promote {version}: {err}") from None
+    with engine.begin() as conn:
+        steps.promote(conn, version, "promoted by hand with gymchurn models promote")
+    typer.echo(f"{version} is the champion; the next run with --retrain auto or never uses it")
 
 
 def _load_summary(file: Path, summary, has_outcomes: bool) -> str:
@@ -335,7 +397,7 @@ def _stop_on_signal(signum, frame):
 _JOB_PROCESS = "GYMCHURN_JOB_PROCESS"
 
 
-def _run_in_own_session(labels: list[str]) -> int:
+def _run_in_own_session(labels: list[str], retrain: str = "auto") -> int:
     """Run the months in a child process with a session of its own.
 
     Ctrl-C in a terminal signals the whole foreground process group, Prefect's
@@ -347,7 +409,7 @@ def _run_in_own_session(labels: list[str]) -> int:
         The exit code for this process: the child's, or 130 when a signal
         stopped a run that then failed.
     """
-    command = [sys.executable, "-m", "gymchurn.cli", "run"]
+    command = [sys.executable, "-m", "gymchurn.cli", "run", "--retrain", retrain]
     for label in labels:
         command += ["--month", label]
     child = subprocess.Popen(command, env={**os.environ, _JOB_PROCESS: "1"}, start_new_session=True)
@@ -378,6 +440,13 @@ def run(
             "given. Default: the month before today in the business timezone."
         ),
     ] = None,
+    retrain: Annotated[
+        str,
+        typer.Option(
+            help="auto: train a challenger when there is no champion, a new labelled month, "
+            "drift or a falling realised ROC-AUC; always; never: load the champion."
+        ),
+    ] = "auto",
 ) -> None:
     """Run the monthly scoring flow for one month, or for several in turn."""
     settings = _settings()
@@ -386,11 +455,13 @@ def run(
     else:
         run_months = [_month(text) for text in month]
     labels = [format_month(m) for m in run_months]
+    if retrain not in ("auto", "always", "never"):
+        raise _fail(f"invalid --retrain {retrain!r}: expected auto, always or never", 2)
     if os.environ.get(_JOB_PROCESS) != "1":
         # Check the database here, so that a bad URL gives one line before
         # any Prefect start; the job process's flow upgrades the schema itself.
         _engine()
-        raise typer.Exit(_run_in_own_session(labels))
+        raise typer.Exit(_run_in_own_session(labels, retrain))
 
     # Set each: a job started in the background by a shell inherits an ignored
     # SIGINT, and SIGTERM also comes straight to this process when a
@@ -398,14 +469,14 @@ def run(
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
         signal.signal(signum, _stop_on_signal)
     for label in labels:
-        typer.echo(_run_summary(_run_month(label)))
+        typer.echo(_run_summary(_run_month(label, retrain)))
 
 
-def _run_month(label: str) -> dict:
+def _run_month(label: str, retrain: str) -> dict:
     from flows.monthly_scoring import monthly_scoring
 
     try:
-        return monthly_scoring(month=label)
+        return monthly_scoring(month=label, retrain=retrain)
     except KeyboardInterrupt as err:
         reason = str(err) or "Ctrl-C"
         raise _fail(
@@ -485,12 +556,13 @@ def _print_demo_summary(engine, first: dt.date, last: dt.date) -> None:
 
 def _run_summary(result: dict) -> str:
     auc = result["realised_roc_auc"]
-    model = f"{result['mode']}, model {result['model_version']}"
+    model = f"{result['mode']}, {result['model_decision']} {result['model_version']}"
     if auc is not None:
         model += f", realised ROC-AUC {auc:.4f}"
     return (
         f"{result['month']}: {result['rows_read']} read, {result['rows_scored']} scored, "
         f"{result['rows_quarantined']} quarantined ({model})\n"
+        f"model choice: {result['decision_reason']}\n"
         f"tables: churn.scores, churn.clusters, churn.runs (run {result['run_id']})\n"
         f"at-risk list: {Path(result['at_risk_path']).resolve()}"
     )

@@ -47,6 +47,19 @@ class Settings(BaseSettings):
     max_invalid_share: float = Field(default=0.5, gt=0, le=1)
     """Share of rows breaking a row rule above which the whole batch is rejected."""
 
+    drift_psi_threshold: float = Field(default=0.25, gt=0)
+    """PSI of a drift feature above which ``--retrain auto`` trains a challenger."""
+    drift_features: list[str] = [
+        "contract_period",
+        "lifetime",
+        "age",
+        "month_to_end_contract",
+        "avg_class_frequency_total",
+        "avg_class_frequency_current_month",
+    ]
+    """Features whose drift triggers a retrain: the strongest churn drivers of the real file."""
+    min_realised_roc_auc: float = Field(default=0.8, gt=0, lt=1)
+    """Realised ROC-AUC on last month's outcomes below which ``auto`` retrains."""
     timezone: str = "Europe/Moscow"
     """Business timezone: decides which month a run on a given day scores."""
 

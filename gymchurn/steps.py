@@ -10,16 +10,17 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import sklearn
+from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 from sqlalchemy.engine import Engine
 
-from gymchurn import db, model, runtime
+from gymchurn import db, lifecycle, model, runtime
 from gymchurn.schema import CHURNED, CLIENT_ID, FEATURES, MONTH, format_month
 from gymchurn.segments import CLUSTER_ID, Segmentation, segment_clients
 from gymchurn.settings import Settings
@@ -208,7 +209,7 @@ def _log_report(report: ValidationReport, started: float) -> None:
 
 @dataclass(frozen=True)
 class ChosenModel:
-    """The model that scores the month, and how its probabilities were made."""
+    """The model that scores the month, and how it was chosen."""
 
     version: str
     algorithm: str
@@ -216,11 +217,29 @@ class ChosenModel:
     metrics: dict
     out_of_fold: pd.Series | None
     """Backtest only: out-of-fold probability by ``client_id``."""
+    decision: str
+    """``loaded champion``, ``promoted challenger`` or ``kept champion``."""
+    reason: str
+    """Why the run retrained or not, and why the challenger won or lost."""
+    policy: str
+    promote: bool = False
+    """Publishing makes this version the champion and retires the others."""
+    drift: dict = field(default_factory=dict)
+    """PSI of each feature of the month's clients against the model's training rows."""
+    last_month: tuple | None = None
+    """(month, metrics, model version) of the latest labelled month's published scores
+    against its outcomes."""
 
 
 def _registered(engine: Engine, version: str) -> dict | None:
     with engine.connect() as conn:
         row = db.execute(conn, "model_version_by_name", {"version": version}).mappings().first()
+    return dict(row) if row else None
+
+
+def _champion(engine: Engine) -> dict | None:
+    with engine.connect() as conn:
+        row = db.execute(conn, "champion_model_version").mappings().first()
     return dict(row) if row else None
 
 
@@ -230,7 +249,7 @@ def _simple_params(pipeline) -> dict:
 
 
 def _register(engine: Engine, trained: model.TrainedModel, path: Path, sha256: str) -> bool:
-    """Record a trained model as the champion.
+    """Record a trained model as a challenger.
 
     Returns:
         False when another run registered the same version first; that
@@ -250,18 +269,60 @@ def _register(engine: Engine, trained: model.TrainedModel, path: Path, sha256: s
     }
     with engine.begin() as conn:
         inserted = db.execute(conn, "insert_model_version", row).first() is not None
-        if inserted:
-            db.execute(conn, "retire_other_champions", {"version": trained.version})
     if not inserted:
         path.unlink(missing_ok=True)
     return inserted
 
 
-def fit_or_load(engine: Engine, settings: Settings, checked: CheckedData) -> ChosenModel:
-    """Load the model trained on exactly these rows, or train and register it.
+def promote(conn, version: str, reason: str) -> None:
+    """Make ``version`` the champion and retire the others, inside the caller's transaction."""
+    db.execute(
+        conn,
+        "retire_other_champions",
+        {"version": version, "retired_reason": f"replaced by {version}"},
+    )
+    if (
+        db.execute(conn, "promote_model_version", {"version": version, "reason": reason}).first()
+        is None
+    ):
+        raise LookupError(f"model version {version} not found in churn.model_versions")
 
-    A backtest always runs the cross-validation again, because its scores
-    are the out-of-fold probabilities.
+
+def _load_registered(registered: dict):
+    return model.load(
+        Path(registered["artifact_path"]),
+        registered["artifact_sha256"],
+        registered["sklearn_version"],
+    )
+
+
+def _months_of(frame: pd.DataFrame, months) -> pd.DataFrame:
+    wanted = {dt.date.fromisoformat(str(m)[:10]) for m in months}
+    return frame[frame[MONTH].isin(wanted)]
+
+
+def _last_month_metrics(engine: Engine, checked: CheckedData, settings: Settings):
+    """Compare the latest labelled month's published scores with its outcomes."""
+    if checked.mode != "forward":
+        return None
+    last = max(checked.training[MONTH])
+    with engine.connect() as conn:
+        rows = db.read_frame(conn, "scores_with_outcomes", {"month": last})
+    if rows.empty:
+        return None
+    labels = rows[CHURNED].map({"t": True, "f": False, True: True, False: False})
+    metrics = lifecycle.realised_metrics(
+        labels.to_numpy(), rows["churn_probability"].to_numpy(), rows["risk_tier"] == "high"
+    )
+    return last, metrics, rows["model_version"].iloc[0]
+
+
+def _train_or_reuse(engine: Engine, settings: Settings, checked: CheckedData):
+    """Train on the run's labelled rows, or load the version already trained on them.
+
+    Returns:
+        The trained model (None when loaded), the version, the algorithm, the
+        fitted pipeline, its metrics and the backtest's out-of-fold scores.
     """
     started = time.perf_counter()
     training = checked.training
@@ -271,19 +332,15 @@ def fit_or_load(engine: Engine, settings: Settings, checked: CheckedData) -> Cho
     version = model.version_name(training, fingerprint)
     registered = _registered(engine, version)
     if registered is not None and checked.mode == "forward":
-        pipeline = model.load(
-            Path(registered["artifact_path"]),
-            registered["artifact_sha256"],
-            registered["sklearn_version"],
-        )
+        pipeline = _load_registered(registered)
         logger.info(
-            "model: loaded %s (%s) from %s (%.1f s)",
+            "model: loaded %s (%s), already trained on these rows, from %s (%.1f s)",
             version,
             registered["algorithm"],
             registered["artifact_path"],
             time.perf_counter() - started,
         )
-        return ChosenModel(version, registered["algorithm"], pipeline, registered["metrics"], None)
+        return version, registered["algorithm"], pipeline, registered["metrics"], None
 
     trained = model.train(
         training,
@@ -312,8 +369,156 @@ def fit_or_load(engine: Engine, settings: Settings, checked: CheckedData) -> Cho
     out_of_fold = None
     if checked.mode == "backtest":
         out_of_fold = pd.Series(trained.out_of_fold, index=training[CLIENT_ID].to_numpy())
+    return trained.version, trained.algorithm, trained.pipeline, trained.metrics, out_of_fold
+
+
+def _compare_on_holdout(
+    checked: CheckedData, challenger_pipeline, out_of_fold, champion: dict, champion_pipeline
+) -> tuple[float, float, str]:
+    """Return the ROC-AUC of challenger and champion on the same held-out rows.
+
+    In a backtest the held-out rows are the month's labelled clients, scored
+    by the challenger out of fold. Otherwise they are the latest labelled
+    month, and the challenger is refitted on the months before it, so that
+    neither model has seen the held-out labels unless the champion did.
+    """
+    training = checked.training
+    if out_of_fold is not None:
+        labels = training[CHURNED].to_numpy()
+        challenger = out_of_fold.reindex(training[CLIENT_ID].to_numpy()).to_numpy()
+        champion_scores = model.predict(champion_pipeline, training)
+        return (
+            float(roc_auc_score(labels, challenger)),
+            float(roc_auc_score(labels, champion_scores)),
+            f"the backtest's {len(training)} labelled rows",
+        )
+    holdout_month = max(training[MONTH])
+    holdout = training[training[MONTH] == holdout_month]
+    earlier = training[training[MONTH] < holdout_month]
+    if earlier.empty or holdout[CHURNED].nunique() < 2:
+        # One labelled month: compare the cross-validated ROC-AUC instead.
+        return None
+    refitted = clone(challenger_pipeline).fit(
+        model.feature_matrix(earlier), earlier[CHURNED].astype(int)
+    )
+    labels = holdout[CHURNED].to_numpy()
+    return (
+        float(roc_auc_score(labels, model.predict(refitted, holdout))),
+        float(roc_auc_score(labels, model.predict(champion_pipeline, holdout))),
+        f"{format_month(holdout_month)}, {len(holdout)} rows held out",
+    )
+
+
+def fit_or_load(
+    engine: Engine, settings: Settings, checked: CheckedData, retrain: str = "auto"
+) -> ChosenModel:
+    """Choose the model that scores the month, training a challenger when the policy says so.
+
+    A challenger replaces the champion only when its ROC-AUC on held-out rows
+    is at least the champion's on the same rows. A backtest always runs the
+    cross-validation, because its scores are the out-of-fold probabilities.
+    """
+    started = time.perf_counter()
+    champion = _champion(engine)
+    labelled_months = sorted(set(checked.training[MONTH]))
+    drift_base = checked.training
+    if champion is not None and not _months_of(checked.training, champion["training_months"]).empty:
+        drift_base = _months_of(checked.training, champion["training_months"])
+    drift = lifecycle.feature_drift(drift_base, checked.scoring.valid)
+    last_month = _last_month_metrics(engine, checked, settings)
+    last_auc = None
+    if last_month is not None and "realised_roc_auc" in last_month[1]:
+        last_auc = (last_month[0], last_month[1]["realised_roc_auc"])
+    decision = lifecycle.decide_retrain(
+        retrain,
+        champion=champion,
+        labelled_months=labelled_months,
+        drift=drift,
+        drift_features=settings.drift_features,
+        drift_threshold=settings.drift_psi_threshold,
+        last_month_roc_auc=last_auc,
+        min_roc_auc=settings.min_realised_roc_auc,
+    )
+    common = {"policy": retrain, "drift": drift, "last_month": last_month}
+    if not decision.retrain and checked.mode == "forward":
+        pipeline = _load_registered(champion)
+        logger.info(
+            "model: loaded champion %s (%s): %s (%.1f s)",
+            champion["version"],
+            champion["algorithm"],
+            decision.reason,
+            time.perf_counter() - started,
+        )
+        return ChosenModel(
+            champion["version"],
+            champion["algorithm"],
+            pipeline,
+            champion["metrics"],
+            None,
+            "loaded champion",
+            decision.reason,
+            **common,
+        )
+
+    reason = decision.reason if decision.retrain else f"backtest; {decision.reason}"
+    version, algorithm, pipeline, metrics, out_of_fold = _train_or_reuse(engine, settings, checked)
+    if champion is None:
+        logger.info("model: %s is the champion: %s", version, reason)
+        return ChosenModel(
+            version,
+            algorithm,
+            pipeline,
+            metrics,
+            out_of_fold,
+            "promoted challenger",
+            reason,
+            promote=True,
+            **common,
+        )
+    if champion["version"] == version:
+        logger.info("model: %s, the champion, was trained on these rows: %s", version, reason)
+        return ChosenModel(
+            version, algorithm, pipeline, metrics, out_of_fold, "loaded champion", reason, **common
+        )
+
+    champion_pipeline = _load_registered(champion)
+    compared = _compare_on_holdout(checked, pipeline, out_of_fold, champion, champion_pipeline)
+    if compared is None:
+        challenger_auc = metrics["roc_auc"]
+        champion_auc = champion["metrics"]["roc_auc"]
+        basis = "cross-validated ROC-AUC"
+    else:
+        challenger_auc, champion_auc, basis = compared
+    verdict = (
+        f"challenger {version} ROC-AUC {challenger_auc:.4f}, champion {champion['version']} "
+        f"{champion_auc:.4f} on {basis}"
+    )
+    if challenger_auc >= champion_auc:
+        logger.info("model: %s replaces the champion: %s; %s", version, reason, verdict)
+        return ChosenModel(
+            version,
+            algorithm,
+            pipeline,
+            metrics,
+            out_of_fold,
+            "promoted challenger",
+            f"{reason}; {verdict}",
+            promote=True,
+            **common,
+        )
+    logger.info("model: champion %s kept: %s; %s", champion["version"], reason, verdict)
+    if out_of_fold is not None:
+        # The backtest publishes the champion's scores, not the challenger's.
+        out_of_fold = None
     return ChosenModel(
-        trained.version, trained.algorithm, trained.pipeline, trained.metrics, out_of_fold
+        champion["version"],
+        champion["algorithm"],
+        champion_pipeline,
+        champion["metrics"],
+        out_of_fold,
+        "kept champion",
+        f"{reason}; {verdict}",
+        **common,
     )
 
 
@@ -434,10 +639,20 @@ def publish(
     table = table.assign(month=month, model_version=chosen.version, run_id=run_id)
     clusters = segments.profiles.assign(month=month, run_id=run_id)
     keys = {"month": month, "run_id": run_id}
+    monitoring = _monitoring_rows(checked, chosen, scores, run_id)
     with engine.begin() as conn:
+        if chosen.promote:
+            promote(conn, chosen.version, chosen.reason)
         db.execute(conn, "supersede_published_run", keys)
-        for name in ("delete_month_scores", "delete_month_clusters", "delete_month_quarantine"):
+        for name in (
+            "delete_month_scores",
+            "delete_month_clusters",
+            "delete_month_quarantine",
+            "delete_month_monitoring",
+        ):
             db.execute(conn, name, keys)
+        for row in monitoring:
+            db.execute(conn, "upsert_monitoring", row)
         n_scores = db.copy_rows(
             conn, "churn.scores", SCORE_COLUMNS, db.frame_rows(table, SCORE_COLUMNS)
         )
@@ -479,6 +694,9 @@ def publish(
                 "training_rows": len(checked.training),
                 "model_version": chosen.version,
                 "realised_roc_auc": auc,
+                "retrain_policy": chosen.policy,
+                "model_decision": chosen.decision,
+                "decision_reason": chosen.reason,
                 "message": _run_message(published),
             },
         )
@@ -491,6 +709,40 @@ def publish(
         time.perf_counter() - started,
     )
     return published
+
+
+def _monitoring_rows(
+    checked: CheckedData, chosen: ChosenModel, scores: pd.DataFrame, run_id: uuid.UUID
+) -> list[dict]:
+    """Rows of ``churn.monitoring``: drift and scores of the month, and realised metrics."""
+    base = {"model_version": chosen.version, "run_id": run_id}
+    rows = [
+        {**base, "month": checked.month, "metric": "psi", "feature": name, "value": value}
+        for name, value in chosen.drift.items()
+    ]
+    probabilities = scores["churn_probability"].to_numpy()
+    high = (scores["risk_tier"] == "high").to_numpy()
+    distribution = lifecycle.score_distribution(probabilities, high)
+    outcomes = checked.scoring.valid.set_index(CLIENT_ID)[CHURNED]
+    labels = outcomes.reindex(scores[CLIENT_ID]).to_numpy()
+    known = ~np.isnan(labels)
+    if known.any():
+        distribution.update(
+            lifecycle.realised_metrics(labels[known] == 1, probabilities[known], high[known])
+        )
+    rows += [
+        {**base, "month": checked.month, "metric": metric, "feature": "", "value": value}
+        for metric, value in distribution.items()
+    ]
+    if chosen.last_month is not None:
+        # The earlier month's scores meet their outcomes only now.
+        month, metrics, version = chosen.last_month
+        rows += [
+            {**base, "model_version": version, "month": month, "metric": metric}
+            | {"feature": "", "value": value}
+            for metric, value in metrics.items()
+        ]
+    return rows
 
 
 def _run_message(run: PublishedRun) -> str:

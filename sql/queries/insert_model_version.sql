@@ -5,7 +5,7 @@ INSERT INTO churn.model_versions (
 VALUES (
     %(version)s, %(algorithm)s, %(params)s, %(features)s, %(metrics)s,
     %(training_months)s, %(training_rows)s, %(sklearn_version)s,
-    %(artifact_path)s, %(artifact_sha256)s, 'champion'
+    %(artifact_path)s, %(artifact_sha256)s, 'challenger'
 )
 ON CONFLICT (version) DO NOTHING
 RETURNING version

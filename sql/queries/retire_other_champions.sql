@@ -1,2 +1,3 @@
-UPDATE churn.model_versions SET status = 'retired'
+UPDATE churn.model_versions
+SET status = 'retired', status_reason = %(retired_reason)s
 WHERE status = 'champion' AND version <> %(version)s

@@ -1,0 +1,157 @@
+"""Decide when to retrain, and measure how the model and its inputs drift.
+
+Pure functions: the steps in :mod:`gymchurn.steps` read the registry and
+the questionnaires, and pass the values in.
+"""
+
+import datetime as dt
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import precision_score, recall_score, roc_auc_score
+
+from gymchurn.schema import FEATURES, format_month
+
+RETRAIN_POLICIES = ("auto", "always", "never")
+
+# Share added to every bin so that an empty bin gives a large, finite PSI.
+_PSI_EPSILON = 1e-4
+
+
+def population_stability_index(expected: np.ndarray, actual: np.ndarray, bins: int = 10) -> float:
+    """Compute the PSI of ``actual`` against ``expected`` over quantile bins of ``expected``.
+
+    PSI is the sum over bins of (actual share - expected share) * ln(actual
+    share / expected share). A feature with few distinct values gets one bin
+    per value. Common reading: below 0.1 stable, 0.1 to 0.25 a moderate shift,
+    above 0.25 a large one.
+    """
+    expected = np.asarray(expected, dtype="float64")
+    actual = np.asarray(actual, dtype="float64")
+    expected, actual = expected[~np.isnan(expected)], actual[~np.isnan(actual)]
+    if len(expected) == 0 or len(actual) == 0:
+        return float("nan")
+    edges = np.unique(np.quantile(expected, np.linspace(0, 1, bins + 1)[1:-1]))
+    expected_share = np.bincount(
+        np.searchsorted(edges, expected, side="right"), minlength=len(edges) + 1
+    )
+    actual_share = np.bincount(
+        np.searchsorted(edges, actual, side="right"), minlength=len(edges) + 1
+    )
+    expected_share = expected_share / len(expected) + _PSI_EPSILON
+    actual_share = actual_share / len(actual) + _PSI_EPSILON
+    return float(np.sum((actual_share - expected_share) * np.log(actual_share / expected_share)))
+
+
+def feature_drift(training: pd.DataFrame, scoring: pd.DataFrame) -> dict[str, float]:
+    """Return the PSI of each feature of the month's clients against the training rows."""
+    return {
+        name: population_stability_index(training[name].to_numpy(), scoring[name].to_numpy())
+        for name in FEATURES
+    }
+
+
+def score_distribution(probabilities: np.ndarray, high: np.ndarray) -> dict[str, float]:
+    """Summarise the month's churn probabilities; ``high`` flags the high tier."""
+    return {
+        "score_mean": float(np.mean(probabilities)),
+        "score_p50": float(np.quantile(probabilities, 0.5)),
+        "score_p90": float(np.quantile(probabilities, 0.9)),
+        "share_high": float(np.mean(high)),
+    }
+
+
+def realised_metrics(
+    labels: np.ndarray, probabilities: np.ndarray, high: np.ndarray
+) -> dict[str, float]:
+    """Compare published scores with the outcomes that followed.
+
+    Returns:
+        ``realised_roc_auc`` (absent unless both outcomes occur) and the
+        precision and recall of the high tier (``high``), with the number of
+        outcomes.
+    """
+    labels = np.asarray(labels, dtype=bool)
+    flagged = np.asarray(high, dtype=bool)
+    metrics = {
+        "realised_outcomes": float(len(labels)),
+        "realised_precision_high": float(precision_score(labels, flagged, zero_division=0)),
+        "realised_recall_high": float(recall_score(labels, flagged, zero_division=0)),
+    }
+    if labels.any() and not labels.all():
+        metrics["realised_roc_auc"] = float(roc_auc_score(labels, probabilities))
+    return metrics
+
+
+@dataclass(frozen=True)
+class RetrainDecision:
+    """Whether the run trains a challenger, and every reason found."""
+
+    retrain: bool
+    reason: str
+
+
+def decide_retrain(
+    policy: str,
+    *,
+    champion: dict | None,
+    labelled_months: list[dt.date],
+    drift: dict[str, float],
+    drift_features: list[str],
+    drift_threshold: float,
+    last_month_roc_auc: tuple[dt.date, float] | None,
+    min_roc_auc: float,
+) -> RetrainDecision:
+    """Decide whether this run trains a challenger.
+
+    With ``auto`` the run retrains when there is no champion, when the
+    labelled months differ from the champion's training months, when the PSI
+    of a feature in ``drift_features`` exceeds ``drift_threshold``, or when
+    the champion's realised ROC-AUC on last month's outcomes is below
+    ``min_roc_auc``. The reason lists every trigger that fired.
+
+    Raises:
+        ValueError: an unknown policy, or ``never`` without a champion.
+    """
+    if policy not in RETRAIN_POLICIES:
+        raise ValueError(
+            f"invalid retrain policy {policy!r}: expected one of {', '.join(RETRAIN_POLICIES)}"
+        )
+    if champion is None:
+        if policy == "never":
+            raise ValueError(
+                "retrain policy never, but the registry has no champion model; "
+                "run with --retrain auto first"
+            )
+        return RetrainDecision(True, "no champion model")
+    if policy == "never":
+        return RetrainDecision(False, "retrain policy never")
+
+    reasons = []
+    trained_on = {dt.date.fromisoformat(str(m)[:10]) for m in champion["training_months"]}
+    new_months = sorted(set(labelled_months) - trained_on)
+    if new_months:
+        reasons.append("new labelled month " + ", ".join(format_month(m) for m in new_months))
+    drifted = {
+        name: value
+        for name, value in drift.items()
+        if name in drift_features and value > drift_threshold
+    }
+    for name, value in sorted(drifted.items(), key=lambda item: -item[1]):
+        reasons.append(f"drift in {name}: PSI {value:.2f} > {drift_threshold:.2f}")
+    if last_month_roc_auc is not None and last_month_roc_auc[1] < min_roc_auc:
+        month, auc = last_month_roc_auc
+        reasons.append(
+            f"champion's realised ROC-AUC on {format_month(month)} outcomes "
+            f"{auc:.3f} < {min_roc_auc:.3f}"
+        )
+    if policy == "always":
+        return RetrainDecision(True, "; ".join(["retrain policy always", *reasons]))
+    if reasons:
+        return RetrainDecision(True, "; ".join(reasons))
+    largest = max((drift[name] for name in drift_features if name in drift), default=0.0)
+    kept = f"champion trained on every labelled month; largest PSI {largest:.2f}"
+    if last_month_roc_auc is not None:
+        kept += f"; realised ROC-AUC {last_month_roc_auc[1]:.3f}"
+    return RetrainDecision(False, kept)

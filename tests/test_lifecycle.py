@@ -1,0 +1,226 @@
+"""Retraining decisions, the registry's statuses and the monitoring table."""
+
+import datetime as dt
+import uuid
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from gymchurn import lifecycle, steps
+from gymchurn.settings import get_settings
+from gymchurn.simulation.simulator import ClientSimulator
+from gymchurn.simulation.store import write_simulation
+
+JAN, FEB, MAR = dt.date(2026, 1, 1), dt.date(2026, 2, 1), dt.date(2026, 3, 1)
+
+
+def test_psi_same_distribution_near_zero():
+    rng = np.random.default_rng(0)
+    assert (
+        lifecycle.population_stability_index(rng.normal(size=20_000), rng.normal(size=20_000))
+        < 0.01
+    )
+
+
+def test_psi_shifted_distribution_large():
+    rng = np.random.default_rng(0)
+    psi = lifecycle.population_stability_index(
+        rng.normal(size=20_000), rng.normal(1.0, 1.0, 20_000)
+    )
+    assert psi > 0.25
+
+
+def test_psi_discrete_feature_one_bin_a_value():
+    expected = np.array([1] * 550 + [6] * 210 + [12] * 240)
+    actual = np.array([1] * 750 + [6] * 100 + [12] * 150)
+    psi = lifecycle.population_stability_index(expected, actual)
+    shares_e, shares_a = np.array([0.55, 0.21, 0.24]), np.array([0.75, 0.10, 0.15])
+    assert psi == pytest.approx(
+        np.sum((shares_a - shares_e) * np.log(shares_a / shares_e)), rel=0.01
+    )
+
+
+_CHAMPION = {"version": "v1", "training_months": [JAN, FEB]}
+_QUIET = {"contract_period": 0.02, "lifetime": 0.05}
+
+
+def _decide(policy="auto", **overrides):
+    arguments = {
+        "champion": _CHAMPION,
+        "labelled_months": [JAN, FEB],
+        "drift": _QUIET,
+        "drift_features": ["contract_period", "lifetime"],
+        "drift_threshold": 0.25,
+        "last_month_roc_auc": (FEB, 0.95),
+        "min_roc_auc": 0.8,
+    } | overrides
+    return lifecycle.decide_retrain(policy, **arguments)
+
+
+def test_decide_keeps_champion_when_nothing_changed():
+    decision = _decide()
+    assert decision.retrain is False
+    assert "largest PSI 0.05" in decision.reason
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"champion": None}, "no champion model"),
+        ({"labelled_months": [JAN, FEB, MAR]}, "new labelled month 2026-03"),
+        (
+            {"drift": {"contract_period": 0.4, "lifetime": 0.05}},
+            "drift in contract_period: PSI 0.40",
+        ),
+        ({"last_month_roc_auc": (FEB, 0.7)}, "realised ROC-AUC on 2026-02 outcomes 0.700 < 0.800"),
+    ],
+)
+def test_decide_retrains_on_each_trigger(overrides, reason):
+    decision = _decide(**overrides)
+    assert decision.retrain is True
+    assert reason in decision.reason
+
+
+def test_decide_ignores_drift_outside_drift_features():
+    decision = _decide(drift={"gender": 0.9, "lifetime": 0.05})
+    assert decision.retrain is False
+
+
+def test_decide_never_without_champion_rejected():
+    with pytest.raises(ValueError, match="no champion"):
+        _decide("never", champion=None)
+
+
+def test_decide_never_keeps_champion_despite_drift():
+    assert _decide("never", drift={"lifetime": 0.9}).retrain is False
+
+
+def test_decide_always_retrains():
+    decision = _decide("always")
+    assert decision.retrain is True
+    assert decision.reason.startswith("retrain policy always")
+
+
+def _run_month(engine, month: dt.date, retrain: str = "auto") -> steps.ChosenModel:
+    settings = get_settings()
+    run_id = uuid.uuid4()
+    steps.start_run(engine, run_id, month)
+    checked = steps.check(steps.extract(engine, month), settings)
+    chosen = steps.fit_or_load(engine, settings, checked, retrain)
+    scores = steps.score(chosen, checked, settings)
+    steps.publish(engine, run_id, checked, chosen, scores, steps.segment(checked, settings))
+    return chosen
+
+
+def _query(engine, text: str, **params):
+    with engine.connect() as conn:
+        return conn.execute(sa.text(text), params).all()
+
+
+@pytest.fixture(scope="module")
+def simulated_runs(module_database):
+    """Three simulated months of 2,000 clients, each scored in turn."""
+    write_simulation(module_database, ClientSimulator(2_000, seed=3), JAN, 3)
+    return [_run_month(module_database, month) for month in (JAN, FEB, MAR)]
+
+
+def test_first_month_model_becomes_champion(simulated_runs):
+    first = simulated_runs[0]
+    assert first.decision == "promoted challenger"
+    assert "no champion model" in first.reason
+
+
+def test_new_month_trains_and_compares(simulated_runs):
+    third = simulated_runs[2]
+    assert "new labelled month 2026-02" in third.reason
+    assert third.decision in ("promoted challenger", "kept champion")
+    # Trained on January, both models are compared on February's outcomes.
+    assert "on 2026-02, " in third.reason
+    assert "rows held out" in third.reason
+
+
+def test_registry_has_one_champion(module_database, simulated_runs):
+    statuses = _query(
+        module_database, "SELECT status, count(*) FROM churn.model_versions GROUP BY status"
+    )
+    assert dict(statuses)["champion"] == 1
+    champion = _query(
+        module_database,
+        "SELECT version, promoted_at, status_reason FROM churn.model_versions"
+        " WHERE status = 'champion'",
+    )[0]
+    assert champion.promoted_at is not None
+    assert champion.status_reason
+
+
+def test_runs_record_decision(module_database, simulated_runs):
+    rows = _query(
+        module_database,
+        "SELECT month, retrain_policy, model_decision, decision_reason FROM churn.runs"
+        " WHERE status = 'succeeded' ORDER BY month",
+    )
+    assert [row.month for row in rows] == [JAN, FEB, MAR]
+    assert all(row.retrain_policy == "auto" for row in rows)
+    assert [row.model_decision for row in rows] == [c.decision for c in simulated_runs]
+    assert all(row.decision_reason for row in rows)
+
+
+def test_monitoring_has_psi_and_scores(module_database, simulated_runs):
+    rows = _query(
+        module_database,
+        "SELECT metric, feature, value FROM churn.monitoring WHERE month = :month",
+        month=MAR,
+    )
+    psi = {row.feature: row.value for row in rows if row.metric == "psi"}
+    assert len(psi) == 13
+    assert all(value >= 0 for value in psi.values())
+    metrics = {row.metric: row.value for row in rows if row.metric != "psi"}
+    assert 0.1 < metrics["score_mean"] < 0.5
+    assert 0.0 < metrics["share_high"] < 0.5
+    # March is the last simulated month: its outcomes are not known yet.
+    assert "realised_roc_auc" not in metrics
+
+
+def test_monitoring_realised_once_outcomes_known(module_database, simulated_runs):
+    rows = _query(
+        module_database,
+        "SELECT metric, value FROM churn.monitoring WHERE month = :month AND metric LIKE 'realised%'",
+        month=FEB,
+    )
+    metrics = dict(rows)
+    assert metrics["realised_roc_auc"] > 0.9
+    assert 0.5 < metrics["realised_precision_high"] <= 1.0
+    assert metrics["realised_outcomes"] > 1_500
+
+
+def test_rerun_loads_champion_same_scores(module_database, simulated_runs):
+    before = _query(
+        module_database,
+        "SELECT client_id, churn_probability FROM churn.scores WHERE month = :month"
+        " ORDER BY client_id",
+        month=MAR,
+    )
+
+    again = _run_month(module_database, MAR)
+
+    assert again.decision == "loaded champion"
+    after = _query(
+        module_database,
+        "SELECT client_id, churn_probability FROM churn.scores WHERE month = :month"
+        " ORDER BY client_id",
+        month=MAR,
+    )
+    assert after == before
+
+
+def test_retrain_never_loads_champion(module_database, simulated_runs):
+    champion = _query(
+        module_database, "SELECT version FROM churn.model_versions WHERE status = 'champion'"
+    )[0].version
+
+    chosen = _run_month(module_database, FEB, retrain="never")
+
+    assert chosen.decision == "loaded champion"
+    assert chosen.version == champion
+    assert chosen.reason == "retrain policy never"
