@@ -74,6 +74,19 @@ class Settings(BaseSettings):
             ) from None
         return value
 
+    @field_validator("drift_features")
+    @classmethod
+    def _check_drift_features(cls, value: list[str]) -> list[str]:
+        from gymchurn.schema import FEATURES
+
+        unknown = sorted(set(value) - set(FEATURES))
+        if unknown:
+            raise ValueError(
+                f"unknown feature(s) {', '.join(unknown)}; "
+                f"expected names from: {', '.join(FEATURES)}"
+            )
+        return value
+
     @model_validator(mode="after")
     def _check_tiers(self) -> "Settings":
         if self.risk_medium_threshold >= self.risk_high_threshold:

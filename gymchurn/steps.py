@@ -220,7 +220,7 @@ class ChosenModel:
     decision: str
     """``loaded champion``, ``promoted challenger`` or ``kept champion``."""
     reason: str
-    """Why the run retrained or not, and why the challenger won or lost."""
+    """Reasons the run retrained or not, and the challenger's comparison with the champion."""
     policy: str
     promote: bool = False
     """Publishing makes this version the champion and retires the others."""
@@ -412,7 +412,7 @@ def _compare_on_holdout(
 def fit_or_load(
     engine: Engine, settings: Settings, checked: CheckedData, retrain: str = "auto"
 ) -> ChosenModel:
-    """Choose the model that scores the month, training a challenger when the policy says so.
+    """Choose the model that scores the month, training a challenger when the policy requires.
 
     A challenger replaces the champion only when its ROC-AUC on held-out rows
     is at least the champion's on the same rows. A backtest always runs the
