@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     risk_medium_threshold: float = Field(default=0.25, gt=0, lt=1)
     """Churn probability from which a client is in the ``medium`` tier."""
 
+    risk_capacity: int | None = Field(default=None, ge=1)
+    """When set, the high tier is the month's ``risk_capacity`` most likely leavers,
+    as many as the retention team can call, instead of those above the high threshold."""
     n_clusters: int = Field(default=5, ge=2, le=20)
     """Number of client segments."""
 

@@ -20,7 +20,7 @@ from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 from sqlalchemy.engine import Engine
 
-from gymchurn import db, lifecycle, model, runtime
+from gymchurn import db, lifecycle, model, reasons, runtime
 from gymchurn.schema import CHURNED, CLIENT_ID, FEATURES, MONTH, format_month
 from gymchurn.segments import CLUSTER_ID, Segmentation, segment_clients
 from gymchurn.settings import Settings
@@ -523,8 +523,13 @@ def fit_or_load(
 
 
 def risk_tiers(probabilities: np.ndarray, settings: Settings) -> np.ndarray:
-    """Return ``high``, ``medium`` or ``low`` for each probability."""
-    return np.select(
+    """Return ``high``, ``medium`` or ``low`` for each probability.
+
+    With ``risk_capacity`` set, the ``risk_capacity`` highest probabilities
+    are ``high`` (ties broken by row order), and the others are ``medium``
+    from the medium threshold.
+    """
+    tiers = np.select(
         [
             probabilities >= settings.risk_high_threshold,
             probabilities >= settings.risk_medium_threshold,
@@ -532,32 +537,45 @@ def risk_tiers(probabilities: np.ndarray, settings: Settings) -> np.ndarray:
         ["high", "medium"],
         default="low",
     )
+    if settings.risk_capacity is not None:
+        tiers = np.where(probabilities >= settings.risk_medium_threshold, "medium", "low")
+        order = np.argsort(-probabilities, kind="stable")
+        tiers[order[: settings.risk_capacity]] = "high"
+    return tiers
 
 
 def score(chosen: ChosenModel, checked: CheckedData, settings: Settings) -> pd.DataFrame:
-    """Score every valid questionnaire of the month.
+    """Score every valid questionnaire of the month and give each client's top reasons.
 
     Returns:
-        One row a client: ``client_id``, ``churn_probability``, ``risk_tier``.
-        In a backtest a labelled client gets its out-of-fold probability and
-        a client without a label the fitted model's.
+        One row a client: ``client_id``, ``churn_probability``, ``risk_tier``,
+        ``reasons``. In a backtest a labelled client gets its out-of-fold
+        probability and a client without a label the fitted model's. The
+        reasons always explain the fitted model's probability.
     """
     started = time.perf_counter()
     clients = checked.scoring.valid
-    probabilities = model.predict(chosen.pipeline, clients)
+    attribution = reasons.attribute(
+        lambda frame: model.predict(chosen.pipeline, frame), clients, checked.training
+    )
+    probabilities = attribution.probability
     if chosen.out_of_fold is not None:
         out_of_fold = chosen.out_of_fold.reindex(clients[CLIENT_ID].to_numpy()).to_numpy()
         probabilities = np.where(np.isnan(out_of_fold), probabilities, out_of_fold)
+    phrases = [
+        [reason.text for reason in client] for client in reasons.top_reasons(attribution, clients)
+    ]
     scores = pd.DataFrame(
         {
             CLIENT_ID: clients[CLIENT_ID].to_numpy(),
             "churn_probability": probabilities,
             "risk_tier": risk_tiers(probabilities, settings),
+            "reasons": phrases,
         }
     )
     counts = scores["risk_tier"].value_counts()
     logger.info(
-        "score: %d clients, %s (%.1f s)",
+        "score: %d clients, %s, with reasons (%.1f s)",
         len(scores),
         ", ".join(f"{counts.get(tier, 0)} {tier}" for tier in RISK_TIERS),
         time.perf_counter() - started,
@@ -763,6 +781,7 @@ SCORE_COLUMNS = [
     CLUSTER_ID,
     "model_version",
     "run_id",
+    "reasons",
 ]
 CLUSTER_COLUMNS = ["month", CLUSTER_ID, "size", "churn_rate", *FEATURES, "run_id"]
 QUARANTINE_COLUMNS = ["run_id", "month", CLIENT_ID, "dataset", "row_data", "failed_rules"]

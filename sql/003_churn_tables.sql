@@ -97,3 +97,9 @@ CREATE INDEX IF NOT EXISTS quarantine_run ON churn.quarantine (run_id);
 
 COMMENT ON TABLE churn.quarantine IS
     'Questionnaires kept out of training and scoring, with the validation rules they broke.';
+
+-- The top factors behind each score, in plain words, largest first.
+ALTER TABLE churn.scores ADD COLUMN IF NOT EXISTS reasons text[] NOT NULL DEFAULT '{}';
+
+COMMENT ON COLUMN churn.scores.reasons IS
+    'Up to three factors that push the client''s churn probability up, largest first, with the client''s own values.';

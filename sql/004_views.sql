@@ -8,7 +8,8 @@ SELECT
     s.churn_probability,
     s.risk_tier,
     s.cluster_id,
-    s.model_version
+    s.model_version,
+    s.reasons
 FROM churn.scores AS s
 WHERE s.risk_tier = 'high';
 
