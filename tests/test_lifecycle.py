@@ -185,7 +185,8 @@ def test_monitoring_has_psi_and_scores(module_database, simulated_runs):
 def test_monitoring_realised_once_outcomes_known(module_database, simulated_runs):
     rows = _query(
         module_database,
-        "SELECT metric, value FROM churn.monitoring WHERE month = :month AND metric LIKE 'realised%'",
+        "SELECT metric, value FROM churn.monitoring"
+        " WHERE month = :month AND metric LIKE 'realised%'",
         month=FEB,
     )
     metrics = dict(rows)
@@ -224,3 +225,18 @@ def test_retrain_never_loads_champion(module_database, simulated_runs):
     assert chosen.decision == "loaded champion"
     assert chosen.version == champion
     assert chosen.reason == "retrain policy never"
+
+
+def test_high_tier_clients_have_reasons(module_database, simulated_runs):
+    rows = _query(
+        module_database,
+        "SELECT reasons FROM churn.scores WHERE month = :month AND risk_tier = 'high'",
+        month=MAR,
+    )
+    assert len(rows) > 200
+    with_reasons = [row.reasons for row in rows if row.reasons]
+    assert len(with_reasons) >= 0.95 * len(rows)
+    assert all(1 <= len(reasons) <= 3 for reasons in with_reasons)
+    phrases = [phrase for reasons in with_reasons for phrase in reasons]
+    assert any(phrase.startswith("member for") for phrase in phrases)
+    assert any(phrase.startswith("visits fell from") for phrase in phrases)

@@ -104,10 +104,12 @@ def test_forward_run_at_risk_file_matches_view(module_database, forward_run):
     assert exported["client_id"].to_list() == view["client_id"].to_list()
     assert exported["churn_probability"].is_monotonic_decreasing
     assert (exported["risk_tier"] == "high").all()
+    assert exported["reasons"].notna().mean() > 0.95
+    assert exported["reasons"].dropna().str.split("; ").map(len).max() <= 3
 
 
 def test_rerun_same_month_gives_same_rows(module_database, forward_run):
-    columns = "client_id, churn_probability, risk_tier, cluster_id, model_version"
+    columns = "client_id, churn_probability, risk_tier, cluster_id, model_version, reasons"
     query = f"SELECT {columns} FROM churn.scores WHERE month = '2026-11-01' ORDER BY client_id"
     before = _frame(module_database, query)
     clusters_query = "SELECT * FROM churn.clusters WHERE month = '2026-11-01' ORDER BY cluster_id"

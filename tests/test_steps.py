@@ -2,12 +2,14 @@
 
 import uuid
 
+import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
 
 from gymchurn import model, steps
 from gymchurn.loader import read_questionnaire_csv
+from gymchurn.settings import Settings
 
 
 @pytest.fixture(scope="module")
@@ -55,3 +57,16 @@ def test_fail_run_records_reason(database, error, status, start):
     assert row.message.startswith(start)
     assert row.rows_read == 12
     assert row.finished_at is not None
+
+
+def test_risk_tiers_by_threshold():
+    settings = Settings(risk_high_threshold=0.5, risk_medium_threshold=0.25)
+    probabilities = np.array([0.9, 0.6, 0.3, 0.1])
+    assert steps.risk_tiers(probabilities, settings).tolist() == ["high", "high", "medium", "low"]
+
+
+def test_risk_tiers_by_capacity():
+    settings = Settings(risk_capacity=2)
+    probabilities = np.array([0.3, 0.9, 0.6, 0.7, 0.1])
+    tiers = steps.risk_tiers(probabilities, settings).tolist()
+    assert tiers == ["medium", "high", "medium", "high", "low"]
