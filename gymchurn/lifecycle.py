@@ -68,14 +68,16 @@ def realised_metrics(
     """Compare published scores with the outcomes that followed.
 
     Returns:
-        ``realised_roc_auc`` (absent unless both outcomes occur) and the
-        precision and recall of the high tier (``high``), with the number of
-        outcomes.
+        ``realised_roc_auc`` (absent unless both outcomes occur), the
+        precision and recall of the high tier (``high``), the share that left
+        against the mean probability, and the number of outcomes.
     """
     labels = np.asarray(labels, dtype=bool)
     flagged = np.asarray(high, dtype=bool)
     metrics = {
         "realised_outcomes": float(len(labels)),
+        "realised_churn_rate": float(np.mean(labels)),
+        "realised_mean_probability": float(np.mean(probabilities)),
         "realised_precision_high": float(precision_score(labels, flagged, zero_division=0)),
         "realised_recall_high": float(recall_score(labels, flagged, zero_division=0)),
     }
@@ -100,16 +102,23 @@ def decide_retrain(
     drift: dict[str, float],
     drift_features: list[str],
     drift_threshold: float,
-    last_month_roc_auc: tuple[dt.date, float] | None,
+    last_month: tuple[dt.date, dict] | None,
     min_roc_auc: float,
+    max_calibration_gap: float,
 ) -> RetrainDecision:
     """Decide whether this run trains a challenger.
 
-    With ``auto`` the run retrains when there is no champion, when the
-    labelled months differ from the champion's training months, when the PSI
-    of a feature in ``drift_features`` exceeds ``drift_threshold``, or when
-    the champion's realised ROC-AUC on last month's outcomes is below
-    ``min_roc_auc``. The reason lists every trigger that fired.
+    With ``auto`` the run retrains on any of these triggers, and the reason
+    lists each one that fired:
+
+    - there is no champion;
+    - a labelled month arrived that the champion was not trained on;
+    - the PSI of a feature in ``drift_features`` exceeds ``drift_threshold``;
+    - last month's published scores, against its outcomes, reached a
+      realised ROC-AUC below ``min_roc_auc``, or their mean probability
+      missed the share that left by more than ``max_calibration_gap``.
+
+    ``last_month`` is (month, metrics of :func:`realised_metrics`) or None.
 
     Raises:
         ValueError: an unknown policy, or ``never`` without a champion.
@@ -140,18 +149,34 @@ def decide_retrain(
     }
     for name, value in sorted(drifted.items(), key=lambda item: -item[1]):
         reasons.append(f"drift in {name}: PSI {value:.2f} > {drift_threshold:.2f}")
-    if last_month_roc_auc is not None and last_month_roc_auc[1] < min_roc_auc:
-        month, auc = last_month_roc_auc
-        reasons.append(
-            f"champion's realised ROC-AUC on {format_month(month)} outcomes "
-            f"{auc:.3f} < {min_roc_auc:.3f}"
-        )
+    reasons += _realised_triggers(last_month, min_roc_auc, max_calibration_gap)
     if policy == "always":
         return RetrainDecision(True, "; ".join(["retrain policy always", *reasons]))
     if reasons:
         return RetrainDecision(True, "; ".join(reasons))
     largest = max((drift[name] for name in drift_features if name in drift), default=0.0)
     kept = f"champion trained on every labelled month; largest PSI {largest:.2f}"
-    if last_month_roc_auc is not None:
-        kept += f"; realised ROC-AUC {last_month_roc_auc[1]:.3f}"
+    if last_month is not None and "realised_roc_auc" in last_month[1]:
+        kept += f"; realised ROC-AUC {last_month[1]['realised_roc_auc']:.3f}"
     return RetrainDecision(False, kept)
+
+
+def _realised_triggers(
+    last_month: tuple[dt.date, dict] | None, min_roc_auc: float, max_calibration_gap: float
+) -> list[str]:
+    if last_month is None:
+        return []
+    month, metrics = last_month
+    label = format_month(month)
+    triggers = []
+    auc = metrics.get("realised_roc_auc")
+    if auc is not None and auc < min_roc_auc:
+        triggers.append(f"realised ROC-AUC on {label} outcomes {auc:.3f} < {min_roc_auc:.3f}")
+    gap = metrics["realised_churn_rate"] - metrics["realised_mean_probability"]
+    if abs(gap) > max_calibration_gap:
+        triggers.append(
+            f"{metrics['realised_churn_rate']:.1%} of {label}'s clients left against a mean "
+            f"probability of {metrics['realised_mean_probability']:.1%} "
+            f"(gap {abs(gap):.1%} > {max_calibration_gap:.1%})"
+        )
+    return triggers

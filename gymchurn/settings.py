@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     """Features whose drift triggers a retrain: the strongest churn drivers of the real file."""
     min_realised_roc_auc: float = Field(default=0.8, gt=0, lt=1)
     """Realised ROC-AUC on last month's outcomes below which ``auto`` retrains."""
+    max_calibration_gap: float = Field(default=0.05, gt=0, lt=1)
+    """Gap between last month's share of leavers and its mean probability above which
+    ``auto`` retrains."""
     timezone: str = "Europe/Moscow"
     """Business timezone: decides which month a run on a given day scores."""
 

@@ -301,6 +301,22 @@ def _months_of(frame: pd.DataFrame, months) -> pd.DataFrame:
     return frame[frame[MONTH].isin(wanted)]
 
 
+def _drift_reference(checked: CheckedData, champion: dict | None) -> pd.DataFrame:
+    """Return the rows drift is measured against: the latest month the champion trained on.
+
+    The latest month, not all of them, because a chain's clients change
+    slowly (memberships lengthen), so against all training months any month
+    would look drifted. In a backtest, or without a champion trained on
+    these months, the reference is the run's own training rows.
+    """
+    training = checked.training
+    if champion is not None:
+        trained = _months_of(training, champion["training_months"])
+        if not trained.empty:
+            training = trained
+    return training[training[MONTH] == max(training[MONTH])]
+
+
 def _last_month_metrics(engine: Engine, checked: CheckedData, settings: Settings):
     """Compare the latest labelled month's published scores with its outcomes."""
     if checked.mode != "forward":
@@ -421,14 +437,8 @@ def fit_or_load(
     started = time.perf_counter()
     champion = _champion(engine)
     labelled_months = sorted(set(checked.training[MONTH]))
-    drift_base = checked.training
-    if champion is not None and not _months_of(checked.training, champion["training_months"]).empty:
-        drift_base = _months_of(checked.training, champion["training_months"])
-    drift = lifecycle.feature_drift(drift_base, checked.scoring.valid)
+    drift = lifecycle.feature_drift(_drift_reference(checked, champion), checked.scoring.valid)
     last_month = _last_month_metrics(engine, checked, settings)
-    last_auc = None
-    if last_month is not None and "realised_roc_auc" in last_month[1]:
-        last_auc = (last_month[0], last_month[1]["realised_roc_auc"])
     decision = lifecycle.decide_retrain(
         retrain,
         champion=champion,
@@ -436,8 +446,9 @@ def fit_or_load(
         drift=drift,
         drift_features=settings.drift_features,
         drift_threshold=settings.drift_psi_threshold,
-        last_month_roc_auc=last_auc,
+        last_month=None if last_month is None else last_month[:2],
         min_roc_auc=settings.min_realised_roc_auc,
+        max_calibration_gap=settings.max_calibration_gap,
     )
     common = {"policy": retrain, "drift": drift, "last_month": last_month}
     if not decision.retrain and checked.mode == "forward":

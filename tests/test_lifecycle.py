@@ -43,6 +43,11 @@ def test_psi_discrete_feature_one_bin_a_value():
 
 _CHAMPION = {"version": "v1", "training_months": [JAN, FEB]}
 _QUIET = {"contract_period": 0.02, "lifetime": 0.05}
+_LAST_MONTH = {
+    "realised_roc_auc": 0.95,
+    "realised_churn_rate": 0.26,
+    "realised_mean_probability": 0.25,
+}
 
 
 def _decide(policy="auto", **overrides):
@@ -52,8 +57,9 @@ def _decide(policy="auto", **overrides):
         "drift": _QUIET,
         "drift_features": ["contract_period", "lifetime"],
         "drift_threshold": 0.25,
-        "last_month_roc_auc": (FEB, 0.95),
+        "last_month": (FEB, _LAST_MONTH),
         "min_roc_auc": 0.8,
+        "max_calibration_gap": 0.05,
     } | overrides
     return lifecycle.decide_retrain(policy, **arguments)
 
@@ -73,7 +79,14 @@ def test_decide_keeps_champion_when_nothing_changed():
             {"drift": {"contract_period": 0.4, "lifetime": 0.05}},
             "drift in contract_period: PSI 0.40",
         ),
-        ({"last_month_roc_auc": (FEB, 0.7)}, "realised ROC-AUC on 2026-02 outcomes 0.700 < 0.800"),
+        (
+            {"last_month": (FEB, _LAST_MONTH | {"realised_roc_auc": 0.7})},
+            "realised ROC-AUC on 2026-02 outcomes 0.700 < 0.800",
+        ),
+        (
+            {"last_month": (FEB, _LAST_MONTH | {"realised_churn_rate": 0.34})},
+            "34.0% of 2026-02's clients left against a mean probability of 25.0% (gap 9.0%",
+        ),
     ],
 )
 def test_decide_retrains_on_each_trigger(overrides, reason):
