@@ -74,10 +74,10 @@ SCENARIOS = {
     "steady": Scenario("steady", "the real file's relationships, unchanged"),
     "price_rise": Scenario(
         "price_rise",
-        "from the start month 75 % of new and renewed contracts are 1-month ones "
-        "and every client's churn odds rise by 65 %",
-        one_month_share=0.75,
-        hazard_shift=0.5,
+        "from the start month 90 % of new and renewed contracts are 1-month ones "
+        "and every client's churn odds rise 2.7-fold (log-odds + 1)",
+        one_month_share=0.90,
+        hazard_shift=1.0,
     ),
     "promo_wave": Scenario(
         "promo_wave",
