@@ -253,3 +253,42 @@ def test_high_tier_clients_have_reasons(module_database, simulated_runs):
     phrases = [phrase for reasons in with_reasons for phrase in reasons]
     assert any(phrase.startswith("member for") for phrase in phrases)
     assert any(phrase.startswith("visits fell from") for phrase in phrases)
+
+
+def _scenario_runs(engine, scenario: str) -> list[steps.ChosenModel]:
+    start = dt.date(2026, 1, 1)
+    simulator = ClientSimulator(
+        3_000, seed=3, scenario=scenario, scenario_start=dt.date(2026, 4, 1)
+    )
+    write_simulation(engine, simulator, start, 5)
+    return [_run_month(engine, dt.date(2026, month, 1)) for month in range(1, 6)]
+
+
+def _calibration_gap(engine, month: dt.date) -> float:
+    rows = dict(
+        _query(
+            engine,
+            "SELECT metric, value FROM churn.monitoring WHERE month = :month"
+            " AND metric IN ('realised_churn_rate', 'realised_mean_probability')",
+            month=month,
+        )
+    )
+    return rows["realised_churn_rate"] - rows["realised_mean_probability"]
+
+
+def test_steady_scenario_triggers_no_drift(database):
+    runs = _scenario_runs(database, "steady")
+
+    for chosen in runs:
+        assert "drift in" not in chosen.reason
+        assert "left against" not in chosen.reason
+    assert abs(_calibration_gap(database, dt.date(2026, 4, 1))) < 0.05
+
+
+def test_price_rise_scenario_triggers_retrain(database):
+    runs = _scenario_runs(database, "price_rise")
+
+    # April's outcomes, the first after the rise, are known in May's run.
+    assert _calibration_gap(database, dt.date(2026, 4, 1)) > 0.05
+    assert "of 2026-04's clients left against a mean probability" in runs[4].reason
+    assert runs[4].decision in ("promoted challenger", "kept champion")

@@ -75,9 +75,9 @@ SCENARIOS = {
     "price_rise": Scenario(
         "price_rise",
         "from the start month 90 % of new and renewed contracts are 1-month ones "
-        "and every client's churn odds rise 2.7-fold (log-odds + 1)",
+        "and every client's churn odds rise 4.5-fold (log-odds + 1.5)",
         one_month_share=0.90,
-        hazard_shift=1.0,
+        hazard_shift=1.5,
     ),
     "promo_wave": Scenario(
         "promo_wave",
