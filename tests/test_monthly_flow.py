@@ -78,11 +78,12 @@ def test_forward_run_records_model_version(module_database, forward_run):
     versions = _frame(module_database, "SELECT * FROM churn.model_versions")
     assert versions["version"].to_list() == [forward_run["model_version"]]
     row = versions.iloc[0]
-    assert row["algorithm"] in {"logistic_regression", "hist_gradient_boosting"}
+    assert row["algorithm"] in {"logistic_regression", "random_forest", "hist_gradient_boosting"}
     assert row["training_rows"] == 4000
     assert row["metrics"]["roc_auc"] > 0.95
     assert set(row["metrics"]["cross_validation"]) == {
         "logistic_regression",
+        "random_forest",
         "hist_gradient_boosting",
     }
     assert model.file_sha256(Path(row["artifact_path"])) == row["artifact_sha256"]
