@@ -7,7 +7,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from gymchurn import db, steps
+from gymchurn import db, runtime, steps
 from gymchurn.schema import format_month, parse_month
 from gymchurn.settings import get_settings
 
@@ -105,7 +105,8 @@ def monthly_scoring(month: str, retrain: str = "auto") -> dict:
         at_risk_path = deliver(engine, settings, run)
     except BaseException as error:
         # Ctrl-C and SIGTERM too: the run must not stay "running" forever.
-        steps.fail_run(engine, run_id, error, counts)
+        if not steps.fail_run(engine, run_id, error, counts):
+            runtime.published_before_stop.append(month)
         raise
     create_markdown_artifact(_summary(run, at_risk_path), key="churn-run-summary")
     return {

@@ -303,14 +303,14 @@ def _simulate_into(engine, simulator, start: dt.date, months: int, replace: bool
         except ExistingDataError as err:
             raise _fail(str(err)) from None
     for month in summary.months:
-        leaving = (
-            "outcomes not known yet"
-            if month["leaving"] is None
-            else (f"{month['leaving']} leave the month after")
-        )
-        typer.echo(
-            f"{month['month']}: {month['clients']} clients, {month['joined']} new, {leaving}"
-        )
+        parts = [f"{month['clients']} clients"]
+        if month["joined"] is not None:
+            parts.append(f"{month['joined']} new")
+        if month["leaving"] is None:
+            parts.append("outcomes not known yet")
+        else:
+            parts.append(f"{month['leaving']} leave the month after")
+        typer.echo(f"{month['month']}: {', '.join(parts)}")
     replaced = (
         f", {summary.questionnaires_replaced} questionnaires replaced"
         if summary.questionnaires_replaced
@@ -365,7 +365,19 @@ def simulate(
     from gymchurn.simulation.simulator import add_months
 
     first = _month(start)
+    if first.year * 12 + first.month - 1 + months > 9999 * 12:
+        raise typer.BadParameter(
+            f"{months} months from {start} end after 9999-12; use fewer months or an earlier start",
+            param_hint="--months",
+        )
+    last = add_months(first, months - 1)
     change = _month(scenario_start) if scenario_start else add_months(first, months // 2)
+    if scenario != "steady" and not first <= change <= last:
+        raise typer.BadParameter(
+            f"{format_month(change)} is outside the simulated months "
+            f"{format_month(first)}..{format_month(last)}",
+            param_hint="--scenario-start",
+        )
     simulator = _simulator(clients, seed, scenario, change, from_csv)
     if scenario != "steady":
         logger.info(
@@ -477,12 +489,23 @@ def _run_month(label: str, retrain: str) -> dict:
 
     try:
         return monthly_scoring(month=label, retrain=retrain)
-    except KeyboardInterrupt as err:
-        reason = str(err) or "Ctrl-C"
-        raise _fail(
-            f"run for {label} interrupted ({reason}); its published rows are as before", 130
-        ) from None
-    except Exception as err:  # a run that got as far as the database is in churn.runs
+    except BaseException as err:
+        if isinstance(err, typer.Exit):
+            raise
+        if label in runtime.published_before_stop:
+            raise _fail(
+                f"run for {label} stopped after its scores were published; if "
+                f"at_risk_{label}.csv is missing, run the month again",
+                130,
+            ) from None
+        if isinstance(err, KeyboardInterrupt):
+            reason = str(err) or "Ctrl-C"
+            raise _fail(
+                f"run for {label} interrupted ({reason}); its published rows are as before", 130
+            ) from None
+        if not isinstance(err, Exception):
+            raise
+        # A run that got as far as the database is in churn.runs.
         if runtime.received_signals:
             stopped = f"run for {label} interrupted ({runtime.received_signals[0]})"
             raise _fail(f"{stopped}; its published rows are as before", 130) from None

@@ -580,7 +580,7 @@ def load(path: Path, expected_sha256: str, expected_sklearn: str) -> Pipeline:
     """
     if not path.is_file():
         raise ModelIntegrityError(
-            f"model file {path} not found; rerun with retraining to rebuild it"
+            f"model file {path} not found; rerun with --retrain always to rebuild it"
         )
     actual = file_sha256(path)
     if actual != expected_sha256:

@@ -32,6 +32,8 @@ _DEFAULTS = {
 
 # Names of the signals that asked this process to stop, in arrival order.
 received_signals: list[str] = []
+# Months whose run was stopped after its publish transaction had committed.
+published_before_stop: list[str] = []
 
 
 def configure_environment(home: Path) -> None:

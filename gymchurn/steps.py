@@ -50,11 +50,16 @@ def start_run(engine: Engine, run_id: uuid.UUID, month: dt.date) -> None:
 
 def fail_run(
     engine: Engine, run_id: uuid.UUID, error: BaseException, counts: dict | None = None
-) -> None:
+) -> bool:
     """Record why a run failed; the month's published rows stay as they were.
 
-    A failure to record (the database is gone) is logged, not raised, so the
-    caller goes on to raise the error that stopped the run.
+    Only a run still ``running`` is marked failed: a run stopped after its
+    publish transaction committed stays ``succeeded``. A failure to record
+    (the database is gone) is logged, not raised, so the caller goes on to
+    raise the error that stopped the run.
+
+    Returns:
+        False when the run had already been published, True otherwise.
     """
     status = "failed_validation" if isinstance(error, DataValidationError) else "failed"
     counts = counts or {}
@@ -68,8 +73,10 @@ def fail_run(
     for attempt in (1, 2):
         try:
             with engine.begin() as conn:
-                db.execute(conn, "fail_run", params)
-            return
+                recorded = db.execute(conn, "fail_run", params).first() is not None
+            if not recorded:
+                logger.warning("run %s stopped after the month was published: %s", run_id, error)
+            return recorded
         except Exception as record_error:
             # An interrupt can leave a pooled connection half used: retry once
             # on new connections.
@@ -78,6 +85,7 @@ def fail_run(
                 logger.error(
                     "run %s: could not record its failure in churn.runs: %s", run_id, record_error
                 )
+    return True
 
 
 def _failure_message(error: BaseException) -> str:

@@ -6,6 +6,7 @@ that server; otherwise on an embedded PostgreSQL in a temporary folder.
 """
 
 import os
+import shutil
 import uuid
 from pathlib import Path
 
@@ -14,8 +15,11 @@ import pytest
 from gymchurn.runtime import configure_environment
 
 REPO = Path(__file__).resolve().parent.parent
-REAL_DATA = REPO.parent / "shared" / "data" / "gym_churn_us.csv"
-CASES = REPO.parent / "shared" / "cases"
+# The real questionnaires and the awkward input files live next to the
+# repository by default; GYMCHURN_TEST_SHARED points elsewhere.
+SHARED = Path(os.environ.get("GYMCHURN_TEST_SHARED", REPO.parent / "shared"))
+REAL_DATA = SHARED / "data" / "gym_churn_us.csv"
+CASES = SHARED / "cases"
 
 # Before any Prefect import: no telemetry, and Prefect's files in a temporary folder.
 _SESSION_HOME = Path(
@@ -114,3 +118,14 @@ def real_data() -> Path:
     if not REAL_DATA.is_file():
         pytest.fail(f"real questionnaires not found at {REAL_DATA}")
     return REAL_DATA
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Remove the session's folder of Prefect files and model files.
+
+    Kept when it holds the embedded PostgreSQL, which stops only when this
+    process exits, or when GYMCHURN_TEST_HOME chose the folder.
+    """
+    default = Path(f"/tmp/gymchurn-test-{os.getpid()}")
+    if _SESSION_HOME == default and os.environ.get("TEST_DATABASE_URL"):
+        shutil.rmtree(_SESSION_HOME, ignore_errors=True)

@@ -48,6 +48,8 @@ def test_simulate_writes_what_it_reports(database):
     assert list(_months(database, "crm.churn_outcomes")) == ["2026-01", "2026-02", "2026-03"]
     assert "2026-04: " in result.stdout
     assert "outcomes not known yet" in result.stdout
+    assert re.search(r"^2026-01: 3000 clients, \d+ leave the month after$", result.stdout, re.M)
+    assert re.search(r"^2026-02: \d+ clients, \d+ new, \d+ leave", result.stdout, re.M)
 
 
 def test_simulate_same_seed_same_tables(database):
@@ -95,6 +97,23 @@ def test_simulate_scenario_unknown(database):
     assert result.exit_code == 2
     assert "unknown scenario 'discount'" in result.output
     assert _count(database, "crm.questionnaires") == 0
+
+
+def test_simulate_scenario_start_outside_rejected(database):
+    result = _invoke(
+        "simulate", "--months", "3", "--scenario", "price_rise", "--scenario-start", "2030-01"
+    )
+
+    assert result.exit_code == 2
+    assert "outside the simulated months" in result.output
+    assert _count(database, "crm.questionnaires") == 0
+
+
+def test_simulate_past_year_9999_rejected(database):
+    result = _invoke("simulate", "--start", "9999-12", "--months", "2")
+
+    assert result.exit_code == 2
+    assert "end after 9999-12" in result.output
 
 
 def test_demo_scores_each_month_in_own_database(database, tmp_path):

@@ -59,6 +59,22 @@ def test_fail_run_records_reason(database, error, status, start):
     assert row.finished_at is not None
 
 
+def test_fail_run_after_publish_keeps_success(database):
+    run_id = uuid.uuid4()
+    steps.start_run(database, run_id, pd.Timestamp("2026-10-01").date())
+    with database.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE churn.runs SET status = 'succeeded' WHERE run_id = :id"), {"id": run_id}
+        )
+
+    recorded = steps.fail_run(database, run_id, KeyboardInterrupt("stopped by signal SIGINT"))
+
+    assert recorded is False
+    with database.connect() as conn:
+        status = conn.execute(sa.text("SELECT status FROM churn.runs")).scalar_one()
+    assert status == "succeeded"
+
+
 def test_risk_tiers_by_threshold():
     settings = Settings(risk_high_threshold=0.5, risk_medium_threshold=0.25)
     probabilities = np.array([0.9, 0.6, 0.3, 0.1])

@@ -58,6 +58,13 @@ def read_starting_snapshot(path: Path) -> StartingSnapshot:
     outcomes = None
     if loaded.outcomes is not None:
         outcomes = loaded.outcomes.set_index(CLIENT_ID)[CHURNED].astype(int)
+        unlabelled = len(loaded.questionnaires) - len(outcomes)
+        if unlabelled:
+            logger.info(
+                "%s: %d rows without a Churn label get an outcome drawn from the hazard",
+                path,
+                unlabelled,
+            )
     return StartingSnapshot(
         report.valid.drop(columns=[MONTH, ROW_NUMBER]).reset_index(drop=True),
         outcomes,
@@ -87,6 +94,11 @@ def _count_existing(engine: Engine, first: dt.date, last: dt.date) -> int:
     return questionnaires + outcomes
 
 
+def _count_later(engine: Engine, last: dt.date) -> int:
+    with engine.connect() as conn:
+        return db.execute(conn, "count_questionnaires_after", {"month": last}).scalar_one()
+
+
 def write_simulation(
     engine: Engine,
     simulator: ClientSimulator,
@@ -111,6 +123,14 @@ def write_simulation(
     last = add_months(start, n_months - 1)
     summary = SimulationSummary(start, last)
     existing = _count_existing(engine, start, last)
+    later = _count_later(engine, last)
+    if later:
+        logger.warning(
+            "crm contains %d questionnaires after %s that this simulation does not continue; "
+            "their client ids do not follow these months",
+            later,
+            format_month(last),
+        )
     if existing and not replace:
         raise ExistingDataError(
             f"crm already contains {existing} questionnaire and outcome rows for "

@@ -1,0 +1,1 @@
+SELECT count(*) FROM crm.questionnaires WHERE month > %(month)s
