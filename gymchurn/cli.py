@@ -558,7 +558,7 @@ def _print_demo_summary(engine, first: dt.date, last: dt.date) -> None:
         at_risk = db.read_frame(conn, "at_risk_for_month", {"month": last})
     typer.echo(f"\nat-risk list of {format_month(last)}: {len(at_risk)} clients, the first 10:")
     head = at_risk.head(10)[["rank", "client_id", "churn_probability", "cluster_id"]]
-    typer.echo(head.to_string(index=False, float_format="{:.3f}".format))
+    typer.echo(head.to_string(index=False, float_format="{:.4f}".format))
     typer.echo("\nmodels:")
     for row in runs.itertuples():
         auc = (
