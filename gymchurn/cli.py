@@ -146,6 +146,62 @@ def models_list() -> None:
         )
 
 
+@models_app.command("evaluate")
+def models_evaluate(
+    csv_file: Annotated[Path, typer.Option("--csv", help="Questionnaire CSV with a Churn column.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON.")] = False,
+    plot: Annotated[
+        Path | None,
+        typer.Option(help="Write a reliability plot of every candidate to this PNG file."),
+    ] = None,
+) -> None:
+    """Cross-validate every candidate on a labelled file and print its metrics table."""
+    import datetime as dt
+    import json
+
+    from gymchurn.evaluation import evaluate_candidates, reliability_plot
+    from gymchurn.loader import CsvFormatError, read_questionnaire_csv
+    from gymchurn.schema import CHURNED, CLIENT_ID, MONTH
+
+    settings = _settings()
+    try:
+        loaded = read_questionnaire_csv(csv_file)
+    except CsvFormatError as err:
+        raise _fail(str(err)) from None
+    if loaded.outcomes is None:
+        raise _fail(f"{csv_file}: no Churn column; evaluation needs labelled rows")
+    rows = loaded.questionnaires.merge(loaded.outcomes, on=CLIENT_ID).dropna()
+    rows = rows.assign(**{MONTH: dt.date(2000, 1, 1)})
+    skipped = len(loaded.questionnaires) - len(rows)
+    if skipped:
+        logger.info(
+            "%s: %d rows without a label or with a missing answer left out", csv_file, skipped
+        )
+    counts = rows[CHURNED].value_counts()
+    if min(counts.get(True, 0), counts.get(False, 0)) < settings.cv_folds:
+        raise _fail(
+            f"{csv_file}: {counts.get(True, 0)} churned and {counts.get(False, 0)} retained "
+            f"rows; each class needs at least {settings.cv_folds} for "
+            f"{settings.cv_folds}-fold cross-validation"
+        )
+    evaluation = evaluate_candidates(
+        rows,
+        folds=settings.cv_folds,
+        seed=settings.random_seed,
+        threshold=settings.risk_high_threshold,
+    )
+    if as_json:
+        typer.echo(json.dumps(evaluation.table.to_dict("records"), indent=2))
+    else:
+        typer.echo(
+            f"{len(rows)} labelled rows of {csv_file}, {settings.cv_folds}-fold out-of-fold "
+            f"metrics, decisions at {settings.risk_high_threshold}:"
+        )
+        typer.echo(evaluation.table.to_string(index=False, float_format="{:.4f}".format))
+    if plot is not None:
+        typer.echo(f"reliability plot: {reliability_plot(evaluation, plot).resolve()}", err=as_json)
+
+
 @models_app.command("show")
 def models_show(
     version: Annotated[str, typer.Argument(help="Model version, e.g. v202610-798341c411.")],

@@ -372,6 +372,17 @@ def _train_or_reuse(engine: Engine, settings: Settings, checked: CheckedData):
         folds=settings.cv_folds,
         threshold=settings.risk_high_threshold,
     )
+    if checked.mode == "forward":
+        holdout = time_holdout_metrics(trained.pipeline, training, settings.risk_high_threshold)
+        if holdout is not None:
+            trained.metrics["time_holdout"] = holdout
+            logger.info(
+                "model: %s trained on the months before %s scores it at ROC-AUC %.4f, Brier %.4f",
+                trained.algorithm,
+                holdout["month"],
+                holdout["roc_auc"],
+                holdout["brier"],
+            )
     if registered is None:
         path, sha256 = model.save(trained, settings.model_dir)
         if not _register(engine, trained, path, sha256):
@@ -396,15 +407,37 @@ def _train_or_reuse(engine: Engine, settings: Settings, checked: CheckedData):
     return trained.version, trained.algorithm, trained.pipeline, trained.metrics, out_of_fold
 
 
+def _split_latest_month(training: pd.DataFrame):
+    latest = max(training[MONTH])
+    return training[training[MONTH] < latest], training[training[MONTH] == latest], latest
+
+
+def time_holdout_metrics(pipeline, training: pd.DataFrame, threshold: float) -> dict | None:
+    """Refit ``pipeline`` on the months before the latest labelled one and score that month.
+
+    Returns:
+        The metrics of :func:`model.probability_metrics` with ``month`` and
+        ``rows``, or None with fewer than two labelled months or one outcome.
+    """
+    earlier, latest, month = _split_latest_month(training)
+    if earlier.empty or latest[CHURNED].nunique() < 2 or earlier[CHURNED].nunique() < 2:
+        return None
+    refitted = clone(pipeline).fit(model.feature_matrix(earlier), earlier[CHURNED].astype(int))
+    probabilities = model.predict(refitted, latest)
+    metrics = model.probability_metrics(latest[CHURNED].astype(int), probabilities, threshold)
+    return {**metrics, "month": format_month(month), "rows": len(latest)}
+
+
 def _compare_on_holdout(
-    checked: CheckedData, challenger_pipeline, out_of_fold, champion: dict, champion_pipeline
-) -> tuple[float, float, str]:
+    checked: CheckedData, metrics: dict, out_of_fold, champion_pipeline
+) -> tuple[float, float, str] | None:
     """Return the ROC-AUC of challenger and champion on the same held-out rows.
 
     In a backtest the held-out rows are the month's labelled clients, scored
     by the challenger out of fold. Otherwise they are the latest labelled
-    month, and the challenger is refitted on the months before it, so that
-    neither model has seen the held-out labels unless the champion did.
+    month, scored by the challenger refitted on the months before it (its
+    ``time_holdout`` metrics), so that neither model has seen the held-out
+    labels unless the champion did. Returns None when there is no such month.
     """
     training = checked.training
     if out_of_fold is not None:
@@ -416,20 +449,15 @@ def _compare_on_holdout(
             float(roc_auc_score(labels, champion_scores)),
             f"the backtest's {len(training)} labelled rows",
         )
-    holdout_month = max(training[MONTH])
-    holdout = training[training[MONTH] == holdout_month]
-    earlier = training[training[MONTH] < holdout_month]
-    if earlier.empty or holdout[CHURNED].nunique() < 2:
-        # One labelled month: compare the cross-validated ROC-AUC instead.
+    holdout = metrics.get("time_holdout")
+    if holdout is None:
         return None
-    refitted = clone(challenger_pipeline).fit(
-        model.feature_matrix(earlier), earlier[CHURNED].astype(int)
-    )
-    labels = holdout[CHURNED].to_numpy()
+    _, latest, _ = _split_latest_month(training)
+    labels = latest[CHURNED].to_numpy()
     return (
-        float(roc_auc_score(labels, model.predict(refitted, holdout))),
-        float(roc_auc_score(labels, model.predict(champion_pipeline, holdout))),
-        f"{format_month(holdout_month)}, {len(holdout)} rows held out",
+        float(holdout["roc_auc"]),
+        float(roc_auc_score(labels, model.predict(champion_pipeline, latest))),
+        f"{holdout['month']}, {holdout['rows']} rows held out",
     )
 
 
@@ -501,7 +529,7 @@ def fit_or_load(
         )
 
     champion_pipeline = _load_registered(champion)
-    compared = _compare_on_holdout(checked, pipeline, out_of_fold, champion, champion_pipeline)
+    compared = _compare_on_holdout(checked, metrics, out_of_fold, champion_pipeline)
     if compared is None:
         challenger_auc = metrics["roc_auc"]
         champion_auc = champion["metrics"]["roc_auc"]

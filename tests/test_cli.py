@@ -4,8 +4,10 @@ The ``database`` fixture sets DATABASE_URL, which the commands read.
 """
 
 import contextlib
+import json
 import logging
 
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
@@ -213,3 +215,35 @@ def test_cli_invalid_timezone_exits_2(monkeypatch):
     assert result.exit_code == 2
     assert "timezone" in result.stderr
     assert "Mars/Olympus" in result.stderr
+
+
+def test_models_evaluate_real_file_json(real_data, tmp_path):
+    plot = tmp_path / "reliability.png"
+
+    result = _invoke("models", "evaluate", "--csv", str(real_data), "--json", "--plot", str(plot))
+
+    assert result.exit_code == 0, result.output
+    table = {row["candidate"]: row for row in json.loads(result.stdout)}
+    assert set(table) == {"logistic_regression", "random_forest", "hist_gradient_boosting"}
+    best = max(row["roc_auc"] for row in table.values())
+    assert best >= 0.985
+    assert min(row["brier"] for row in table.values()) <= 0.035
+    assert all(row["ece"] < 0.03 for row in table.values())
+    assert plot.stat().st_size > 10_000
+
+
+def test_models_evaluate_without_churn_rejected(tmp_path, real_data):
+    unlabelled = tmp_path / "unlabelled.csv"
+    pd.read_csv(real_data).drop(columns="Churn").head(50).to_csv(unlabelled, index=False)
+
+    result = _invoke("models", "evaluate", "--csv", str(unlabelled))
+
+    assert result.exit_code == 1
+    assert "no Churn column" in result.output
+
+
+def test_models_evaluate_missing_column_rejected():
+    result = _invoke("models", "evaluate", "--csv", str(CASES / "08_missing_column.csv"))
+
+    assert result.exit_code == 1
+    assert "avg_class_frequency_current_month" in result.output.lower()

@@ -1,6 +1,8 @@
 """Retraining decisions, the registry's statuses and the monitoring table."""
 
 import datetime as dt
+import json
+import shutil
 import uuid
 
 import numpy as np
@@ -11,6 +13,7 @@ from gymchurn import lifecycle, steps
 from gymchurn.settings import get_settings
 from gymchurn.simulation.simulator import ClientSimulator
 from gymchurn.simulation.store import write_simulation
+from tests.test_cli import _invoke
 
 JAN, FEB, MAR = dt.date(2026, 1, 1), dt.date(2026, 2, 1), dt.date(2026, 3, 1)
 
@@ -292,3 +295,83 @@ def test_price_rise_scenario_triggers_retrain(database):
     assert _calibration_gap(database, dt.date(2026, 4, 1)) > 0.05
     assert "of 2026-04's clients left against a mean probability" in runs[4].reason
     assert runs[4].decision in ("promoted challenger", "kept champion")
+
+
+def test_registry_records_time_holdout(module_database, simulated_runs):
+    rows = _query(
+        module_database,
+        "SELECT metrics -> 'time_holdout' AS holdout FROM churn.model_versions"
+        " WHERE training_months = ARRAY[DATE '2026-01-01', DATE '2026-02-01']",
+    )
+    holdout = rows[0].holdout
+    assert holdout["month"] == "2026-02"
+    assert holdout["rows"] > 1_800
+    assert holdout["roc_auc"] > 0.9
+    assert 0 < holdout["brier"] < 0.15
+
+
+def test_models_list_shows_statuses(module_database, simulated_runs):
+    result = _invoke("models", "list")
+
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.strip().splitlines()
+    versions = _query(module_database, "SELECT version, status FROM churn.model_versions")
+    assert len(lines) == len(versions)
+    for version, status in versions:
+        assert any(line.startswith(version) and f" {status} " in line for line in lines)
+
+
+def test_models_show_prints_record(module_database, simulated_runs):
+    version = simulated_runs[0].version
+
+    result = _invoke("models", "show", version)
+
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["version"] == version
+    assert record["training_rows"] == 2_000
+    assert len(record["artifact_sha256"]) == 64
+
+
+def test_models_show_unknown_version(module_database):
+    result = _invoke("models", "show", "v000000-missing")
+
+    assert result.exit_code == 1
+    assert "model version v000000-missing not found" in result.output
+
+
+def test_models_promote_makes_champion(module_database, simulated_runs):
+    first = simulated_runs[0].version
+
+    result = _invoke("models", "promote", first)
+
+    assert result.exit_code == 0, result.output
+    statuses = dict(_query(module_database, "SELECT version, status FROM churn.model_versions"))
+    assert statuses[first] == "champion"
+    assert list(statuses.values()).count("champion") == 1
+    reason = _query(
+        module_database,
+        "SELECT status_reason FROM churn.model_versions WHERE version = :version",
+        version=first,
+    )[0].status_reason
+    assert "by hand" in reason
+
+
+def test_models_promote_rejects_changed_file(module_database, simulated_runs, tmp_path):
+    version = simulated_runs[1].version
+    path = _query(
+        module_database,
+        "SELECT artifact_path FROM churn.model_versions WHERE version = :version",
+        version=version,
+    )[0].artifact_path
+    backup = tmp_path / "backup.skops"
+    shutil.copyfile(path, backup)
+    with open(path, "ab") as handle:
+        handle.write(b"tampered")
+    try:
+        result = _invoke("models", "promote", version)
+    finally:
+        shutil.copyfile(backup, path)
+
+    assert result.exit_code == 1
+    assert f"cannot promote {version}" in result.output
