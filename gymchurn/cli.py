@@ -141,6 +141,7 @@ def models_list() -> None:
         promoted = f", promoted {row['promoted_at']:%Y-%m-%d %H:%M}" if row["promoted_at"] else ""
         typer.echo(
             f"{row['version']}  {row['status']:<10}  {row['algorithm']:<22}  "
+            f"calibration {row['calibration'] or 'n/a':<8}  "
             f"{row['training_rows']} rows of {span}  "
             f"cv ROC-AUC {row['metrics']['roc_auc']:.4f}{promoted}"
         )

@@ -10,7 +10,7 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -233,7 +233,8 @@ class ChosenModel:
     promote: bool = False
     """Publishing makes this version the champion and retires the others."""
     drift: dict = field(default_factory=dict)
-    """PSI of each feature of the month's clients against the model's training rows."""
+    """PSI of each feature of the month's clients against the latest month the model
+    trained on."""
     last_month: tuple | None = None
     """(month, metrics, model version) of the latest labelled month's published scores
     against its outcomes."""
@@ -274,6 +275,7 @@ def _register(engine: Engine, trained: model.TrainedModel, path: Path, sha256: s
         "sklearn_version": sklearn.__version__,
         "artifact_path": str(path.resolve()),
         "artifact_sha256": sha256,
+        "calibration": trained.calibration,
     }
     with engine.begin() as conn:
         inserted = db.execute(conn, "insert_model_version", row).first() is not None
@@ -464,6 +466,28 @@ def _compare_on_holdout(
 def fit_or_load(
     engine: Engine, settings: Settings, checked: CheckedData, retrain: str = "auto"
 ) -> ChosenModel:
+    """Choose the model that scores the month; see :func:`_choose_model`.
+
+    The drift kept for ``churn.monitoring`` is measured against the chosen
+    model's latest training month, so that a rerun that loads the model an
+    earlier attempt promoted records the same figures.
+    """
+    champion = _champion(engine)
+    chosen = _choose_model(engine, settings, checked, retrain, champion)
+    if champion is not None and chosen.version == champion["version"]:
+        reference = _drift_reference(checked, champion)
+    else:
+        reference = _drift_reference(checked, None)
+    return replace(chosen, drift=lifecycle.feature_drift(reference, checked.scoring.valid))
+
+
+def _choose_model(
+    engine: Engine,
+    settings: Settings,
+    checked: CheckedData,
+    retrain: str,
+    champion: dict | None,
+) -> ChosenModel:
     """Choose the model that scores the month, training a challenger when the policy requires.
 
     A challenger replaces the champion only when its ROC-AUC on held-out rows
@@ -471,7 +495,6 @@ def fit_or_load(
     cross-validation, because its scores are the out-of-fold probabilities.
     """
     started = time.perf_counter()
-    champion = _champion(engine)
     labelled_months = sorted(set(checked.training[MONTH]))
     drift = lifecycle.feature_drift(_drift_reference(checked, champion), checked.scoring.valid)
     last_month = _last_month_metrics(engine, checked, settings)

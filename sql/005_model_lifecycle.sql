@@ -2,6 +2,7 @@
 -- or loaded the model it used.
 ALTER TABLE churn.model_versions ADD COLUMN IF NOT EXISTS promoted_at timestamptz;
 ALTER TABLE churn.model_versions ADD COLUMN IF NOT EXISTS status_reason text;
+ALTER TABLE churn.model_versions ADD COLUMN IF NOT EXISTS calibration text;
 
 ALTER TABLE churn.runs ADD COLUMN IF NOT EXISTS retrain_policy text;
 ALTER TABLE churn.runs ADD COLUMN IF NOT EXISTS model_decision text;

@@ -163,11 +163,12 @@ def test_registry_has_one_champion(module_database, simulated_runs):
     assert dict(statuses)["champion"] == 1
     champion = _query(
         module_database,
-        "SELECT version, promoted_at, status_reason FROM churn.model_versions"
+        "SELECT version, promoted_at, status_reason, calibration FROM churn.model_versions"
         " WHERE status = 'champion'",
     )[0]
     assert champion.promoted_at is not None
     assert champion.status_reason
+    assert champion.calibration in ("none", "sigmoid", "isotonic")
 
 
 def test_runs_record_decision(module_database, simulated_runs):
@@ -219,9 +220,13 @@ def test_rerun_loads_champion_same_scores(module_database, simulated_runs):
         month=MAR,
     )
 
+    monitoring = "SELECT metric, feature, value FROM churn.monitoring ORDER BY 1, 2"
+    monitoring_before = _query(module_database, monitoring)
+
     again = _run_month(module_database, MAR)
 
     assert again.decision == "loaded champion"
+    assert _query(module_database, monitoring) == monitoring_before
     after = _query(
         module_database,
         "SELECT client_id, churn_probability FROM churn.scores WHERE month = :month"
