@@ -255,7 +255,13 @@ def _load_summary(file: Path, summary, has_outcomes: bool) -> str:
     else:
         outcomes = "no Churn column, no outcomes loaded"
     month = format_month(summary.month)
-    return f"{file}: {summary.rows_read} rows for {month}; {questionnaires}; {outcomes}"
+    text = f"{file}: {summary.rows_read} rows for {month}; {questionnaires}; {outcomes}"
+    if summary.faults:
+        text += (
+            f"; {summary.faults} unreadable cell(s) stored as NULL and listed in "
+            "crm.questionnaire_faults (their rows will be quarantined)"
+        )
+    return text
 
 
 @app.command("load-csv")
@@ -286,6 +292,17 @@ def load_csv(
         raise _fail(str(err)) from None
     if loaded.ignored_columns:
         logger.info("%s: ignored column(s) %s", file, ", ".join(loaded.ignored_columns))
+    for fault in loaded.faults.head(10).itertuples():
+        logger.warning(
+            "%s: line %d, column %s: %r (%s); the row is loaded with NULL there",
+            file,
+            fault.line,
+            fault.column,
+            fault.raw_value,
+            fault.fault.replace("_", " "),
+        )
+    if len(loaded.faults) > 10:
+        logger.warning("%s: %d more unreadable cell(s)", file, len(loaded.faults) - 10)
     if loaded.ids_assigned:
         logger.info(
             "%s has no client_id column: clients numbered 1..%d in file order (the same "

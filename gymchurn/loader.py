@@ -1,24 +1,61 @@
 """Read questionnaire CSV files and load them into ``crm``.
 
-A file is read whole and checked before anything is written: a file that
-cannot be read safely is refused with an error naming the file, line and
-column, and the database is left as it was.
+A file is read whole and checked before anything is written. A file whose
+structure cannot be read safely is rejected with a CsvFormatError naming the
+file, line and column, and the database is left as it was. A feature cell that
+is not a valid number does not reject the file: its value becomes missing, and
+the cell is kept as a row fault in ``QuestionnaireFile.faults`` and
+``crm.questionnaire_faults``.
+
+File rules:
+
+- Encoding: a file that starts with a UTF-16 byte order mark is read as UTF-16.
+  Any other file is read as UTF-8, without its BOM if it has one. A file that is
+  not valid UTF-8 is read as Windows-1251 only when its header then names every
+  feature through ``gymchurn.aliases``. Otherwise it is rejected, and the error
+  names the encoding and the unknown headers. Control characters other than tab
+  and line breaks mean binary data.
+- Separator: whichever of ``,``, ``;``, tab and ``|`` splits the header into the
+  most known column names. When the first line names none, csv.Sniffer decides.
+- Decimal mark: ``,`` when some number cells contain a comma and none contains
+  a point, otherwise ``.``. A file that uses both marks is rejected.
+- Digit grouping: a number cell with two or more separators (``11.320.293.765``,
+  ``1.234,5``) or with space or apostrophe grouping (``1 234``) rejects the
+  file. Such cells come from a spreadsheet that applied a locale to the
+  numbers, and the intended values cannot be recovered. A single separator is
+  always read as the decimal mark.
+- Rows: a row with fewer fields than the header, or with non-empty fields
+  beyond it, rejects the file, because its values would land in the wrong
+  columns.
+
+Row faults, at most one a feature cell:
+
+- ``missing``: an empty cell or a missing-value marker (NaN, NA, N/A, #N/A,
+  null, none, ``-``, ``?``; any case).
+- ``not_a_number``: other text that is not a finite number (``abc``, ``inf``).
+- ``not_an_integer``: a fraction in an integer column (``33.5``). ``28.0`` is 28.
+- ``too_large``: an integer beyond the range of its database column.
+
+Implausible values such as an age of 240 are not faults here, because
+validation quarantines them.
 """
 
+import codecs
 import csv
 import datetime as dt
 import io
+import itertools
 import logging
 import re
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from gymchurn import db
+from gymchurn.aliases import CLIENT_KEY_ALIASES, HEADER_ALIASES, normalize_header
 from gymchurn.schema import (
     BINARY_FEATURES,
     CHURNED,
@@ -30,16 +67,13 @@ from gymchurn.schema import (
 
 logger = logging.getLogger(__name__)
 
-# Header names seen in exports, normalised (lowercase, "_" for spaces and
-# hyphens), mapped to the database column they fill.
-HEADER_ALIASES = {
-    **{name: name for name in FEATURES},
-    "client_id": CLIENT_ID,
-    "churn": CHURNED,
-}
+_KNOWN_HEADERS = set(HEADER_ALIASES).union(*CLIENT_KEY_ALIASES)
 
-# Cells read as a missing value. Anything else that is not a number is an error.
-_MISSING_TOKENS = {"", "nan", "na", "n/a", "null", "none"}
+# Separators tried on the header, in order of preference when two fit equally.
+_DELIMITERS = [",", ";", "\t", "|"]
+
+# Cells read as a missing value, compared lowercased and without surrounding blanks.
+_MISSING_MARKERS = {"", "nan", "na", "n/a", "#n/a", "null", "none", "-", "?"}
 
 # Largest magnitude of each integer column, as the database column types allow:
 # smallint for flags and contract length, integer for the others. Client ids
@@ -50,7 +84,8 @@ _INTEGER_LIMITS = {
     CLIENT_ID: 2**53,
 }
 
-# Label spellings and the outcome each one means.
+# Label spellings, compared lowercased, and the outcome each one means. Any
+# other label leaves the row without an outcome.
 _CHURN_LABELS = {
     "1": True,
     "0": False,
@@ -60,11 +95,48 @@ _CHURN_LABELS = {
     "no": False,
     "true": True,
     "false": False,
+    "да": True,
+    "нет": False,
 }
+
+# Leading bytes of file types that are sometimes saved under a .csv name.
+_FILE_SIGNATURES = {
+    b"PK\x03\x04": "a ZIP archive, such as an Excel .xlsx workbook",
+    b"\xd0\xcf\x11\xe0": "an Excel .xls workbook",
+    b"\x1f\x8b": "a gzip archive",
+    b"%PDF": "a PDF document",
+}
+
+# C0 control characters other than tab, line feed and carriage return, and
+# DEL. UTF-8 and Windows-1251 encode them as the same single bytes.
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CONTROL_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+# NOTE: a number grouped with one separator ("1.234" for 1234) looks like a
+# decimal and is read as one.
+_GROUPED_NUMBER = re.compile(
+    r"[+-]?\d+(?:[.,]\d+){2,}|[+-]?\d{1,3}(?:[ \u00a0\u202f']\d{3})+(?:[.,]\d+)?"
+)
+_DECIMAL_POINT = re.compile(r"[+-]?(?:\d+\.\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_DECIMAL_COMMA = re.compile(r"[+-]?(?:\d+,\d*|,\d+)(?:[eE][+-]?\d+)?")
+_HEADER_NUMBER = re.compile(r"[+-]?\d+(?:[.,]\d+)*(?:[eE][+-]?\d+)?")
+
+_FAULT_DTYPES = {
+    CLIENT_ID: "int64",
+    "line": "int64",
+    "column": "str",
+    "raw_value": "str",
+    "fault": "str",
+}
+_FAULT_TABLE_COLUMNS = [CLIENT_ID, MONTH, "column_name", "line", "raw_value", "fault"]
 
 
 class CsvFormatError(ValueError):
     """A questionnaire file that cannot be loaded; nothing was written."""
+
+
+def _empty_faults() -> pd.DataFrame:
+    return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in _FAULT_DTYPES.items()})
 
 
 @dataclass(frozen=True)
@@ -77,167 +149,343 @@ class QuestionnaireFile:
     outcomes: pd.DataFrame | None
     """``client_id`` and ``churned`` for the rows with a label; None without a Churn column."""
     ids_assigned: bool
-    """True when the file had no ``client_id`` column and ids were numbered by row."""
+    """True when the file had no client_id or member_id column and ids were numbered by row."""
     ignored_columns: list[str] = field(default_factory=list)
+    """Headers of the columns that were not read, as the file spells them."""
+    faults: pd.DataFrame = field(default_factory=_empty_faults)
+    """Feature cells read as missing: ``client_id``, ``line`` (in the file), ``column``
+    (database name), ``raw_value`` (the cell's text) and ``fault``; empty when there are none."""
+    encoding: str = "utf-8"
+    """Encoding the file was decoded with: ``utf-8``, ``utf-16`` or ``cp1251``."""
+    delimiter: str = ","
+    decimal_mark: str = "."
 
 
-def _normalise_header(name: str) -> str:
-    return re.sub(r"[\s\-]+", "_", name.strip().lower())
+@dataclass(frozen=True)
+class _DecodedText:
+    text: str
+    encoding: str
+    utf8_error: str | None
+    """Reason the bytes are not UTF-8, set when they were decoded as Windows-1251."""
 
 
-def _decode_text(path: Path) -> str:
-    """Return the file's text, or raise when it is not UTF-8 CSV text."""
+@dataclass(frozen=True)
+class _Header:
+    line: int
+    names: list[str]
+    positions: dict[str, int]
+    """Database column to the position of the field that fills it."""
+    ignored: list[str]
+
+
+def _not_text_error(path: Path, reason: str) -> CsvFormatError:
+    return CsvFormatError(
+        f"{path}: not a UTF-8/CSV text file ({reason}); "
+        "export the questionnaires as UTF-8 CSV and load that file"
+    )
+
+
+def _decode_utf16(path: Path, raw: bytes) -> _DecodedText:
+    try:
+        text = raw.decode("utf-16")
+    except UnicodeDecodeError as err:
+        raise _not_text_error(path, f"invalid UTF-16 at byte {err.start}") from None
+    if _CONTROL_CHARACTERS.search(text):
+        raise _not_text_error(path, "it contains binary bytes")
+    return _DecodedText(text, "utf-16", None)
+
+
+def _decode_utf8_or_cp1251(path: Path, raw: bytes) -> _DecodedText:
+    control = _CONTROL_BYTES.search(raw)
+    if control:
+        raise _not_text_error(
+            path, f"it contains binary bytes, the first at byte {control.start()}"
+        )
+    try:
+        return _DecodedText(raw.decode("utf-8-sig"), "utf-8", None)
+    except UnicodeDecodeError as err:
+        utf8_error = f"invalid UTF-8 at byte {err.start}"
+    try:
+        # Whether Windows-1251 was the right guess is decided by the header.
+        return _DecodedText(raw.decode("cp1251"), "cp1251", utf8_error)
+    except UnicodeDecodeError:
+        raise _not_text_error(path, f"{utf8_error}, and not Windows-1251 text either") from None
+
+
+def _decode_file(path: Path) -> _DecodedText:
+    """Read and decode the file, or raise when it is not CSV text."""
     if not path.exists():
         raise CsvFormatError(f"{path}: file not found")
     if not path.is_file():
         raise CsvFormatError(f"{path}: not a regular file; give the path of a CSV file")
     raw = path.read_bytes()
-    if not raw.strip():
-        raise CsvFormatError(f"{path}: empty file; expected a CSV header and data rows")
-    if b"\x00" in raw[:4096]:
+    if not raw:
+        raise CsvFormatError(f"{path}: empty file (0 bytes); expected a CSV header and data rows")
+    for signature, kind in _FILE_SIGNATURES.items():
+        if raw.startswith(signature):
+            raise _not_text_error(path, f"its first bytes are those of {kind}")
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        decoded = _decode_utf16(path, raw)
+    else:
+        decoded = _decode_utf8_or_cp1251(path, raw)
+    if not decoded.text.strip():
         raise CsvFormatError(
-            f"{path}: not a UTF-8/CSV text file (it contains binary bytes); "
-            "export the questionnaires as CSV and load that file"
+            f"{path}: empty file (blank lines only); expected a CSV header and data rows"
         )
+    return decoded
+
+
+def _count_known_headers(line: str, delimiter: str) -> int:
+    cells = next(csv.reader([line], delimiter=delimiter, skipinitialspace=True), [])
+    return sum(normalize_header(cell) in _KNOWN_HEADERS for cell in cells)
+
+
+def _detect_delimiter(text: str) -> str:
+    """Return the separator that splits the first line into the most known column names."""
+    first_lines = itertools.islice(io.StringIO(text, newline=""), 100)
+    lines = [line.rstrip("\r\n") for line in first_lines if line.strip()][:20]
+    counts = {delimiter: _count_known_headers(lines[0], delimiter) for delimiter in _DELIMITERS}
+    best = max(_DELIMITERS, key=counts.__getitem__)
+    if counts[best]:
+        return best
+    # Without a known header the file is rejected later, and that error reads
+    # best when the data lines are split as intended.
     try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise CsvFormatError(
-            f"{path}: not a UTF-8/CSV text file (invalid UTF-8 at byte {err.start}); "
-            "save the file as UTF-8 CSV and load it again"
-        ) from None
-    header = text.lstrip().splitlines()[0]
-    if ";" in header and "," not in header:
-        raise CsvFormatError(
-            f"{path}: line 1: the columns are separated by ';': separator/decimal format "
-            "not supported; export with ',' separators and '.' decimals"
-        )
-    return text
+        return csv.Sniffer().sniff("\n".join(lines), delimiters="".join(_DELIMITERS)).delimiter
+    except csv.Error:
+        return ","
 
 
-def _read_text_table(path: Path) -> pd.DataFrame:
-    """Read every cell as text, indexed by the file line each row came from."""
-    text = _decode_text(path)
+def _split_records(path: Path, text: str, delimiter: str) -> list[tuple[int, list[str]]]:
+    """Split ``text`` into CSV records, each with the file line it starts on.
+
+    Blank lines are skipped. A quoted field may span lines, so a record's line
+    is counted by the reader, not by the record's position.
+    """
+    reader = csv.reader(
+        io.StringIO(text, newline=""), delimiter=delimiter, skipinitialspace=True, strict=True
+    )
+    records, n_blank, last_line = [], 0, 0
     try:
-        with warnings.catch_warnings(record=True) as parser_warnings:
-            warnings.simplefilter("always", pd.errors.ParserWarning)
-            # index_col=False: a trailing comma on every row must not turn the
-            # first column into the index and shift the others.
-            table = pd.read_csv(
-                io.StringIO(text),
-                dtype=str,
-                keep_default_na=False,
-                skip_blank_lines=False,
-                index_col=False,
-            )
-    except pd.errors.ParserError as err:
+        for fields in reader:
+            if any(cell.strip() for cell in fields):
+                records.append((last_line + 1, fields))
+            else:
+                n_blank += 1
+            last_line = reader.line_num
+    except csv.Error as err:
         raise CsvFormatError(
-            f"{path}: not a readable CSV table ({str(err).strip()}); "
-            "check the separators and quoting"
+            f"{path}: line {reader.line_num}: not valid CSV ({err}); "
+            "check the quotes on that line and load the file again"
         ) from None
-    if parser_warnings:
-        # pandas dropped fields beyond the header's: harmless when they are
-        # empty (trailing commas), data loss when they are not.
-        _check_extra_fields(path, text, len(table.columns))
-    table.index = pd.RangeIndex(2, len(table) + 2, name="line")
-    blank = table.fillna("").apply(lambda column: column.str.strip()).eq("").all(axis=1)
-    if blank.any():
-        logger.warning("%s: skipped %d empty line(s)", path, int(blank.sum()))
-    return table[~blank]
+    if n_blank:
+        logger.warning("%s: skipped %d empty line(s)", path, n_blank)
+    return records
 
 
-def _check_extra_fields(path: Path, text: str, n_columns: int) -> None:
-    reader = csv.reader(io.StringIO(text))
-    next(reader, None)
-    for row in reader:
-        if len(row) > n_columns and any(cell.strip() for cell in row[n_columns:]):
+def _client_key_rank(key: str) -> int | None:
+    for rank, spellings in enumerate(CLIENT_KEY_ALIASES):
+        if key in spellings:
+            return rank
+    return None
+
+
+def _column_label(names: list[str], position: int) -> str:
+    return names[position] if names[position].strip() else f"(column {position + 1}, no name)"
+
+
+def _map_header(path: Path, line: int, names: list[str], decoded: _DecodedText) -> _Header:
+    """Match the header cells to database columns.
+
+    Raises:
+        CsvFormatError: a feature column is missing, or two columns name the same one.
+    """
+    names = list(names)
+    while names and not names[-1].strip():
+        names.pop()  # a separator at the end of the header line
+    positions: dict[str, int] = {}
+    key_columns: list[tuple[int, int]] = []
+    for position, name in enumerate(names):
+        key = normalize_header(name)
+        target = HEADER_ALIASES.get(key)
+        rank = _client_key_rank(key)
+        if target is not None:
+            if target in positions:
+                raise CsvFormatError(
+                    f"{path}: line {line}: columns {names[positions[target]]!r} and {name!r} "
+                    f"both name {target}; delete one of them and load the file again"
+                )
+            positions[target] = position
+        elif rank is not None:
+            key_columns.append((rank, position))
+    if key_columns:
+        rank, position = min(key_columns)
+        same_rank = [other for other_rank, other in key_columns if other_rank == rank]
+        if len(same_rank) > 1:
+            first, second = names[same_rank[0]], names[same_rank[1]]
             raise CsvFormatError(
-                f"{path}: line {reader.line_num}: {len(row)} fields but the header has "
-                f"{n_columns}; check the separators and quoting of that line"
+                f"{path}: line {line}: columns {first!r} and {second!r} "
+                "both name the client key; delete one of them and load the file again"
+            )
+        positions[CLIENT_ID] = position
+    used = set(positions.values())
+    ignored = [_column_label(names, p) for p in range(len(names)) if p not in used]
+    missing = [name for name in FEATURES if name not in positions]
+    if missing:
+        raise _header_error(path, line, names, positions, missing, ignored, decoded)
+    return _Header(line, names, positions, ignored)
+
+
+def _header_error(
+    path: Path,
+    line: int,
+    names: list[str],
+    positions: dict[str, int],
+    missing: list[str],
+    unknown: list[str],
+    decoded: _DecodedText,
+) -> CsvFormatError:
+    cells = [name.strip() for name in names if name.strip()]
+    n_numbers = sum(bool(_HEADER_NUMBER.fullmatch(cell)) for cell in cells)
+    if not positions and 2 * n_numbers >= len(cells):
+        return CsvFormatError(
+            f"{path}: line {line} contains numbers, not column names: header missing / unknown "
+            "columns; add the header row of the export (gender, Near_Location, ...) and load "
+            "the file again"
+        )
+    if decoded.encoding == "cp1251":
+        return CsvFormatError(
+            f"{path}: not a UTF-8 file ({decoded.utf8_error}), and read as Windows-1251 its "
+            f"line {line} has unknown column(s) {', '.join(unknown) or 'none'} and is missing "
+            f"column(s) {', '.join(missing)}; save the file as UTF-8 CSV and load it again"
+        )
+    return CsvFormatError(
+        f"{path}: line {line}: missing column(s) {', '.join(missing)}; found "
+        f"{', '.join(names)}.{_mojibake_hint(unknown)} Add the missing column(s) and load "
+        "the file again"
+    )
+
+
+# Wrong conversions that turn Russian headers into mojibake, as (codec the text
+# was decoded with, codec it was written in).
+_MOJIBAKE_CODECS = [("cp1252", "cp1251"), ("latin-1", "cp1251"), ("cp1251", "utf-8")]
+
+
+def _mojibake_hint(names: list[str]) -> str:
+    """Describe the first header that is a known name decoded with the wrong codec."""
+    for name in names:
+        for wrong, right in _MOJIBAKE_CODECS:
+            try:
+                repaired = name.encode(wrong).decode(right)
+            except UnicodeError:
+                continue
+            if repaired != name and normalize_header(repaired) in _KNOWN_HEADERS:
+                return (
+                    f" Header {name!r} is {repaired!r} decoded as {wrong} instead of {right}, "
+                    "so the file was converted from the wrong encoding; export it again."
+                )
+    return ""
+
+
+def _check_row_widths(path: Path, records: list[tuple[int, list[str]]], n_columns: int) -> None:
+    for line, fields in records:
+        short = len(fields) < n_columns
+        if short or any(cell.strip() for cell in fields[n_columns:]):
+            raise CsvFormatError(
+                f"{path}: line {line}: {len(fields)} fields but the header has {n_columns}, so "
+                "the values would shift columns; check the separators and quoting of that line"
             )
 
 
-def _map_headers(path: Path, table: pd.DataFrame) -> tuple[dict[str, str], list[str]]:
-    mapping, ignored = {}, []
-    for name in table.columns:
-        target = HEADER_ALIASES.get(_normalise_header(str(name)))
-        if target is None or target in mapping.values():
-            ignored.append(str(name))
-        else:
-            mapping[name] = target
-    missing = [name for name in FEATURES if name not in mapping.values()]
-    if missing and all(_is_number(str(name)) for name in table.columns):
-        raise CsvFormatError(
-            f"{path}: line 1 contains numbers, not column names: header missing / unknown "
-            "columns; add the header row of the export (gender, Near_Location, ...) and "
-            "load the file again"
+def _build_table(records: list[tuple[int, list[str]]], n_columns: int) -> pd.DataFrame:
+    """Return the data records as text cells, columns by position, indexed by file line."""
+    lines = pd.Index([line for line, _ in records], name="line")
+    rows = [fields[:n_columns] for _, fields in records]
+    return pd.DataFrame(rows, index=lines, columns=range(n_columns), dtype="str")
+
+
+def _number_columns(header: _Header) -> list[str]:
+    return [name for name in [CLIENT_ID, *FEATURES] if name in header.positions]
+
+
+def _detect_decimal_mark(path: Path, header: _Header, table: pd.DataFrame) -> str:
+    """Return the file's decimal mark, or raise on digit grouping or mixed marks."""
+    examples: dict[str, tuple[int, str, str]] = {}
+    for name in _number_columns(header):
+        position = header.positions[name]
+        cells = table[position].str.strip()
+        grouped = cells.str.fullmatch(_GROUPED_NUMBER)
+        if grouped.any():
+            line = grouped.idxmax()
+            raise CsvFormatError(
+                f"{path}: line {line}, column {header.names[position]}: {cells[line]!r} has "
+                f"digit grouping ({int(grouped.sum())} such cell(s) in this column), so a "
+                "spreadsheet locale has rewritten the numbers and their values are unknown; "
+                "export the file again with plain numbers such as 11.320293765"
+            )
+        for mark, pattern in [(".", _DECIMAL_POINT), (",", _DECIMAL_COMMA)]:
+            found = cells.str.fullmatch(pattern)
+            if mark not in examples and found.any():
+                line = found.idxmax()
+                examples[mark] = (line, header.names[position], cells[line])
+    # NOTE: quoted "1,234" in a file with no decimal point anywhere is read as
+    # 1.234, although an export with comma thousands separators meant 1234.
+    if len(examples) == 2:
+        described = " and ".join(
+            f"line {line}, column {column}: {value!r}" for line, column, value in examples.values()
         )
-    if missing:
         raise CsvFormatError(
-            f"{path}: line 1: missing column(s) {', '.join(missing)}; "
-            f"found {', '.join(map(str, table.columns))}"
+            f"{path}: numbers use both '.' and ',' as decimal mark ({described}); "
+            "export the file again with one decimal mark"
         )
-    return mapping, ignored
+    return "," if "," in examples else "."
 
 
-def _is_number(text: str) -> bool:
-    # pandas renames a repeated header cell "1" to "1.1", "1.2", ...
-    try:
-        float(text.split(".")[0] if text.count(".") > 1 else text)
-    except ValueError:
-        return False
-    return True
+def _parse_numbers(
+    cells: pd.Series, decimal_mark: str, limit: int | None
+) -> tuple[pd.Series, pd.Series]:
+    """Parse number cells into float64, integers when ``limit`` is given.
 
-
-def _parse_numbers(path: Path, column: pd.Series, name: str) -> pd.Series:
-    text = column.fillna("").str.strip()
-    missing = text.str.lower().isin(_MISSING_TOKENS)
+    Returns:
+        The values, NaN where a cell is unreadable, and the fault name of each
+        cell (see the module docstring), "" where the cell is valid.
+    """
+    text = cells.str.strip()
+    missing = text.str.lower().isin(_MISSING_MARKERS)
+    if decimal_mark == ",":
+        text = text.str.replace(",", ".", regex=False)
     values = pd.to_numeric(text.where(~missing), errors="coerce").astype("float64")
-    bad = (values.isna() | ~np.isfinite(values)) & ~missing
-    kind = "a number"
-    if name in _INTEGER_LIMITS:
-        limit = _INTEGER_LIMITS[name]
-        kind = f"an integer from {-limit} to {limit}"
-        if name == CLIENT_ID:
-            kind = f"a positive integer below {limit}"
-        bad |= values.notna() & ((values != np.floor(values)) | (values.abs() > limit))
-    if bad.any():
-        line = bad.idxmax()
-        raise CsvFormatError(
-            f"{path}: line {line}, column {column.name}: {column[line]!r} is not {kind} "
-            f"({int(bad.sum())} such cell(s) in this column); correct the file and load it again"
-        )
-    return values
+    finite = np.isfinite(values)
+    conditions = [missing, ~finite]
+    names = ["missing", "not_a_number"]
+    if limit is not None:
+        conditions += [values != np.floor(values), values.abs() > limit]
+        names += ["not_an_integer", "too_large"]
+    faults = pd.Series(np.select(conditions, names, default=""), index=cells.index)
+    return values.where(faults == ""), faults
 
 
-def _parse_labels(path: Path, column: pd.Series) -> pd.Series:
-    labels = column.fillna("").str.strip().str.lower().map(_CHURN_LABELS)
-    unknown = labels.isna()
-    if unknown.any():
-        lines = ", ".join(str(line) for line in labels.index[unknown][:10])
-        logger.warning(
-            "%s: column %s: %d row(s) without a known label (line %s); "
-            "they are scored but not used for training",
-            path,
-            column.name,
-            int(unknown.sum()),
-            lines,
-        )
-    return labels
-
-
-def _client_ids(path: Path, table: pd.DataFrame, source: str | None) -> tuple[pd.Series, bool]:
-    if source is None:
+def _client_ids(
+    path: Path, header: _Header, table: pd.DataFrame, decimal_mark: str
+) -> tuple[pd.Series, bool]:
+    if CLIENT_ID not in header.positions:
         return pd.Series(np.arange(1, len(table) + 1, dtype="int64"), index=table.index), True
-    ids = _parse_numbers(path, table[source], CLIENT_ID)
-    if ids.isna().any():
-        line = ids.isna().idxmax()
-        raise CsvFormatError(f"{path}: line {line}, column {source}: client id is empty")
-    if (ids < 1).any():
-        line = (ids < 1).idxmax()
+    position = header.positions[CLIENT_ID]
+    source = header.names[position]
+    ids, faults = _parse_numbers(table[position], decimal_mark, _INTEGER_LIMITS[CLIENT_ID])
+    if (faults == "missing").any():
+        line = (faults == "missing").idxmax()
         raise CsvFormatError(
-            f"{path}: line {line}, column {source}: client id {table[source][line]!r} "
-            "is not a positive integer"
+            f"{path}: line {line}, column {source}: client id is empty; "
+            "give every row its client id and load the file again"
+        )
+    invalid = (faults != "") | (ids < 1)
+    if invalid.any():
+        line = invalid.idxmax()
+        raise CsvFormatError(
+            f"{path}: line {line}, column {source}: client id {table[position][line].strip()!r} "
+            f"is not a positive integer below {_INTEGER_LIMITS[CLIENT_ID]}; correct it and "
+            "load the file again"
         )
     duplicated = ids.duplicated(keep=False)
     if duplicated.any():
@@ -249,37 +497,128 @@ def _client_ids(path: Path, table: pd.DataFrame, source: str | None) -> tuple[pd
     return ids.astype("int64"), False
 
 
+def _parse_labels(path: Path, cells: pd.Series, source: str, decimal_mark: str) -> pd.Series:
+    text = cells.str.strip().str.lower()
+    if decimal_mark == ",":
+        text = text.str.replace(",", ".", regex=False)
+    labels = text.map(_CHURN_LABELS)
+    unknown = labels.isna()
+    if unknown.any():
+        lines = ", ".join(str(line) for line in labels.index[unknown][:10])
+        logger.warning(
+            "%s: column %s: %d row(s) without a known label (line %s); "
+            "they are scored but not used for training",
+            path,
+            source,
+            int(unknown.sum()),
+            lines,
+        )
+    return labels
+
+
+def _collect_faults(
+    ids: pd.Series, header: _Header, table: pd.DataFrame, faults: dict[str, pd.Series]
+) -> pd.DataFrame:
+    """Return one row a faulty feature cell, in file order."""
+    parts = []
+    for name, column_faults in faults.items():
+        faulty = column_faults != ""
+        if not faulty.any():
+            continue
+        part = pd.DataFrame(
+            {
+                CLIENT_ID: ids[faulty],
+                "line": column_faults.index[faulty],
+                "column": name,
+                "raw_value": table[header.positions[name]][faulty],
+                "fault": column_faults[faulty],
+            }
+        )
+        parts.append(part)
+    if not parts:
+        return _empty_faults()
+    collected = pd.concat(parts, ignore_index=True).sort_values("line", kind="stable")
+    return collected.reset_index(drop=True).astype(_FAULT_DTYPES)
+
+
+def _log_faults(path: Path, faults: pd.DataFrame) -> None:
+    if faults.empty:
+        return
+    columns = []
+    for name, group in faults.groupby("column", sort=False):
+        lines = ", ".join(str(line) for line in group["line"].head(10))
+        columns.append(f"{name} {len(group)} (line {lines})")
+    logger.warning(
+        "%s: %d cell(s) are not valid numbers and are read as missing values: %s",
+        path,
+        len(faults),
+        "; ".join(columns),
+    )
+
+
 def read_questionnaire_csv(path: Path) -> QuestionnaireFile:
     """Read a questionnaire CSV, with or without a ``Churn`` column.
 
-    Headers are matched by name, ignoring case, spaces and column order.
-    Without a ``client_id`` column the clients are numbered 1..N in file order,
-    so the same file always gives the same ids.
+    Headers are matched by name through ``gymchurn.aliases``, ignoring case,
+    spaces, hyphens and column order, and other columns are ignored. The client
+    key is the ``client_id`` column, or else ``member_id``. Without either the
+    clients are numbered 1..N in file order, so the same file always gives the
+    same ids. Churn labels 1/0 (also 1.0/0.0), yes/no, true/false and да/нет
+    are read in any case, and any other label leaves the row without an
+    outcome. The module docstring lists the encoding, separator and number
+    rules and the row faults.
 
     Raises:
         CsvFormatError: the file is not a readable questionnaire table.
     """
     path = Path(path)
-    table = _read_text_table(path)
-    mapping, ignored = _map_headers(path, table)
-    if table.empty:
+    decoded = _decode_file(path)
+    delimiter = _detect_delimiter(decoded.text)
+    records = _split_records(path, decoded.text, delimiter)
+    if not records:
+        raise CsvFormatError(f"{path}: empty file (no fields); expected a CSV header and data rows")
+    header = _map_header(path, *records[0], decoded)
+    _check_row_widths(path, records[1:], len(header.names))
+    if len(records) == 1:
         raise CsvFormatError(f"{path}: no data rows, only a header; nothing to load")
-    by_target = {target: source for source, target in mapping.items()}
+    table = _build_table(records[1:], len(header.names))
+    decimal_mark = _detect_decimal_mark(path, header, table)
 
-    ids, ids_assigned = _client_ids(path, table, by_target.get(CLIENT_ID))
+    ids, ids_assigned = _client_ids(path, header, table, decimal_mark)
     questionnaires = pd.DataFrame({CLIENT_ID: ids})
+    faults = {}
     for name in FEATURES:
-        values = _parse_numbers(path, table[by_target[name]], name)
+        cells = table[header.positions[name]]
+        values, faults[name] = _parse_numbers(cells, decimal_mark, _INTEGER_LIMITS.get(name))
         questionnaires[name] = values.astype("Int64") if name in INTEGER_FEATURES else values
+    fault_table = _collect_faults(ids, header, table, faults)
+    _log_faults(path, fault_table)
 
     outcomes = None
-    if CHURNED in by_target:
-        labels = _parse_labels(path, table[by_target[CHURNED]])
+    if CHURNED in header.positions:
+        position = header.positions[CHURNED]
+        labels = _parse_labels(path, table[position], header.names[position], decimal_mark)
         known = labels.notna()
         outcomes = pd.DataFrame({CLIENT_ID: ids[known], CHURNED: labels[known].astype(bool)})
         outcomes = outcomes.reset_index(drop=True)
+    if (decoded.encoding, delimiter, decimal_mark) != ("utf-8", ",", "."):
+        logger.info(
+            "%s: read as %s with separator %r and decimal mark %r",
+            path,
+            decoded.encoding,
+            delimiter,
+            decimal_mark,
+        )
     return QuestionnaireFile(
-        path, questionnaires.reset_index(drop=True), outcomes, ids_assigned, ignored
+        path,
+        questionnaires.reset_index(drop=True),
+        outcomes,
+        ids_assigned,
+        header.ignored,
+        fault_table,
+        decoded.encoding,
+        delimiter,
+        decimal_mark,
     )
 
 
@@ -299,6 +638,8 @@ class LoadSummary:
     outcomes_inserted: int
     outcomes_updated: int
     outcomes_removed: int
+    faults: int
+    """Row faults stored for the file's clients in ``crm.questionnaire_faults``."""
 
 
 def _upsert(
@@ -309,6 +650,29 @@ def _upsert(
     changed = db.execute(conn, upsert_query).fetchall()
     inserted = sum(1 for row in changed if row.inserted)
     return inserted, len(changed) - inserted
+
+
+def _replace_faults(conn, loaded: QuestionnaireFile, month: dt.date, replace: bool) -> int:
+    """Replace the stored faults of the file's clients with the file's; return how many."""
+    if replace:
+        db.execute(conn, "delete_month_faults", {"month": month})
+    else:
+        client_ids = loaded.questionnaires[CLIENT_ID].tolist()
+        db.execute(conn, "delete_client_faults", {"month": month, "client_ids": client_ids})
+    faults = loaded.faults.rename(columns={"column": "column_name"}).assign(**{MONTH: month})
+    rows = db.frame_rows(faults, _FAULT_TABLE_COLUMNS)
+    return db.copy_rows(conn, "crm.questionnaire_faults", _FAULT_TABLE_COLUMNS, rows)
+
+
+def read_month_faults(conn: Connection, month: dt.date) -> pd.DataFrame:
+    """Read the row faults stored for ``month``, in file order.
+
+    Returns:
+        One row a fault, with ``client_id``, ``column_name``, ``line``,
+        ``raw_value`` and ``fault``.
+    """
+    result = db.execute(conn, "faults_for_month", {"month": month})
+    return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
 
 
 def _check_numbered_ids(conn, loaded: QuestionnaireFile, month: dt.date) -> int:
@@ -346,7 +710,9 @@ def load_questionnaire_file(
     Rows already loaded with the same values are left alone, so loading the
     same file twice changes nothing. Clients missing from the file are kept,
     unless ``replace`` deletes the month's rows first. A client whose label in
-    the file's Churn column is unknown loses the outcome loaded before.
+    the file's Churn column is unknown loses the outcome loaded before. The
+    row faults stored for the file's clients are replaced by the file's, so a
+    corrected file clears them, and ``replace`` deletes all of the month's.
 
     Raises:
         LoadConflictError: the file numbers its clients by row, and the month
@@ -384,9 +750,18 @@ def load_questionnaire_file(
             if client_ids and not replace:
                 params = {**keys, "client_ids": client_ids}
                 o_removed = db.execute(conn, "delete_unlabelled_outcomes", params).rowcount
+        n_faults = _replace_faults(conn, loaded, month, replace)
         if existing:
             # Raising here rolls the whole load back.
             _reject_numbered_changes(loaded, month, q_changed + o_changed + o_removed)
     return LoadSummary(
-        month, len(questionnaires), q_new, q_changed, q_removed, o_new, o_changed, o_removed
+        month,
+        len(questionnaires),
+        q_new,
+        q_changed,
+        q_removed,
+        o_new,
+        o_changed,
+        o_removed,
+        n_faults,
     )

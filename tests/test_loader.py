@@ -1,16 +1,20 @@
 """Tests of reading questionnaire CSV files and loading them into a real database."""
 
+import csv
 import datetime as dt
+import io
 import logging
 
 import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from gymchurn import db
 from gymchurn.loader import (
     CsvFormatError,
     LoadConflictError,
     load_questionnaire_file,
+    read_month_faults,
     read_questionnaire_csv,
 )
 from gymchurn.schema import CHURNED, CLIENT_ID, FEATURES
@@ -45,6 +49,11 @@ def _with_client_ids(source, tmp_path, name: str):
 def _count(engine, table: str) -> int:
     with engine.connect() as conn:
         return conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one()
+
+
+def _fault_records(loaded) -> list[tuple]:
+    columns = [CLIENT_ID, "line", "column", "raw_value", "fault"]
+    return list(loaded.faults[columns].itertuples(index=False, name=None))
 
 
 def test_read_questionnaire_csv_real_file(real_data):
@@ -133,17 +142,23 @@ def test_read_questionnaire_csv_no_header():
 
 
 def test_read_questionnaire_csv_non_numeric_cell(tmp_path):
+    # A text cell is a row fault, and the other rows load.
     path = _write(tmp_path, f"{HEADER}\n{ROW}\n{ROW.replace(',29,', ',abc,')}\n")
 
-    with pytest.raises(CsvFormatError, match=r"line 3, column Age: 'abc' is not an integer"):
-        read_questionnaire_csv(path)
+    loaded = read_questionnaire_csv(path)
+
+    assert loaded.questionnaires["age"].isna().to_list() == [False, True]
+    assert loaded.questionnaires["age"][0] == 29
+    assert _fault_records(loaded) == [(2, 3, "age", "abc", "not_a_number")]
 
 
 def test_read_questionnaire_csv_fractional_integer(tmp_path):
     path = _write(tmp_path, f"{HEADER}\n{ROW.replace(',29,', ',29.5,')}\n")
 
-    with pytest.raises(CsvFormatError, match=r"line 2, column Age: '29.5' is not an integer"):
-        read_questionnaire_csv(path)
+    loaded = read_questionnaire_csv(path)
+
+    assert loaded.questionnaires["age"].isna().all()
+    assert _fault_records(loaded) == [(1, 2, "age", "29.5", "not_an_integer")]
 
 
 def test_read_questionnaire_csv_empty_lifetime_is_na():
@@ -153,26 +168,47 @@ def test_read_questionnaire_csv_empty_lifetime_is_na():
     assert lifetime[lifetime.isna()].index.to_list() == [2, 6, 13, 17]
     assert str(lifetime.dtype) == "Int64"
     assert len(loaded.questionnaires) == 20
+    assert _fault_records(loaded) == [
+        (2, 3, "lifetime", "", "missing"),
+        (6, 7, "lifetime", "", "missing"),
+        (13, 14, "lifetime", "", "missing"),
+        (17, 18, "lifetime", "NaN", "missing"),
+    ]
 
 
 def test_load_questionnaire_file_empty_lifetime_is_null(database):
     loaded = read_questionnaire_csv(CASES / "10_nan_in_lifetime.csv")
 
-    load_questionnaire_file(database, loaded, OCTOBER)
+    summary = load_questionnaire_file(database, loaded, OCTOBER)
 
+    assert summary.faults == 4
     with database.connect() as conn:
         null_ids = conn.execute(
             sa.text("SELECT client_id FROM crm.questionnaires WHERE lifetime IS NULL ORDER BY 1")
         ).scalars()
         assert list(null_ids) == [2, 6, 13, 17]
+        not_a_number = conn.execute(
+            sa.text("SELECT count(*) FROM crm.questionnaires WHERE lifetime::text = 'NaN'")
+        ).scalar_one()
+        faults = read_month_faults(conn, OCTOBER)
+    assert not_a_number == 0
     assert _count(database, "crm.questionnaires") == 20
+    assert faults[CLIENT_ID].to_list() == [2, 6, 13, 17]
+    assert faults["line"].to_list() == [3, 7, 14, 18]
+    assert set(faults["column_name"]) == {"lifetime"}
+    assert faults["raw_value"].to_list() == ["", "", "", "NaN"]
+    assert set(faults["fault"]) == {"missing"}
 
 
 def test_read_questionnaire_csv_extra_columns_ignored():
+    # Without a client_id column, member_id is the client key.
     loaded = read_questionnaire_csv(CASES / "09_extra_unknown_columns.csv")
 
-    assert loaded.ignored_columns == ["gender-label", "Churn_label", "Total_Frequency", "member_id"]
+    assert loaded.ignored_columns == ["gender-label", "Churn_label", "Total_Frequency"]
+    assert loaded.ids_assigned is False
+    assert loaded.questionnaires[CLIENT_ID].to_list() == list(range(1, 21))
     assert list(loaded.questionnaires.columns) == [CLIENT_ID, *FEATURES]
+    assert loaded.faults.empty
     assert len(loaded.questionnaires) == 20
     reference = read_questionnaire_csv(CASES / "00_clean_reference.csv")
     pd.testing.assert_frame_equal(loaded.questionnaires, reference.questionnaires)
@@ -256,41 +292,56 @@ def test_load_questionnaire_file_one_changed_outcome(database, tmp_path):
 
 
 def test_read_questionnaire_csv_semicolon_decimal_comma():
-    # Acceptable: a CsvFormatError naming the separator, or the values of 00_clean_reference.csv.
-    path = CASES / "01_bom_semicolon_decimal_comma.csv"
-    try:
-        loaded = read_questionnaire_csv(path)
-    except CsvFormatError as err:
-        assert "separator" in str(err)
-    else:
-        reference = read_questionnaire_csv(CASES / "00_clean_reference.csv")
-        pd.testing.assert_frame_equal(loaded.questionnaires, reference.questionnaires)
+    reference = read_questionnaire_csv(CASES / "00_clean_reference.csv")
+
+    loaded = read_questionnaire_csv(CASES / "01_bom_semicolon_decimal_comma.csv")
+
+    pd.testing.assert_frame_equal(loaded.questionnaires, reference.questionnaires)
+    pd.testing.assert_frame_equal(loaded.outcomes, reference.outcomes)
+    assert (loaded.delimiter, loaded.decimal_mark) == (";", ",")
+    assert loaded.ignored_columns == []
 
 
-@pytest.mark.parametrize("cell", ["inf", "1e30"])
-@pytest.mark.filterwarnings("ignore:invalid value encountered in cast:RuntimeWarning")
-def test_read_questionnaire_csv_non_finite_integer(tmp_path, cell):
+@pytest.mark.parametrize(("cell", "fault"), [("inf", "not_a_number"), ("1e30", "too_large")])
+def test_read_questionnaire_csv_non_finite_integer(tmp_path, cell, fault):
     path = _write(tmp_path, f"{HEADER}\n{ROW.replace(',29,', f',{cell},')}\n")
 
-    with pytest.raises(CsvFormatError, match="line 2, column Age"):
-        read_questionnaire_csv(path)
+    loaded = read_questionnaire_csv(path)
+
+    assert loaded.questionnaires["age"].isna().all()
+    assert _fault_records(loaded) == [(1, 2, "age", cell, fault)]
 
 
 def test_load_questionnaire_file_integer_out_of_column_range(database, tmp_path):
+    # An integer too large for its column is a row fault, stored as NULL.
     path = _write(tmp_path, f"{HEADER}\n{ROW}\n{ROW.replace(',29,', ',99999999999,')}\n")
 
-    with pytest.raises(CsvFormatError, match="line 3, column Age"):
-        load_questionnaire_file(database, read_questionnaire_csv(path), OCTOBER)
+    summary = load_questionnaire_file(database, read_questionnaire_csv(path), OCTOBER)
 
-    assert _count(database, "crm.questionnaires") == 0
+    assert summary.faults == 1
+    with database.connect() as conn:
+        ages = conn.execute(sa.text("SELECT age FROM crm.questionnaires ORDER BY client_id"))
+        assert ages.scalars().all() == [29, None]
+        faults = read_month_faults(conn, OCTOBER)
+    assert faults.to_dict("records") == [
+        {
+            "client_id": 2,
+            "column_name": "age",
+            "line": 3,
+            "raw_value": "99999999999",
+            "fault": "too_large",
+        }
+    ]
 
 
 def test_read_questionnaire_csv_line_after_blank_line(tmp_path):
     # Line 1 header, line 2 a client, line 3 blank, line 4 the bad cell.
     path = _write(tmp_path, f"{HEADER}\n{ROW}\n\n{ROW.replace(',29,', ',abc,')}\n")
 
-    with pytest.raises(CsvFormatError, match="line 4, column Age"):
-        read_questionnaire_csv(path)
+    loaded = read_questionnaire_csv(path)
+
+    assert len(loaded.questionnaires) == 2
+    assert _fault_records(loaded) == [(2, 4, "age", "abc", "not_a_number")]
 
 
 def test_read_questionnaire_csv_trailing_comma_not_shifted(tmp_path):
@@ -381,3 +432,532 @@ def test_load_numbered_rows_changed_values_rejected(database, tmp_path):
     with database.connect() as conn:
         age = conn.execute(sa.text("SELECT age FROM crm.questionnaires WHERE client_id = 4"))
         assert age.scalar_one() == int(lines[4].split(",")[7])
+
+
+REFERENCE = CASES / "00_clean_reference.csv"
+NOVEMBER = dt.date(2026, 11, 1)
+
+# Less common Russian spellings of the 14 headers, in the column order of the export.
+OTHER_RUSSIAN_HEADER = [
+    "ПОЛ",
+    "Живёт рядом",
+    "Сотрудник партнёра",
+    "Приведи друга",
+    "Есть телефон",
+    "Длительность абонемента",
+    "Групповые тренировки",
+    "возраст",
+    "Дополнительные расходы",
+    "Месяцев до окончания абонемента",
+    "Время с первого обращения",
+    "Средняя частота посещений",
+    "Частота посещений за месяц",
+    "Факт оттока",
+]
+
+
+def _reference_table() -> tuple[list[str], list[list[str]]]:
+    """Return the header and the data rows of the clean reference file as text."""
+    with REFERENCE.open(encoding="utf-8", newline="") as file:
+        rows = list(csv.reader(file))
+    return rows[0], rows[1:]
+
+
+def _decimal_comma(rows: list[list[str]]) -> list[list[str]]:
+    return [[cell.replace(".", ",") for cell in row] for row in rows]
+
+
+def _write_table(
+    tmp_path,
+    header: list[str],
+    rows: list[list[str]],
+    *,
+    delimiter: str = ",",
+    encoding: str = "utf-8",
+    quoting: int = csv.QUOTE_MINIMAL,
+    line_end: str = "\n",
+    final_newline: bool = True,
+    name: str = "variant.csv",
+):
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, delimiter=delimiter, quoting=quoting, lineterminator=line_end)
+    writer.writerows([header, *rows])
+    text = buffer.getvalue()
+    if not final_newline:
+        text = text.removesuffix(line_end)
+    path = tmp_path / name
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+def _with_cell(rows: list[list[str]], row: int, column: int, cell: str) -> list[list[str]]:
+    changed = [list(fields) for fields in rows]
+    changed[row][column] = cell
+    return changed
+
+
+def _assert_same_as_reference(loaded) -> None:
+    reference = read_questionnaire_csv(REFERENCE)
+    pd.testing.assert_frame_equal(loaded.questionnaires, reference.questionnaires)
+    pd.testing.assert_frame_equal(loaded.outcomes, reference.outcomes)
+    assert loaded.faults.empty
+
+
+def test_read_cp1251_russian_headers_same_values():
+    loaded = read_questionnaire_csv(CASES / "12_cp1251_russian_headers.csv")
+
+    _assert_same_as_reference(loaded)
+    assert loaded.encoding == "cp1251"
+    assert loaded.ignored_columns == []
+
+
+@pytest.mark.parametrize("encoding", ["cp1251", "utf-8", "utf-8-sig"])
+def test_read_other_russian_spellings_same_values(tmp_path, encoding):
+    _, rows = _reference_table()
+    path = _write_table(
+        tmp_path,
+        OTHER_RUSSIAN_HEADER,
+        _decimal_comma(rows),
+        delimiter=";",
+        encoding=encoding,
+        line_end="\r\n",
+    )
+
+    loaded = read_questionnaire_csv(path)
+
+    _assert_same_as_reference(loaded)
+    assert loaded.encoding == ("cp1251" if encoding == "cp1251" else "utf-8")
+    assert loaded.ignored_columns == []
+
+
+def test_read_cp1251_unknown_headers_rejected(tmp_path):
+    _, rows = _reference_table()
+    header = [*OTHER_RUSSIAN_HEADER]
+    header[7] = "Годы"
+    path = _write_table(tmp_path, header, rows, encoding="cp1251")
+
+    with pytest.raises(CsvFormatError) as raised:
+        read_questionnaire_csv(path)
+
+    message = str(raised.value)
+    assert "not a UTF-8 file (invalid UTF-8 at byte 0)" in message
+    assert "read as Windows-1251" in message
+    assert "unknown column(s) Годы" in message
+    assert "is missing column(s) age" in message
+
+
+def test_read_latin1_headers_rejected_not_mojibake(tmp_path):
+    header, rows = _reference_table()
+    header = ["Âge" if name == "Age" else name for name in header]
+    path = _write_table(tmp_path, header, rows, encoding="latin-1")
+
+    with pytest.raises(CsvFormatError) as raised:
+        read_questionnaire_csv(path)
+
+    message = str(raised.value)
+    assert "read as Windows-1251" in message
+    assert "is missing column(s) age" in message
+
+
+def test_read_mojibake_utf8_headers_rejected(tmp_path):
+    # Windows-1251 bytes decoded as Windows-1252 and saved as UTF-8: "Пол" becomes "Ïîë".
+    _, rows = _reference_table()
+    header = [name.encode("cp1251").decode("cp1252") for name in OTHER_RUSSIAN_HEADER]
+    path = _write_table(tmp_path, header, rows)
+
+    with pytest.raises(CsvFormatError) as raised:
+        read_questionnaire_csv(path)
+
+    message = str(raised.value)
+    assert "missing column(s) gender, near_location" in message
+    assert "decoded as cp1252 instead of cp1251" in message
+
+
+def test_read_utf16_tab_separated_same_values(tmp_path):
+    # Excel's "Unicode text" export: UTF-16 with a byte order mark, tabs, CRLF.
+    header, rows = _reference_table()
+    path = _write_table(tmp_path, header, rows, delimiter="\t", encoding="utf-16", line_end="\r\n")
+
+    loaded = read_questionnaire_csv(path)
+
+    _assert_same_as_reference(loaded)
+    assert (loaded.encoding, loaded.delimiter) == ("utf-16", "\t")
+
+
+@pytest.mark.parametrize(
+    ("delimiter", "decimal_comma", "quoting", "line_end", "final_newline"),
+    [
+        ("\t", False, csv.QUOTE_MINIMAL, "\n", True),
+        ("|", False, csv.QUOTE_MINIMAL, "\n", True),
+        (";", True, csv.QUOTE_ALL, "\r\n", True),
+        (";", True, csv.QUOTE_NONNUMERIC, "\n", False),
+        (",", True, csv.QUOTE_MINIMAL, "\r\n", True),
+        (",", False, csv.QUOTE_MINIMAL, "\r\n", False),
+    ],
+    ids=["tab", "pipe", "semicolon-quoted", "semicolon-no-final-newline", "comma-quoted", "crlf"],
+)
+def test_read_dialects_same_values(
+    tmp_path, delimiter, decimal_comma, quoting, line_end, final_newline
+):
+    header, rows = _reference_table()
+    if decimal_comma:
+        rows = _decimal_comma(rows)
+    path = _write_table(
+        tmp_path,
+        header,
+        rows,
+        delimiter=delimiter,
+        quoting=quoting,
+        line_end=line_end,
+        final_newline=final_newline,
+    )
+
+    loaded = read_questionnaire_csv(path)
+
+    _assert_same_as_reference(loaded)
+    assert loaded.delimiter == delimiter
+    assert loaded.decimal_mark == ("," if decimal_comma else ".")
+
+
+def test_read_bom_semicolon_quoted_same_values(tmp_path):
+    header, rows = _reference_table()
+    path = _write_table(tmp_path, header, _decimal_comma(rows), delimiter=";", encoding="utf-8-sig")
+
+    loaded = read_questionnaire_csv(path)
+
+    _assert_same_as_reference(loaded)
+    assert loaded.ignored_columns == []
+
+
+def test_read_integers_written_as_floats_same_values(tmp_path):
+    header, rows = _reference_table()
+    integer_columns = [header.index(name) for name in ["gender", "Age", "Lifetime", "Churn"]]
+    rows = [
+        [f"{cell}.0" if i in integer_columns else cell for i, cell in enumerate(row)]
+        for row in rows
+    ]
+    path = _write_table(tmp_path, header, rows)
+
+    _assert_same_as_reference(read_questionnaire_csv(path))
+
+
+def test_read_padded_and_float_integers(tmp_path):
+    header, rows = _reference_table()
+    age = header.index("Age")
+    rows = _with_cell(_with_cell(rows, 1, age, " 31"), 2, age, "28.0")
+    path = _write_table(tmp_path, header, rows)
+
+    loaded = read_questionnaire_csv(path)
+
+    assert loaded.questionnaires["age"][:3].to_list() == [29, 31, 28]
+    assert loaded.faults.empty
+
+
+@pytest.mark.parametrize(
+    ("column", "cell", "fault"),
+    [
+        ("Age", "33.5", "not_an_integer"),
+        ("Age", "-", "missing"),
+        ("Age", "n/a", "missing"),
+        ("Age", "#N/A", "missing"),
+        ("Age", "abc", "not_a_number"),
+        ("Age", "", "missing"),
+        ("Age", "NaN", "missing"),
+        ("Avg_additional_charges_total", "abc", "not_a_number"),
+        ("Avg_additional_charges_total", "-", "missing"),
+        ("Avg_additional_charges_total", "-inf", "not_a_number"),
+        ("Contract_period", "6.5", "not_an_integer"),
+        ("Phone", "99999", "too_large"),
+    ],
+)
+def test_read_bad_cell_is_row_fault(tmp_path, column, cell, fault):
+    header, rows = _reference_table()
+    path = _write_table(tmp_path, header, _with_cell(rows, 4, header.index(column), cell))
+    reference = read_questionnaire_csv(REFERENCE).questionnaires
+    name = column.lower()
+
+    loaded = read_questionnaire_csv(path)
+
+    assert _fault_records(loaded) == [(5, 6, name, cell, fault)]
+    assert loaded.questionnaires[name].isna().to_list() == [i == 4 for i in range(20)]
+    others = loaded.questionnaires.drop(index=4)
+    pd.testing.assert_frame_equal(others, reference.drop(index=4))
+
+
+def test_read_decimal_comma_faults(tmp_path):
+    header, rows = _reference_table()
+    age, lifetime = header.index("Age"), header.index("Lifetime")
+    rows = _with_cell(_with_cell(_decimal_comma(rows), 0, age, "33,5"), 3, lifetime, "n/a")
+    path = _write_table(tmp_path, header, rows, delimiter=";")
+
+    loaded = read_questionnaire_csv(path)
+
+    assert _fault_records(loaded) == [
+        (1, 2, "age", "33,5", "not_an_integer"),
+        (4, 5, "lifetime", "n/a", "missing"),
+    ]
+    assert loaded.questionnaires["avg_additional_charges_total"][0] == 14.22747042
+
+
+@pytest.mark.parametrize(
+    ("column", "cell"),
+    [
+        ("Avg_additional_charges_total", "11.320.293.765"),
+        ("Avg_additional_charges_total", "1.234,5"),
+        ("Avg_additional_charges_total", "1,234.5"),
+        ("Avg_additional_charges_total", "1 234"),
+        ("Lifetime", "1.234.567"),
+    ],
+)
+def test_read_digit_grouping_rejected(tmp_path, column, cell):
+    header, rows = _reference_table()
+    path = _write_table(tmp_path, header, _with_cell(rows, 1, header.index(column), cell))
+
+    with pytest.raises(CsvFormatError) as raised:
+        read_questionnaire_csv(path)
+
+    message = str(raised.value)
+    assert f"line 3, column {column}: {cell!r} has digit grouping" in message
+    assert "export the file again with plain numbers" in message
+
+
+def test_read_digit_grouping_semicolon_rejected(tmp_path):
+    header, rows = _reference_table()
+    rows = _with_cell(
+        _decimal_comma(rows), 0, header.index("Avg_class_frequency_total"), "1.234.567"
+    )
+    path = _write_table(tmp_path, header, rows, delimiter=";")
+
+    with pytest.raises(CsvFormatError, match="line 2, column Avg_class_frequency_total"):
+        read_questionnaire_csv(path)
+
+
+def test_read_mixed_decimal_marks_rejected(tmp_path):
+    header, rows = _reference_table()
+    charges = header.index("Avg_additional_charges_total")
+    rows = _with_cell(_decimal_comma(rows), 5, charges, "450.7439599")
+    path = _write_table(tmp_path, header, rows, delimiter=";")
+
+    with pytest.raises(CsvFormatError) as raised:
+        read_questionnaire_csv(path)
+
+    message = str(raised.value)
+    assert "numbers use both '.' and ',' as decimal mark" in message
+    assert "line 7, column Avg_additional_charges_total: '450.7439599'" in message
+
+
+def test_read_no_header_semicolon_rejected(tmp_path):
+    _, rows = _reference_table()
+    rows = _decimal_comma(rows)
+    path = _write_table(tmp_path, rows[0], rows[1:], delimiter=";")
+
+    with pytest.raises(CsvFormatError, match="line 1 contains numbers.*header missing"):
+        read_questionnaire_csv(path)
+
+
+def test_read_short_row_rejected(tmp_path):
+    header, rows = _reference_table()
+    rows = [*rows[:2], rows[2][:-2], *rows[3:]]
+    path = _write_table(tmp_path, header, rows)
+
+    with pytest.raises(CsvFormatError, match="line 4: 12 fields but the header has 14"):
+        read_questionnaire_csv(path)
+
+
+def test_read_duplicate_column_rejected(tmp_path):
+    header, rows = _reference_table()
+    path = _write_table(tmp_path, [*header, "Возраст"], [[*row, "40"] for row in rows])
+
+    with pytest.raises(CsvFormatError, match="columns 'Age' and 'Возраст' both name age"):
+        read_questionnaire_csv(path)
+
+
+def test_read_total_frequency_not_a_feature(tmp_path):
+    # Total_Frequency looks like Avg_class_frequency_total but is not that column.
+    header, rows = _reference_table()
+    header = ["Total_Frequency" if name == "Avg_class_frequency_total" else name for name in header]
+    path = _write_table(tmp_path, header, rows)
+
+    with pytest.raises(CsvFormatError, match=r"missing column\(s\) avg_class_frequency_total;"):
+        read_questionnaire_csv(path)
+
+
+def test_read_russian_missing_column_rejected(tmp_path):
+    _, rows = _reference_table()
+    header = [name for name in OTHER_RUSSIAN_HEADER if name != "возраст"]
+    rows = [row[:7] + row[8:] for row in rows]
+    path = _write_table(tmp_path, header, rows)
+
+    with pytest.raises(CsvFormatError, match=r"line 1: missing column\(s\) age;"):
+        read_questionnaire_csv(path)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (bytes(range(0x80, 0x100)) * 16, "not Windows-1251 text either"),
+        (b"PK\x03\x04" + bytes(2044), "Excel .xlsx workbook"),
+        (b"gender,Age\n1,\x0229\n", "binary bytes, the first at byte 13"),
+    ],
+    ids=["high-bytes", "xlsx", "control-byte"],
+)
+def test_read_binary_variants_rejected(tmp_path, content, expected):
+    path = tmp_path / "export.csv"
+    path.write_bytes(content)
+
+    with pytest.raises(CsvFormatError) as raised:
+        read_questionnaire_csv(path)
+
+    message = str(raised.value)
+    assert f"{path}: not a UTF-8/CSV text file" in message
+    assert expected in message
+
+
+@pytest.mark.parametrize("content", [b"\n\n  \r\n", b"\xef\xbb\xbf"], ids=["blank", "bom-only"])
+def test_read_blank_file_is_empty(tmp_path, content):
+    path = tmp_path / "blank.csv"
+    path.write_bytes(content)
+
+    with pytest.raises(CsvFormatError, match="blank.csv: empty file"):
+        read_questionnaire_csv(path)
+
+
+def test_read_member_id_is_client_key(tmp_path):
+    header, rows = _reference_table()
+    rows = [[*row, str(100 + i)] for i, row in enumerate(rows)]
+    path = _write_table(tmp_path, [*header, "Member ID"], rows)
+
+    loaded = read_questionnaire_csv(path)
+
+    assert loaded.ids_assigned is False
+    assert loaded.questionnaires[CLIENT_ID].to_list() == list(range(100, 120))
+    assert loaded.outcomes[CLIENT_ID].to_list() == list(range(100, 120))
+    assert loaded.ignored_columns == []
+
+
+def test_read_client_id_preferred_over_member_id(tmp_path):
+    header, rows = _reference_table()
+    rows = [[str(500 + i), *row, str(100 + i)] for i, row in enumerate(rows)]
+    path = _write_table(tmp_path, ["client_id", *header, "member_id"], rows)
+
+    loaded = read_questionnaire_csv(path)
+
+    assert loaded.questionnaires[CLIENT_ID].to_list() == list(range(500, 520))
+    assert loaded.ignored_columns == ["member_id"]
+
+
+@pytest.mark.parametrize(
+    ("churned", "retained"), [("Yes", "No"), ("TRUE", "false"), ("1.0", "0.0"), ("Да", "нет")]
+)
+def test_read_label_spellings(tmp_path, churned, retained):
+    header, rows = _reference_table()
+    rows = [[*row[:-1], churned if row[-1] == "1" else retained] for row in rows]
+    path = _write_table(tmp_path, header, rows)
+
+    _assert_same_as_reference(read_questionnaire_csv(path))
+
+
+def test_load_extra_columns_member_id_keys(database):
+    loaded = read_questionnaire_csv(CASES / "09_extra_unknown_columns.csv")
+
+    summary = load_questionnaire_file(database, loaded, OCTOBER)
+
+    assert summary.questionnaires_inserted == 20
+    assert summary.faults == 0
+    with database.connect() as conn:
+        ids = conn.execute(sa.text("SELECT client_id FROM crm.questionnaires ORDER BY 1"))
+        assert ids.scalars().all() == list(range(1, 21))
+
+
+def test_load_corrected_file_clears_faults(database, tmp_path):
+    faulty = _with_client_ids(CASES / "10_nan_in_lifetime.csv", tmp_path, "faulty.csv")
+    corrected = _with_client_ids(REFERENCE, tmp_path, "corrected.csv")
+    first = load_questionnaire_file(database, read_questionnaire_csv(faulty), OCTOBER)
+    again = load_questionnaire_file(database, read_questionnaire_csv(faulty), OCTOBER)
+
+    summary = load_questionnaire_file(database, read_questionnaire_csv(corrected), OCTOBER)
+
+    assert (first.faults, again.faults, summary.faults) == (4, 4, 0)
+    assert summary.questionnaires_updated == 4
+    assert _count(database, "crm.questionnaire_faults") == 0
+    with database.connect() as conn:
+        nulls = conn.execute(
+            sa.text("SELECT count(*) FROM crm.questionnaires WHERE lifetime IS NULL")
+        ).scalar_one()
+    assert nulls == 0
+
+
+def test_load_partial_file_keeps_other_faults(database, tmp_path):
+    # Clients 1-5 come again without faults; the faults of clients 6, 13 and 17 stay.
+    faulty = _with_client_ids(CASES / "10_nan_in_lifetime.csv", tmp_path, "faulty.csv")
+    corrected = _with_client_ids(REFERENCE, tmp_path, "corrected.csv")
+    first_clients = _write(
+        tmp_path, "\n".join(corrected.read_text().splitlines()[:6]) + "\n", "first.csv"
+    )
+    load_questionnaire_file(database, read_questionnaire_csv(faulty), OCTOBER)
+
+    summary = load_questionnaire_file(database, read_questionnaire_csv(first_clients), OCTOBER)
+
+    assert summary.faults == 0
+    assert summary.questionnaires_updated == 1
+    with database.connect() as conn:
+        faults = read_month_faults(conn, OCTOBER)
+    assert faults[CLIENT_ID].to_list() == [6, 13, 17]
+
+
+def test_load_replace_deletes_month_faults(database, tmp_path):
+    faulty = _with_client_ids(CASES / "10_nan_in_lifetime.csv", tmp_path, "faulty.csv")
+    load_questionnaire_file(database, read_questionnaire_csv(faulty), OCTOBER)
+    load_questionnaire_file(database, read_questionnaire_csv(faulty), NOVEMBER)
+    lines = REFERENCE.read_text().splitlines()
+    shorter = _write(tmp_path, "\n".join(lines[:3]) + "\n", "shorter.csv")
+
+    summary = load_questionnaire_file(
+        database, read_questionnaire_csv(shorter), OCTOBER, replace=True
+    )
+
+    assert summary.faults == 0
+    assert summary.questionnaires_removed == 20
+    with database.connect() as conn:
+        assert read_month_faults(conn, OCTOBER).empty
+        assert len(read_month_faults(conn, NOVEMBER)) == 4
+
+
+def test_load_bad_cells_stored_as_null(database, tmp_path):
+    header, rows = _reference_table()
+    rows = _with_cell(rows, 0, header.index("Age"), "33.5")
+    rows = _with_cell(rows, 1, header.index("Avg_additional_charges_total"), "-")
+    rows = _with_cell(rows, 2, header.index("Lifetime"), "n/a")
+    path = _write_table(tmp_path, header, rows)
+
+    summary = load_questionnaire_file(database, read_questionnaire_csv(path), OCTOBER)
+
+    assert summary.faults == 3
+    with database.connect() as conn:
+        stored = conn.execute(
+            sa.text(
+                "SELECT age, avg_additional_charges_total, lifetime FROM crm.questionnaires"
+                " WHERE client_id <= 3 ORDER BY client_id"
+            )
+        ).all()
+        faults = read_month_faults(conn, OCTOBER)
+    assert [tuple(row) for row in stored] == [
+        (None, 14.22747042, 3),
+        (31, None, 7),
+        (28, 129.4484793, None),
+    ]
+    assert list(faults.itertuples(index=False, name=None)) == [
+        (1, "age", 2, "33.5", "not_an_integer"),
+        (2, "avg_additional_charges_total", 3, "-", "missing"),
+        (3, "lifetime", 4, "n/a", "missing"),
+    ]
+
+
+def test_upgrade_twice_keeps_faults(database):
+    load_questionnaire_file(
+        database, read_questionnaire_csv(CASES / "10_nan_in_lifetime.csv"), OCTOBER
+    )
+
+    db.upgrade(database)
+
+    assert _count(database, "crm.questionnaire_faults") == 4

@@ -1,0 +1,1 @@
+DELETE FROM crm.questionnaire_faults WHERE month = %(month)s
