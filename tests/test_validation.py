@@ -1,20 +1,37 @@
 """Tests of the questionnaire validation on the chain's real 4,000-row export."""
 
 import datetime as dt
+import json
+import re
 import socket
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gymchurn import validation
-from gymchurn.schema import FEATURES
+from gymchurn.batch_rules import BLOCK_TRAINING, Finding
+from gymchurn.loader import read_questionnaire_csv
+from gymchurn.schema import (
+    BINARY_FEATURES,
+    CONTRACT_PERIODS,
+    FEATURES,
+    INTEGER_FEATURES,
+    VALUE_RANGES,
+)
 from gymchurn.validation import (
+    COLUMN_RULE_NAMES,
     FAILED_RULES,
+    FAILED_VALUES,
+    RESULT_COLUMNS,
     RULE_NAMES,
     DataValidationError,
+    build_data_docs,
     validate_questionnaires,
+    validation_result_rows,
 )
 
 MONTH = dt.date(2026, 10, 1)
@@ -205,7 +222,7 @@ def test_validate_questionnaires_keeps_columns(questionnaires):
 
     columns = list(questionnaires.columns)
     assert list(report.valid.columns) == columns
-    assert list(report.quarantined.columns) == [*columns, FAILED_RULES]
+    assert list(report.quarantined.columns) == [*columns, FAILED_RULES, FAILED_VALUES]
     assert report.valid["age"].dtype == questionnaires["age"].dtype
 
 
@@ -303,7 +320,7 @@ def test_validate_questionnaires_no_stderr_output(questionnaires, capfd):
 
 
 def _gx_context():
-    batch_definition, _ = validation._gx_objects()
+    batch_definition = validation._gx_objects().batch_definition
     return batch_definition.data_asset.datasource.data_context
 
 
@@ -318,17 +335,652 @@ def test_gx_context_progress_bars_off():
     assert progress_bars.metric_calculations is False
 
 
-def test_gx_suite_has_one_expectation_per_rule():
-    _, suite = validation._gx_objects()
+def test_gx_suites_have_one_expectation_per_rule():
+    objects = validation._gx_objects()
+    gx_rule_names = [
+        expectation.meta["gymchurn_rule"]
+        for suite in (objects.row_suite, objects.fault_suite)
+        for expectation in suite.expectations
+    ]
 
-    assert len(suite.expectations) == len(RULE_NAMES)
+    # duplicate_row is the one row rule checked with pandas instead of GX.
+    assert sorted([*gx_rule_names, "duplicate_row"]) == sorted(RULE_NAMES)
     assert len(set(RULE_NAMES)) == len(RULE_NAMES)
     assert {f"{feature}_not_null" for feature in FEATURES} <= set(RULE_NAMES)
+    assert {f"{feature}_parseable" for feature in FEATURES} <= set(RULE_NAMES)
+    assert len(objects.column_suite.expectations) == len(COLUMN_RULE_NAMES)
 
 
 def test_validate_questionnaires_unhashable_month(questionnaires):
-    # Lists cannot be hashed, so GX cannot look for duplicate (client_id, month).
     questionnaires["month"] = [[2026, 10]] * len(questionnaires)
 
-    with pytest.raises(DataValidationError, match="client_month_unique could not be"):
+    with pytest.raises(DataValidationError, match="column month must hold dates") as error:
         validate_questionnaires(questionnaires, dataset="month 2026-10")
+
+    assert error.value.batch_rule == "column_types"
+
+
+def test_gx_exception_message_both_shapes():
+    flat = {"raised_exception": True, "exception_message": "boom"}
+    keyed = {("column_values.unique", "abc"): {"raised_exception": True, "exception_message": "x"}}
+    passed = {"raised_exception": False, "exception_message": None}
+
+    assert validation._gx_exception_message(flat) == "boom"
+    assert validation._gx_exception_message(keyed) == "x"
+    assert validation._gx_exception_message(passed) is None
+    assert validation._gx_exception_message({}) is None
+
+
+# ---------------------------------------------------------------------------
+# One damaged row per rule: the row is quarantined, with its client id, the rule
+# and the failing value.
+
+
+def _plain_row(questionnaires) -> int:
+    """Index of a row with a 1-month contract ending this month, so that no pair rule
+    fires when one of the two values is damaged alone."""
+    plain = (questionnaires["contract_period"] == 1) & (
+        questionnaires["month_to_end_contract"] == 1
+    )
+    return int(questionnaires.index[plain][0])
+
+
+_RANGE_CASES = [
+    pytest.param(column, value, id=f"{column}={value:g}")
+    for column, (low, high) in VALUE_RANGES.items()
+    for value in (low - 1, high + 1)
+]
+
+
+@pytest.mark.parametrize("column", [*FEATURES, "month"])
+def test_row_rule_not_null(questionnaires, column):
+    row = _plain_row(questionnaires)
+    questionnaires[column] = questionnaires[column].astype(object)
+    questionnaires.loc[row, column] = None
+    if column != "month":
+        questionnaires[column] = pd.to_numeric(questionnaires[column])
+
+    report = validate_questionnaires(questionnaires, dataset="month 2026-10")
+
+    _assert_quarantined(report, row + 1, f"{column}_not_null", {column: None})
+
+
+@pytest.mark.parametrize("column", [*BINARY_FEATURES, "contract_period", "churned"])
+def test_row_rule_in_set(questionnaires, column):
+    row = _plain_row(questionnaires)
+    value = 3 if column == "churned" else 2
+    questionnaires.loc[row, column] = value
+
+    report = validate_questionnaires(questionnaires, dataset="month 2026-10")
+
+    _assert_quarantined(report, row + 1, f"{column}_in_set", {column: value})
+
+
+@pytest.mark.parametrize(("column", "value"), _RANGE_CASES)
+def test_row_rule_in_range(questionnaires, column, value):
+    row = _plain_row(questionnaires)
+    if not float(value).is_integer():
+        questionnaires[column] = questionnaires[column].astype("float64")
+    questionnaires.loc[row, column] = value
+
+    report = validate_questionnaires(questionnaires, dataset="month 2026-10")
+
+    _assert_quarantined(report, row + 1, f"{column}_in_range", {column: value})
+
+
+def test_row_rule_contract_end(questionnaires):
+    row = _plain_row(questionnaires)
+    questionnaires.loc[row, ["contract_period", "month_to_end_contract"]] = [3, 6]
+
+    report = validate_questionnaires(questionnaires, dataset="month 2026-10")
+
+    rule = "month_to_end_contract_within_contract_period"
+    _assert_quarantined(report, row + 1, rule, {"contract_period": 3, "month_to_end_contract": 6})
+
+
+def test_row_rule_client_id_not_null(questionnaires):
+    questionnaires["client_id"] = questionnaires["client_id"].astype("Int64")
+    questionnaires.loc[99, "client_id"] = pd.NA
+
+    report = validate_questionnaires(questionnaires, dataset="month 2026-10")
+
+    quarantined = report.quarantined
+    assert quarantined["row_number"].tolist() == [100]
+    assert quarantined[FAILED_RULES].iloc[0] == ["client_id_not_null"]
+    assert quarantined[FAILED_VALUES].iloc[0] == {"client_id_not_null": {"client_id": None}}
+
+
+def _assert_quarantined(report, client_id, rule, values):
+    rows = report.quarantined[report.quarantined["client_id"] == client_id]
+    assert len(rows) == 1
+    assert rule in rows[FAILED_RULES].iloc[0]
+    assert rows[FAILED_VALUES].iloc[0][rule] == values
+    result = _rule(report, rule)
+    assert result.n_failed == 1
+    shown = next(iter(values.values())) if len(values) == 1 else tuple(values.values())
+    assert result.examples == ((client_id, shown),)
+    assert f"{rule} (" in report.summary()
+    assert f"client ids {client_id} (" in report.summary()
+
+
+def test_failed_values_one_entry_per_rule(questionnaires):
+    questionnaires.loc[70, "age"] = 0
+    questionnaires.loc[70, "avg_class_frequency_total"] = 25.0
+
+    report = validate_questionnaires(questionnaires, dataset="month 2026-10")
+
+    assert report.quarantined[FAILED_VALUES].iloc[0] == {
+        "age_in_range": {"age": 0},
+        "avg_class_frequency_total_in_range": {"avg_class_frequency_total": 25.0},
+    }
+
+
+def test_failed_values_keys_match_failed_rules(questionnaires):
+    questionnaires.loc[0:9, "age"] = 5
+    questionnaires.loc[5:14, "lifetime"] = np.nan
+    questionnaires.loc[20, "client_id"] = 30
+
+    report = validate_questionnaires(questionnaires, dataset="month 2026-10")
+
+    keys = report.quarantined[FAILED_VALUES].map(lambda values: list(values))
+    assert keys.tolist() == report.quarantined[FAILED_RULES].tolist()
+
+
+def test_gx_result_lists_failing_row_numbers(questionnaires):
+    questionnaires.loc[10, "age"] = -3
+    questionnaires.loc[20, "age"] = 101
+
+    report = validate_questionnaires(questionnaires, dataset="month 2026-10")
+
+    row_suite = next(r for r in report.gx_results if r.suite_name == "questionnaire_rows")
+    age = next(
+        r
+        for r in row_suite.results
+        if r.expectation_config.type == "expect_column_values_to_be_between"
+        and r.expectation_config.kwargs["column"] == "age"
+    )
+    assert age.result["unexpected_index_column_names"] == ["row_number"]
+    assert age.result["unexpected_index_list"] == [{"row_number": [11, 21]}]
+    assert _rule(report, "age_in_range").examples == ((11, -3), (21, 101))
+
+
+# ---------------------------------------------------------------------------
+# Column presence and dtype
+
+
+def test_column_rule_float_client_id(questionnaires):
+    questionnaires["client_id"] = questionnaires["client_id"].astype("float64")
+
+    with pytest.raises(DataValidationError, match=r"client_id \(float64\)") as error:
+        validate_questionnaires(questionnaires, dataset="month 2026-10")
+
+    assert error.value.batch_rule == "column_types"
+    assert [r.suite_name for r in error.value.gx_results] == ["questionnaire_columns"]
+
+
+def test_column_rule_text_churned(questionnaires):
+    questionnaires["churned"] = questionnaires["churned"].map({0: "no", 1: "yes"})
+
+    with pytest.raises(DataValidationError, match=r"churned \(str\)"):
+        validate_questionnaires(questionnaires, dataset="month 2026-10")
+
+
+def test_column_rule_text_month(questionnaires):
+    questionnaires["month"] = "2026-10"
+
+    with pytest.raises(DataValidationError, match="kind 'string'") as error:
+        validate_questionnaires(questionnaires, dataset="month 2026-10")
+
+    assert error.value.batch_rule == "column_types"
+
+
+def test_column_rule_accepts_loader_dtypes(questionnaires):
+    for column in ["age", "lifetime", "contract_period"]:
+        questionnaires[column] = questionnaires[column].astype("Int64")
+    questionnaires["gender"] = questionnaires["gender"].astype(bool)
+    questionnaires["churned"] = questionnaires["churned"].astype("float64")
+
+    report = validate_questionnaires(questionnaires, dataset="month 2026-10")
+
+    assert report.n_valid == 4000
+
+
+def test_column_rule_missing_column_names_rule(questionnaires):
+    frame = questionnaires.drop(columns=["row_number"])
+
+    with pytest.raises(DataValidationError, match="missing required columns: row_number") as error:
+        validate_questionnaires(frame, dataset="month 2026-10")
+
+    assert error.value.batch_rule == "required_columns"
+    assert error.value.report is None
+
+
+def test_validate_questionnaires_without_churned(questionnaires):
+    report = validate_questionnaires(
+        questionnaires.drop(columns=["churned"]), dataset="month 2026-10"
+    )
+
+    assert report.n_valid == 4000
+    assert _rule(report, "churned_in_set").n_failed == 0
+
+
+# ---------------------------------------------------------------------------
+# Load faults
+
+
+def _faults(*records) -> pd.DataFrame:
+    return pd.DataFrame.from_records(
+        records, columns=["client_id", "column", "line", "raw_value", "fault"]
+    )
+
+
+def test_fault_quarantines_row_with_raw_value(questionnaires):
+    questionnaires.loc[30, "lifetime"] = np.nan
+    faults = _faults((31, "lifetime", 32, "abc", "not_a_number"))
+
+    report = validate_questionnaires(questionnaires, dataset="month 2026-10", faults=faults)
+
+    assert report.quarantined["client_id"].tolist() == [31]
+    assert report.quarantined[FAILED_RULES].iloc[0] == ["lifetime_not_null", "lifetime_parseable"]
+    assert report.quarantined[FAILED_VALUES].iloc[0] == {
+        "lifetime_not_null": {"lifetime": None},
+        "lifetime_parseable": {"lifetime": "abc"},
+    }
+    assert _rule(report, "lifetime_parseable").examples == ((31, "abc"),)
+    assert "lifetime_parseable (lifetime parsed from the source file)" in report.summary()
+    assert "31 (lifetime='abc')" in report.summary()
+
+
+def test_fault_suite_in_gx_results(questionnaires):
+    questionnaires.loc[30, "age"] = np.nan
+    faults = _faults((31, "age", 32, "3O", "not_a_number"))
+
+    report = validate_questionnaires(questionnaires, dataset="month 2026-10", faults=faults)
+
+    suites = [result.suite_name for result in report.gx_results]
+    assert suites == ["questionnaire_columns", "questionnaire_rows", "questionnaire_load_faults"]
+    fault_suite = report.gx_results[2]
+    assert fault_suite.statistics["unsuccessful_expectations"] == 1
+
+
+def test_fault_empty_raw_value_still_quarantines(questionnaires):
+    questionnaires.loc[40, "age"] = np.nan
+    faults = _faults((41, "age", 42, None, "missing"))
+
+    report = validate_questionnaires(questionnaires, dataset="month 2026-10", faults=faults)
+
+    assert report.quarantined[FAILED_VALUES].iloc[0]["age_parseable"] == {"age": ""}
+
+
+def test_fault_on_parsed_cell_quarantines(questionnaires):
+    # The loader nulls a faulty cell, but a fault on a cell with a value still counts.
+    faults = _faults((51, "phone", 52, "yes", "not_a_number"))
+
+    report = validate_questionnaires(questionnaires, dataset="month 2026-10", faults=faults)
+
+    assert report.quarantined["client_id"].tolist() == [51]
+    assert report.quarantined[FAILED_RULES].iloc[0] == ["phone_parseable"]
+
+
+def test_fault_unknown_client_is_unmatched(questionnaires):
+    faults = _faults((99999, "age", 5000, "x", "not_a_number"), (None, "client_id", 7, "?", "x"))
+
+    report = validate_questionnaires(questionnaires, dataset="month 2026-10", faults=faults)
+
+    assert report.n_quarantined == 0
+    assert report.unmatched_faults["line"].tolist() == [5000, 7]
+    assert "2 load fault(s) name no row of the batch, for example line(s) 5000, 7" in (
+        report.summary()
+    )
+
+
+def test_fault_matched_by_month(questionnaires):
+    september = questionnaires.copy()
+    september["month"] = dt.date(2026, 9, 1)
+    september["row_number"] += 4000
+    frame = pd.concat([september, questionnaires], ignore_index=True)
+    faults = _faults((8, "age", 9, "x", "not_a_number")).assign(month=dt.date(2026, 9, 1))
+
+    report = validate_questionnaires(frame, dataset="months 2026-09/10", faults=faults)
+
+    assert report.quarantined["row_number"].tolist() == [4008]
+
+
+def test_fault_table_missing_column(questionnaires):
+    faults = _faults((8, "age", 9, "x", "not_a_number")).drop(columns=["raw_value"])
+
+    with pytest.raises(ValueError, match="missing columns raw_value"):
+        validate_questionnaires(questionnaires, dataset="month 2026-10", faults=faults)
+
+
+def test_fault_table_unknown_column(questionnaires):
+    faults = _faults((8, "Age", 9, "x", "not_a_number"))
+
+    with pytest.raises(ValueError, match="unknown column name"):
+        validate_questionnaires(questionnaires, dataset="month 2026-10", faults=faults)
+
+
+def test_fault_table_empty(questionnaires):
+    report = validate_questionnaires(questionnaires, dataset="month 2026-10", faults=_faults())
+
+    assert report.n_valid == 4000
+    assert len(report.gx_results) == 2
+    assert report.unmatched_faults.empty
+
+
+# ---------------------------------------------------------------------------
+# Duplicates policy
+
+
+def _with_copies(questionnaires, rows, **changes) -> pd.DataFrame:
+    copies = questionnaires.iloc[rows].assign(**changes)
+    frame = pd.concat([questionnaires, copies], ignore_index=True)
+    frame["row_number"] = np.arange(1, len(frame) + 1)
+    return frame
+
+
+def test_duplicate_row_first_copy_scored(questionnaires):
+    frame = _with_copies(questionnaires, [5])
+
+    report = validate_questionnaires(frame, dataset="month 2026-10")
+
+    assert report.n_quarantined == 1
+    assert report.quarantined["row_number"].tolist() == [4001]
+    assert report.quarantined[FAILED_RULES].iloc[0] == ["duplicate_row"]
+    assert 6 in report.valid["client_id"].tolist()
+    assert _rule(report, "duplicate_row").n_failed == 1
+    assert _rule(report, "client_month_unique").n_failed == 0
+
+
+def test_duplicate_row_three_copies(questionnaires):
+    frame = _with_copies(questionnaires, [5, 5])
+
+    report = validate_questionnaires(frame, dataset="month 2026-10")
+
+    assert report.quarantined["row_number"].tolist() == [4001, 4002]
+    assert _rule(report, "duplicate_row").n_failed == 2
+    assert _rule(report, "duplicate_row").examples[0][0] == 6
+
+
+def test_duplicate_row_with_conflicting_row(questionnaires):
+    frame = _with_copies(questionnaires, [5])
+    conflict = frame.iloc[[6]].assign(client_id=6, row_number=4002)
+    frame = pd.concat([frame, conflict], ignore_index=True)
+
+    report = validate_questionnaires(frame, dataset="month 2026-10")
+
+    rules = dict(
+        zip(report.quarantined["row_number"], report.quarantined[FAILED_RULES], strict=True)
+    )
+    assert rules == {
+        6: ["client_month_unique"],
+        4001: ["duplicate_row"],
+        4002: ["client_month_unique"],
+    }
+
+
+def test_duplicate_row_other_label_conflicts(questionnaires):
+    label = 1 - questionnaires.loc[5, "churned"]
+    frame = _with_copies(questionnaires, [5], churned=label)
+
+    report = validate_questionnaires(frame, dataset="month 2026-10")
+
+    assert report.quarantined["row_number"].tolist() == [6, 4001]
+    assert report.quarantined[FAILED_RULES].tolist() == [["client_month_unique"]] * 2
+
+
+def test_identical_answers_counted_not_quarantined(questionnaires):
+    frame = _with_copies(questionnaires, [5], client_id=9001)
+
+    report = validate_questionnaires(frame, dataset="month 2026-10")
+
+    result = _rule(report, "identical_answers")
+    assert report.n_quarantined == 0
+    assert report.n_identical_answers == 2
+    assert result.severity == "warning"
+    assert result.examples == ((6, (9001,)), (9001, (6,)))
+    assert "warning only, rows kept" in report.summary()
+    assert "6 (same answers as 9001)" in report.summary()
+
+
+def test_identical_answers_do_not_count_toward_share(questionnaires):
+    frame = _with_copies(questionnaires, list(range(4000)), client_id=np.arange(5001, 9001))
+
+    report = validate_questionnaires(frame, dataset="month 2026-10", max_invalid_share=0.0)
+
+    assert report.n_identical_answers == 8000
+    assert report.n_valid == 8000
+
+
+# ---------------------------------------------------------------------------
+# Data Docs
+
+
+def _page_text(path: Path) -> str:
+    html = path.read_text(encoding="utf-8")
+    html = re.sub(r"<(script|style).*?</\1>", " ", html, flags=re.S)
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+
+
+def test_build_data_docs_names_failing_rule(questionnaires, tmp_path):
+    questionnaires.loc[10, "age"] = -3
+    report = validate_questionnaires(questionnaires, dataset="month 2026-10")
+
+    index = build_data_docs([report], tmp_path / "docs")
+
+    assert index == tmp_path / "docs" / "index.html"
+    assert index.is_file()
+    assert "questionnaire_rows" in index.read_text(encoding="utf-8")
+    pages = sorted((tmp_path / "docs" / "validations" / "questionnaire_rows").rglob("*.html"))
+    assert len(pages) == 1
+    text = _page_text(pages[0])
+    assert "month 2026-10" in text
+    assert "age between 12 and 100 1 unexpected values found" in text
+    assert "Status: Failed" in text
+
+
+def test_build_data_docs_of_rejected_batch(questionnaires, tmp_path):
+    with pytest.raises(DataValidationError) as error:
+        validate_questionnaires(questionnaires.drop(columns=["phone"]), dataset="month 2026-10")
+
+    index = build_data_docs([error.value], tmp_path)
+
+    pages = list((tmp_path / "validations" / "questionnaire_columns").rglob("*.html"))
+    assert index.is_file()
+    assert len(pages) == 1
+    assert "column phone present" in _page_text(pages[0])
+
+
+def test_build_data_docs_lists_only_given_results(questionnaires, tmp_path):
+    first = validate_questionnaires(questionnaires, dataset="scoring 2026-10")
+    second = validate_questionnaires(questionnaires, dataset="training before 2026-10")
+    build_data_docs([first], tmp_path / "one")
+
+    build_data_docs([first, second], tmp_path / "two")
+
+    assert len(list((tmp_path / "one" / "validations").rglob("*.html"))) == 2
+    assert len(list((tmp_path / "two" / "validations").rglob("*.html"))) == 4
+
+
+def test_build_data_docs_without_results(tmp_path):
+    with pytest.raises(ValueError, match="no GX validation results"):
+        build_data_docs([], tmp_path)
+
+
+# ---------------------------------------------------------------------------
+# Rows for churn.validation_results
+
+
+def test_result_rows_report_and_finding(questionnaires):
+    questionnaires.loc[10, "age"] = -3
+    report = validate_questionnaires(questionnaires, dataset="scoring")
+    finding = Finding(
+        "churned_share",
+        BLOCK_TRAINING,
+        "labels look inverted",
+        column="churned",
+        count=2960,
+        share=0.74,
+        numbers={"churn_share": 0.74},
+    )
+
+    rows = validation_result_rows(MONTH, reports=[report], findings=[finding])
+
+    assert len(rows) == len(RULE_NAMES) + 1
+    assert all(tuple(row) == RESULT_COLUMNS for row in rows)
+    age = next(row for row in rows if row["rule"] == "age_in_range")
+    assert age["kind"] == "row"
+    assert age["severity"] == "quarantine"
+    assert age["n_failed"] == 1
+    assert age["share"] == 1 / 4000
+    assert age["month"] == MONTH
+    assert age["dataset"] == "scoring"
+    assert json.loads(age["examples"]) == [{"client_id": 11, "values": {"age": -3}}]
+    assert json.loads(age["numbers"]) == {"n_rows": 4000}
+    assert age["message"] == "age between 12 and 100: 1 row(s) quarantined"
+    batch = rows[-1]
+    assert batch["kind"] == "batch"
+    assert batch["severity"] == BLOCK_TRAINING
+    assert batch["n_failed"] == 2960
+    assert batch["dataset"] == "questionnaires of 2026-10"
+    assert json.loads(batch["numbers"]) == {"churn_share": 0.74}
+
+
+def test_result_rows_dates_and_nulls_as_json(questionnaires):
+    questionnaires.loc[50, "client_id"] = 7
+    questionnaires.loc[60, "lifetime"] = np.nan
+    report = validate_questionnaires(questionnaires, dataset="scoring")
+
+    rows = {row["rule"]: row for row in validation_result_rows(MONTH, reports=[report])}
+
+    unique = json.loads(rows["client_month_unique"]["examples"])
+    assert unique[0] == {"client_id": 7, "values": {"client_id": 7, "month": "2026-10-01"}}
+    assert json.loads(rows["lifetime_not_null"]["examples"]) == [
+        {"client_id": 61, "values": {"lifetime": None}}
+    ]
+    assert rows["age_in_range"]["message"] == "age between 12 and 100: passed"
+
+
+def test_result_rows_rejected_batch(questionnaires):
+    questionnaires.loc[0:2399, "age"] = -3
+    with pytest.raises(DataValidationError) as error:
+        validate_questionnaires(questionnaires, dataset="scoring")
+    run_id = validation.uuid.uuid4()
+
+    rows = validation_result_rows(MONTH, run_id=run_id, error=error.value)
+
+    assert len(rows) == len(RULE_NAMES) + 1
+    assert {row["run_id"] for row in rows} == {run_id}
+    assert rows[-1]["rule"] == "max_invalid_share"
+    assert rows[-1]["severity"] == "error"
+    assert "60.0% of rows" in rows[-1]["message"]
+    assert next(r for r in rows if r["rule"] == "age_in_range")["n_failed"] == 2400
+
+
+# ---------------------------------------------------------------------------
+# Property-based: random damage never loses a row
+
+
+_N_PROPERTY_ROWS = 1000
+_SETS = {**{c: {0, 1} for c in BINARY_FEATURES}, "contract_period": set(CONTRACT_PERIODS)}
+
+
+@pytest.fixture(scope="module")
+def loaded_rows(real_data) -> pd.DataFrame:
+    """The first rows of the real file as the loader reads them, with month and row number."""
+    frame = read_questionnaire_csv(real_data).questionnaires.head(_N_PROPERTY_ROWS).copy()
+    frame["month"] = [MONTH] * len(frame)
+    frame["row_number"] = np.arange(1, len(frame) + 1, dtype="int64")
+    return frame
+
+
+@st.composite
+def _damage(draw):
+    row = draw(st.integers(0, _N_PROPERTY_ROWS - 1))
+    column = draw(st.sampled_from(FEATURES))
+    if column in INTEGER_FEATURES:
+        value = draw(st.one_of(st.none(), st.integers(-5, 1300)))
+    else:
+        value = draw(st.one_of(st.none(), st.floats(-10.0, 200_000.0, allow_nan=False)))
+    return row, column, value
+
+
+def _breaks_row_rule(column, value) -> str | None:
+    """Return the rule a single damaged value must break, or None if it is allowed."""
+    if value is None:
+        return f"{column}_not_null"
+    if column in _SETS and value not in _SETS[column]:
+        return f"{column}_in_set"
+    if column in VALUE_RANGES:
+        low, high = VALUE_RANGES[column]
+        if not low <= value <= high:
+            return f"{column}_in_range"
+    return None
+
+
+def _assert_no_row_lost(report, frame):
+    assert report.n_valid + report.n_quarantined == report.n_rows == len(frame)
+    row_numbers = sorted([*report.valid["row_number"], *report.quarantined["row_number"]])
+    assert row_numbers == sorted(frame["row_number"])
+    for rules, values in zip(
+        report.quarantined[FAILED_RULES], report.quarantined[FAILED_VALUES], strict=True
+    ):
+        assert rules
+        assert list(values) == rules
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    damages=st.lists(_damage(), min_size=1, max_size=15),
+    copies=st.lists(st.integers(0, _N_PROPERTY_ROWS - 1), max_size=3),
+)
+def test_random_damage_never_loses_a_row(loaded_rows, damages, copies):
+    frame = loaded_rows.copy()
+    for row, column, value in damages:
+        frame.loc[row, column] = pd.NA if value is None else value
+    frame = pd.concat([frame, frame.iloc[copies]], ignore_index=True)
+    frame["row_number"] = np.arange(1, len(frame) + 1, dtype="int64")
+
+    report = validate_questionnaires(frame, dataset="damaged", max_invalid_share=1.0)
+
+    _assert_no_row_lost(report, frame)
+    quarantined = dict(
+        zip(report.quarantined["row_number"], report.quarantined[FAILED_RULES], strict=True)
+    )
+    final = {(row, column): frame.loc[row, column] for row, column, _ in damages}
+    for (row, column), value in final.items():
+        rule = _breaks_row_rule(column, None if pd.isna(value) else value)
+        if rule is not None:
+            assert rule in quarantined.get(row + 1, [])
+    for offset in range(len(copies)):
+        assert "duplicate_row" in quarantined[_N_PROPERTY_ROWS + 1 + offset]
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    faulty=st.lists(
+        st.tuples(st.integers(0, _N_PROPERTY_ROWS - 1), st.sampled_from(FEATURES)),
+        min_size=1,
+        max_size=10,
+        unique=True,
+    ),
+    raw=st.text(min_size=0, max_size=6),
+)
+def test_random_faults_quarantine_with_raw_value(loaded_rows, faulty, raw):
+    frame = loaded_rows.copy()
+    for row, column in faulty:
+        frame.loc[row, column] = pd.NA
+    faults = _faults(
+        *((int(frame.loc[row, "client_id"]), column, row + 2, raw, "x") for row, column in faulty)
+    )
+
+    report = validate_questionnaires(frame, dataset="faulty", max_invalid_share=1.0, faults=faults)
+
+    _assert_no_row_lost(report, frame)
+    values = dict(
+        zip(report.quarantined["row_number"], report.quarantined[FAILED_VALUES], strict=True)
+    )
+    for row, column in faulty:
+        assert values[row + 1][f"{column}_parseable"] == {column: raw}
+        assert values[row + 1][f"{column}_not_null"] == {column: None}
+    assert report.n_quarantined == len({row for row, _ in faulty})

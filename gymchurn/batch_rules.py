@@ -1,0 +1,374 @@
+"""Batch rules: compare a month of questionnaires with the months before it.
+
+Row rules (``gymchurn.validation``) judge each row on its own. These rules judge
+the month as a whole against its history, and return findings instead of raising:
+
+- ``row_count``: the month's rows against the latest earlier month's. Outside 0.5x to
+  2x is an error, because a halved or doubled export is far more often a broken or
+  repeated export than a real change of membership. Outside 0.8x to 1.25x is a warning.
+- ``<column>_null_share``: a feature's share of nulls against its highest share in
+  any earlier month. Over 5 percentage points more is a warning, over 25 an error,
+  because by then the export of that column is broken.
+- ``<column>_new_values``: a value of a flag or of contract_period that no earlier month
+  has. A warning: the rows are still scored, but the model never trained on the value.
+- ``churned_share``: the churn share of the month's labelled rows against the earlier
+  months' labelled rows. More than 15 percentage points apart blocks training on the
+  month's labels until someone confirms them, because inverted or shifted labels
+  (74 % churn against 26 %) would teach the model the opposite of the truth.
+
+Severities: ``error`` stops the run, ``warning`` lets it go on, and ``block_training``
+scores the month but keeps its labels out of training until they are confirmed.
+
+The functions are pure: they read the frames and return findings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gymchurn.schema import BINARY_FEATURES, CHURNED, CLIENT_ID, FEATURES, MONTH, format_month
+
+ERROR = "error"
+WARNING = "warning"
+BLOCK_TRAINING = "block_training"
+SEVERITIES = (ERROR, WARNING, BLOCK_TRAINING)
+
+# Columns whose values are categories: a value never seen before is reported.
+CATEGORY_COLUMNS = [*BINARY_FEATURES, "contract_period"]
+
+# NOTE: no code reads this setting yet. The caller maps it to ``labels_confirmed``.
+CONFIRM_LABELS_SETTING = "GYMCHURN_CONFIRM_LABELS"
+
+_MAX_EXAMPLES = 5
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One batch rule's finding on a month.
+
+    ``count`` and ``share`` are the affected rows and their share of the month where
+    the rule counts rows (null cells, rows with a new value, churned rows), else None.
+    ``numbers`` contains the measured values and limits behind the message.
+    """
+
+    rule: str
+    severity: str
+    message: str
+    column: str | None = None
+    count: int | None = None
+    share: float | None = None
+    numbers: Mapping[str, Any] = field(default_factory=dict)
+    examples: tuple = ()
+
+
+@dataclass(frozen=True)
+class BatchRuleLimits:
+    """Limits of the batch rules. Shares are fractions from 0 to 1."""
+
+    row_count_error_band: tuple[float, float] = (0.5, 2.0)
+    """Ratios of the month's rows to the previous month's outside which the run stops."""
+    row_count_warning_band: tuple[float, float] = (0.8, 1.25)
+    null_share_warning_excess: float = 0.05
+    """Null share above the highest earlier monthly share that gives a warning."""
+    null_share_error_excess: float = 0.25
+    label_share_max_difference: float = 0.15
+    """Largest difference of churn shares that still lets the labels into training."""
+    min_labelled_rows: int = 50
+    """Fewest labelled rows in the month for the label rule to judge them."""
+
+
+DEFAULT_LIMITS = BatchRuleLimits()
+
+
+def check_batch(
+    questionnaires: pd.DataFrame,
+    history: pd.DataFrame,
+    *,
+    labels_confirmed: bool = False,
+    limits: BatchRuleLimits = DEFAULT_LIMITS,
+) -> tuple[Finding, ...]:
+    """Run every batch rule on one month against the months before it.
+
+    Args:
+        questionnaires: The month's rows as they were loaded, before validation, so
+            that null cells count: ``month`` (one value), the features, and
+            ``churned`` (1, 0 or null) where outcomes are known.
+        history: Rows of earlier months with ``month``, the features and ``churned``
+            where known. Rows of the same or later months are ignored. Pass every
+            questionnaire of those months, not only the labelled ones, because the
+            row-count rule counts them.
+        labels_confirmed: True when someone confirmed the month's labels (the setting
+            named in ``CONFIRM_LABELS_SETTING``): a label shift is then a warning.
+        limits: The rules' bands and thresholds.
+
+    Returns:
+        The findings, empty when every rule passed. With no earlier month there is
+        nothing to compare with, so the result is empty.
+
+    Raises:
+        ValueError: When ``questionnaires`` has no rows or more than one month.
+    """
+    month = _single_month(questionnaires)
+    earlier = history[_as_timestamps(history[MONTH]) < month] if len(history) else history
+    if earlier.empty:
+        return ()
+    findings = [
+        *check_row_count(questionnaires, earlier, limits=limits),
+        *check_null_shares(questionnaires, earlier, limits=limits),
+        *check_new_values(questionnaires, earlier),
+        *check_label_share(
+            questionnaires, earlier, labels_confirmed=labels_confirmed, limits=limits
+        ),
+    ]
+    return tuple(findings)
+
+
+def check_row_count(
+    questionnaires: pd.DataFrame,
+    history: pd.DataFrame,
+    *,
+    limits: BatchRuleLimits = DEFAULT_LIMITS,
+) -> list[Finding]:
+    """Compare the month's number of rows with the latest earlier month's."""
+    if history.empty:
+        return []
+    month = _single_month(questionnaires)
+    history_months = _as_timestamps(history[MONTH])
+    previous = history_months.max()
+    n_rows = len(questionnaires)
+    n_previous = int((history_months == previous).sum())
+    ratio = n_rows / n_previous
+
+    numbers = {
+        "rows": n_rows,
+        "previous_rows": n_previous,
+        "previous_month": format_month(previous.date()),
+        "ratio": ratio,
+        "error_band": list(limits.row_count_error_band),
+        "warning_band": list(limits.row_count_warning_band),
+    }
+    text = (
+        f"{format_month(month.date())}: {n_rows} rows, {ratio:.2f}x the {n_previous} rows "
+        f"of {format_month(previous.date())}"
+    )
+
+    low, high = limits.row_count_error_band
+    if not low <= ratio <= high:
+        message = (
+            f"{text}, outside the allowed {low:.2f}x to {high:.2f}x. Check that the "
+            "export is complete and was loaded once. If the change is real, widen "
+            "row_count_error_band and rerun."
+        )
+        return [Finding("row_count", ERROR, message, numbers=numbers)]
+    low, high = limits.row_count_warning_band
+    if not low <= ratio <= high:
+        message = f"{text}, outside the usual {low:.2f}x to {high:.2f}x. The run goes on."
+        return [Finding("row_count", WARNING, message, numbers=numbers)]
+    return []
+
+
+def check_null_shares(
+    questionnaires: pd.DataFrame,
+    history: pd.DataFrame,
+    *,
+    limits: BatchRuleLimits = DEFAULT_LIMITS,
+) -> list[Finding]:
+    """Compare each feature's share of nulls with its highest share in an earlier month."""
+    if history.empty:
+        return []
+    findings = []
+    n_rows = len(questionnaires)
+    history_months = _as_timestamps(history[MONTH])
+    for column in FEATURES:
+        if column not in questionnaires.columns:
+            continue
+        n_null = int(questionnaires[column].isna().sum())
+        share = n_null / n_rows
+        if column in history.columns:
+            monthly = history[column].isna().groupby(history_months).mean()
+            baseline = float(monthly.max())
+        else:
+            baseline = 0.0
+        excess = share - baseline
+        if excess > limits.null_share_error_excess:
+            severity = ERROR
+            action = "The run stops: fix the export of this column and rerun."
+        elif excess > limits.null_share_warning_excess:
+            severity = WARNING
+            action = "Those rows are quarantined; the run goes on."
+        else:
+            continue
+        message = (
+            f"{column}: {share:.1%} null ({n_null} of {n_rows} rows), against at most "
+            f"{baseline:.1%} in an earlier month. {action}"
+        )
+        numbers = {"null_share": share, "history_max_null_share": baseline}
+        findings.append(
+            Finding(
+                f"{column}_null_share",
+                severity,
+                message,
+                column=column,
+                count=n_null,
+                share=share,
+                numbers=numbers,
+            )
+        )
+    return findings
+
+
+def check_new_values(questionnaires: pd.DataFrame, history: pd.DataFrame) -> list[Finding]:
+    """Report category values of the month that no earlier month has."""
+    findings = []
+    n_rows = len(questionnaires)
+    for column in CATEGORY_COLUMNS:
+        if column not in questionnaires.columns or column not in history.columns:
+            continue
+        values = _float_values(questionnaires[column])
+        history_values = _float_values(history[column])
+        seen = np.unique(history_values[~np.isnan(history_values)])
+        is_new = ~np.isnan(values) & ~np.isin(values, seen)
+        if not is_new.any():
+            continue
+        new_values = sorted(set(values[is_new].tolist()))
+        examples = tuple(_new_value_example(questionnaires, values, value) for value in new_values)
+        value_text = ", ".join(f"{value:g}" for value in new_values)
+        seen_text = ", ".join(f"{value:g}" for value in seen)
+        n_new = int(is_new.sum())
+        message = (
+            f"{column}: value(s) {value_text} in {n_new} row(s) never appeared in an earlier "
+            f"month (seen: {seen_text}). The rows are scored, but the model never trained "
+            "on these values."
+        )
+        findings.append(
+            Finding(
+                f"{column}_new_values",
+                WARNING,
+                message,
+                column=column,
+                count=n_new,
+                share=n_new / n_rows,
+                numbers={"new_values": new_values, "seen_values": seen.tolist()},
+                examples=examples,
+            )
+        )
+    return findings
+
+
+def check_label_share(
+    questionnaires: pd.DataFrame,
+    history: pd.DataFrame,
+    *,
+    labels_confirmed: bool = False,
+    limits: BatchRuleLimits = DEFAULT_LIMITS,
+) -> list[Finding]:
+    """Compare the churn share of the month's labelled rows with the earlier months'.
+
+    To check a month whose outcomes arrived later, pass that month's rows as
+    ``questionnaires`` and the months before it as ``history``.
+    """
+    if CHURNED not in questionnaires.columns or CHURNED not in history.columns:
+        return []
+    labels = questionnaires[CHURNED].dropna().astype("float64")
+    history_labels = history[CHURNED].dropna().astype("float64")
+    if len(labels) < limits.min_labelled_rows or history_labels.empty:
+        return []
+    share = float(labels.mean())
+    history_share = float(history_labels.mean())
+    difference = share - history_share
+    if abs(difference) <= limits.label_share_max_difference:
+        return []
+
+    month = format_month(_single_month(questionnaires).date())
+    n_churned = int(labels.sum())
+    message = (
+        f"{CHURNED}: {share:.1%} of the {len(labels)} labelled rows of {month} churned, "
+        f"against {history_share:.1%} of {len(history_labels)} labelled rows of earlier "
+        f"months ({abs(difference) * 100:.1f} points apart, allowed "
+        f"{limits.label_share_max_difference * 100:.0f})."
+    )
+    if abs(share - (1 - history_share)) <= limits.label_share_max_difference / 3:
+        message += f" The labels look inverted: 1 - {share:.1%} is {1 - share:.1%}."
+    numbers = {
+        "churn_share": share,
+        "history_churn_share": history_share,
+        "labelled_rows": len(labels),
+        "history_labelled_rows": len(history_labels),
+        "max_difference": limits.label_share_max_difference,
+    }
+    if labels_confirmed:
+        message += " The labels were confirmed, so they are used for training."
+        severity = WARNING
+    else:
+        message += (
+            f" The month is scored, but its labels stay out of training until confirmed: "
+            f"check the Churn column of the export and reload the month if it is wrong, "
+            f"or set {CONFIRM_LABELS_SETTING}={month} and rerun to train on them as they are."
+        )
+        severity = BLOCK_TRAINING
+    return [
+        Finding(
+            "churned_share",
+            severity,
+            message,
+            column=CHURNED,
+            count=n_churned,
+            share=share,
+            numbers=numbers,
+        )
+    ]
+
+
+def stops_run(findings: Iterable[Finding]) -> bool:
+    """Return True when a finding has severity ``error``."""
+    return any(finding.severity == ERROR for finding in findings)
+
+
+def blocks_training(findings: Iterable[Finding]) -> bool:
+    """Return True when a finding keeps the month's labels out of training."""
+    return any(finding.severity == BLOCK_TRAINING for finding in findings)
+
+
+def raise_for_errors(findings: Sequence[Finding], *, dataset: str) -> None:
+    """Raise ``DataValidationError`` naming every finding of severity ``error``."""
+    from gymchurn.validation import DataValidationError
+
+    errors = [finding for finding in findings if finding.severity == ERROR]
+    if errors:
+        raise DataValidationError(
+            f"{dataset}: " + " ".join(finding.message for finding in errors),
+            dataset=dataset,
+            batch_rule=errors[0].rule,
+        )
+
+
+def _single_month(questionnaires: pd.DataFrame) -> pd.Timestamp:
+    months = _as_timestamps(questionnaires[MONTH]).dropna().unique()
+    if len(months) != 1:
+        raise ValueError(
+            f"invalid batch: expected the rows of one month, found {len(months)} month(s)"
+        )
+    return pd.Timestamp(months[0])
+
+
+def _as_timestamps(months: pd.Series) -> pd.Series:
+    return pd.to_datetime(months)
+
+
+def _float_values(column: pd.Series) -> np.ndarray:
+    return column.to_numpy(dtype="float64", na_value=np.nan)
+
+
+def _new_value_example(
+    questionnaires: pd.DataFrame, values: np.ndarray, value: float
+) -> dict[str, Any]:
+    rows = np.flatnonzero(values == value)
+    client_ids = []
+    if CLIENT_ID in questionnaires.columns:
+        client_ids = questionnaires[CLIENT_ID].to_numpy()[rows[:_MAX_EXAMPLES]].tolist()
+    return {"value": value, "rows": len(rows), "client_ids": client_ids}
