@@ -1,5 +1,6 @@
 """The monthly scoring flow: extract, validate, model, score, segment, publish, deliver."""
 
+import logging
 import uuid
 
 from prefect import flow, task
@@ -10,6 +11,7 @@ from prefect.runtime import flow_run
 from gymchurn import db, runtime, steps
 from gymchurn.schema import format_month, parse_month
 from gymchurn.settings import get_settings
+from gymchurn.validation import DataValidationError
 
 
 def _retry_if_transient(task, task_run, state) -> bool:
@@ -51,15 +53,30 @@ def segment(checked, settings):
     return steps.segment(checked, settings)
 
 
+@task(cache_policy=NO_CACHE)
+def document(settings, run_id, checked):
+    return steps.document(settings, run_id, checked)
+
+
 # Publishing is one transaction: a retry after a lost connection starts afresh.
 @task(cache_policy=NO_CACHE, **_DB_RETRIES)
-def publish(engine, run_id, checked, chosen, scores, segments):
-    return steps.publish(engine, run_id, checked, chosen, scores, segments)
+def publish(engine, run_id, checked, chosen, scores, segments, data_docs):
+    return steps.publish(engine, run_id, checked, chosen, scores, segments, data_docs)
 
 
 @task(cache_policy=NO_CACHE, **_DB_RETRIES)
 def deliver(engine, settings, run):
     return steps.deliver(engine, settings, run)
+
+
+def _record_rejection(engine, run_id, month, error, settings) -> None:
+    try:
+        steps.record_validation_failure(engine, run_id, month, error, settings)
+    except Exception as record_error:
+        # The run is still marked failed_validation with its message.
+        logging.getLogger("gymchurn.flow").error(
+            "run %s: could not record its validation results: %s", run_id, record_error
+        )
 
 
 def _summary(run: steps.PublishedRun, at_risk_path) -> str:
@@ -98,12 +115,15 @@ def monthly_scoring(month: str, retrain: str = "auto") -> dict:
         counts["rows_read"] = len(data.scoring)
         checked = validate(data, settings)
         counts["rows_quarantined"] = checked.scoring.n_quarantined
+        data_docs = document(settings, run_id, checked)
         chosen = train_or_load_model(engine, settings, checked, retrain)
         scores = score(chosen, checked, settings)
         segments = segment(checked, settings)
-        run = publish(engine, run_id, checked, chosen, scores, segments)
+        run = publish(engine, run_id, checked, chosen, scores, segments, data_docs)
         at_risk_path = deliver(engine, settings, run)
     except BaseException as error:
+        if isinstance(error, DataValidationError):
+            _record_rejection(engine, run_id, run_month, error, settings)
         # Ctrl-C and SIGTERM too: the run must not stay "running" forever.
         if not steps.fail_run(engine, run_id, error, counts):
             runtime.published_before_stop.append(month)

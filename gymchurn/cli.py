@@ -463,6 +463,97 @@ def simulate(
     _simulate_into(_engine(), simulator, first, months, replace)
 
 
+def _print_validation(report, findings) -> bool:
+    """Print the failing rules and findings; return True when the batch passes."""
+    failing = [rule for rule in report.rules if rule.n_failed] if report is not None else []
+    for finding in findings:
+        typer.echo(f"batch  {finding.severity:<14} {finding.rule}: {finding.message}")
+    for rule in failing:
+        examples = ", ".join(f"client {client}: {value}" for client, value in rule.examples)
+        typer.echo(
+            f"row    {rule.severity:<14} {rule.rule}: {rule.n_failed} row(s) "
+            f"({rule.description}); for example {examples}"
+        )
+    if report is not None:
+        typer.echo(
+            f"{report.dataset}: {report.n_rows} rows, {report.n_valid} valid, "
+            f"{report.n_quarantined} would be quarantined"
+        )
+    return not any(finding.severity == "error" for finding in findings)
+
+
+@app.command("validate")
+def validate(
+    file: Annotated[
+        Path | None, typer.Argument(help="Questionnaire CSV to check without loading it.")
+    ] = None,
+    month: Annotated[
+        str | None,
+        typer.Option(help="Month in crm.questionnaires to check, YYYY-MM, with the batch rules."),
+    ] = None,
+    docs: Annotated[
+        Path | None, typer.Option(help="Folder to write the Data Docs HTML into.")
+    ] = None,
+) -> None:
+    """Check a file or a loaded month against the validation rules; load and score nothing.
+
+    Exit code 1 when the batch would stop a run, 0 otherwise.
+    """
+    import datetime as dt
+
+    import numpy as np
+
+    from gymchurn import steps
+    from gymchurn.loader import CsvFormatError, read_questionnaire_csv
+    from gymchurn.schema import CHURNED, CLIENT_ID, MONTH
+    from gymchurn.validation import (
+        ROW_NUMBER,
+        DataValidationError,
+        build_data_docs,
+        validate_questionnaires,
+    )
+
+    if (file is None) == (month is None):
+        raise _fail("give a FILE or --month YYYY-MM, not both", 2)
+    settings = _settings()
+    report, findings, error = None, [], None
+    try:
+        if file is not None:
+            try:
+                loaded = read_questionnaire_csv(file)
+            except CsvFormatError as err:
+                raise _fail(str(err)) from None
+            frame = loaded.questionnaires.assign(**{MONTH: dt.date(2000, 1, 1)})
+            if loaded.outcomes is not None:
+                frame = frame.merge(loaded.outcomes, on=CLIENT_ID, how="left")
+            else:
+                frame[CHURNED] = np.nan
+            frame[ROW_NUMBER] = np.arange(1, len(frame) + 1)
+            report = validate_questionnaires(
+                frame,
+                dataset=str(file),
+                max_invalid_share=settings.max_invalid_share,
+                faults=loaded.faults,
+            )
+        else:
+            data = steps.extract(_engine(), _month(month))
+            findings, _, report = steps.validate_month(data, settings)
+    except DataValidationError as err:
+        error = err
+        findings = list(getattr(err, "findings", ()))
+        report = getattr(err, "report", None)
+    except steps.NoDataError as err:
+        raise _fail(str(err)) from None
+    passes = _print_validation(report, findings) and error is None
+    if docs is not None:
+        sources = [error] if error is not None else [report]
+        typer.echo(f"Data Docs: {build_data_docs(sources, docs)}")
+    if error is not None:
+        raise _fail(f"the batch would stop a run: {error}")
+    if not passes:
+        raise typer.Exit(EXIT_FAILED)
+
+
 # The signal the job process gets for each signal `run` forwards. Prefect
 # swaps its own handler in for SIGTERM during a flow run and re-sends the
 # signal afterwards, which can land in the middle of recording the failure,

@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     max_calibration_gap: float = Field(default=0.05, gt=0, lt=1)
     """Gap between last month's share of leavers and its mean probability above which
     ``auto`` retrains."""
+    confirm_labels: str = ""
+    """Months (``YYYY-MM``, comma-separated) whose churn share may differ from the
+    history's: their labels are trained on although the label-share rule flags them."""
+    row_count_error_band: tuple[float, float] = (0.5, 2.0)
+    """Ratios of a month's questionnaires to the previous month's outside which the run
+    stops, as a JSON list; for example [0, 1000] to accept any change."""
     timezone: str = "Europe/Moscow"
     """Business timezone: decides which month a run on a given day scores."""
 
@@ -96,6 +102,29 @@ class Settings(BaseSettings):
                 f"expected names from: {', '.join(FEATURES)}"
             )
         return value
+
+    @field_validator("confirm_labels")
+    @classmethod
+    def _check_confirm_labels(cls, value: str) -> str:
+        from gymchurn.schema import parse_month
+
+        for text in filter(None, (part.strip() for part in value.split(","))):
+            parse_month(text)
+        return value
+
+    @property
+    def confirmed_label_months(self) -> set:
+        """The months of ``confirm_labels`` as dates."""
+        from gymchurn.schema import parse_month
+
+        return {parse_month(p.strip()) for p in self.confirm_labels.split(",") if p.strip()}
+
+    @property
+    def batch_limits(self):
+        """The batch rules' limits, with the row-count band of these settings."""
+        from gymchurn.batch_rules import BatchRuleLimits
+
+        return BatchRuleLimits(row_count_error_band=self.row_count_error_band)
 
     @model_validator(mode="after")
     def _check_tiers(self) -> "Settings":

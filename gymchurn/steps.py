@@ -20,15 +20,18 @@ from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 from sqlalchemy.engine import Engine
 
-from gymchurn import db, lifecycle, model, reasons, runtime
+from gymchurn import batch_rules, db, lifecycle, model, reasons, runtime
 from gymchurn.schema import CHURNED, CLIENT_ID, FEATURES, MONTH, format_month
 from gymchurn.segments import CLUSTER_ID, Segmentation, segment_clients
 from gymchurn.settings import Settings
 from gymchurn.validation import (
+    RESULT_COLUMNS,
     ROW_NUMBER,
     DataValidationError,
     ValidationReport,
+    build_data_docs,
     validate_questionnaires,
+    validation_result_rows,
 )
 
 logger = logging.getLogger(__name__)
@@ -62,7 +65,9 @@ def fail_run(
         False when the run had already been published, True otherwise.
     """
     status = "failed_validation" if isinstance(error, DataValidationError) else "failed"
-    counts = counts or {}
+    counts = dict(counts or {})
+    if isinstance(error, DataValidationError) and getattr(error, "report", None) is not None:
+        counts["rows_quarantined"] = error.report.n_quarantined
     params = {
         "run_id": run_id,
         "status": status,
@@ -88,6 +93,40 @@ def fail_run(
     return True
 
 
+def record_validation_failure(
+    engine: Engine, run_id: uuid.UUID, month: dt.date, error: DataValidationError, settings
+) -> Path | None:
+    """Write a rejected batch's rules and findings to ``churn.validation_results``, with Data Docs.
+
+    Returns:
+        The Data Docs index, or None when they could not be built.
+    """
+    rows = validation_result_rows(
+        month, run_id=run_id, findings=getattr(error, "findings", ()), error=error
+    )
+    docs = None
+    try:
+        docs = build_data_docs([error], _docs_folder(settings, month, run_id))
+    except Exception as docs_error:  # the failure itself must still be recorded
+        logger.warning("run %s: Data Docs not built: %s", run_id, docs_error)
+    with engine.begin() as conn:
+        _write_results(conn, rows)
+        if docs is not None:
+            db.execute(conn, "set_run_data_docs_path", {"path": str(docs), "run_id": run_id})
+    return docs
+
+
+def _docs_folder(settings, month: dt.date, run_id: uuid.UUID) -> Path:
+    return (settings.output_dir / "data_docs" / format_month(month) / str(run_id)).resolve()
+
+
+def _write_results(conn, rows: list[dict]) -> int:
+    if not rows:
+        return 0
+    values = ([row[name] for name in RESULT_COLUMNS] for row in rows)
+    return db.copy_rows(conn, "churn.validation_results", RESULT_COLUMNS, values)
+
+
 def _failure_message(error: BaseException) -> str:
     if runtime.received_signals:
         return f"interrupted ({runtime.received_signals[0]}) before the month was published"
@@ -109,29 +148,45 @@ def _tidy_extract(frame: pd.DataFrame) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class MonthData:
-    """Questionnaires of a run: the month to score and the labelled months before it."""
+    """Questionnaires of a run: the month to score and the months before it."""
 
     month: dt.date
     scoring: pd.DataFrame
     """The month's questionnaires, with ``churned`` where outcomes are known."""
     history: pd.DataFrame
     """Labelled questionnaires of earlier months."""
+    earlier: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """Every questionnaire of earlier months, labelled or not, for the batch rules."""
+    faults: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """Cells the loader could not read, of this month and earlier ones."""
+
+
+def _tidy_faults(frame: pd.DataFrame) -> pd.DataFrame:
+    if frame.empty:
+        return pd.DataFrame(columns=[CLIENT_ID, MONTH, "column", "line", "raw_value", "fault"])
+    tidy = frame.copy()
+    tidy[MONTH] = pd.to_datetime(tidy[MONTH]).dt.date
+    tidy["raw_value"] = tidy["raw_value"].fillna("").astype(str)
+    return tidy
 
 
 def extract(engine: Engine, month: dt.date) -> MonthData:
-    """Read the month's questionnaires and all labelled earlier months with COPY."""
+    """Read the month's questionnaires, every earlier month and the load faults with COPY."""
     started = time.perf_counter()
     with engine.connect() as conn:
         scoring = _tidy_extract(db.read_frame(conn, "questionnaires_for_month", {"month": month}))
-        history = _tidy_extract(
-            db.read_frame(conn, "labelled_questionnaires_before", {"month": month})
-        )
+        earlier = _tidy_extract(db.read_frame(conn, "questionnaires_before", {"month": month}))
+        faults = _tidy_faults(db.read_frame(conn, "faults_up_to_month", {"month": month}))
+    history = earlier[earlier[CHURNED].notna()].copy()
+    history[ROW_NUMBER] = np.arange(1, len(history) + 1, dtype="int64")
     logger.info(
-        "extract: %d questionnaires for %s, %d labelled rows of %d earlier month(s) (%.1f s)",
+        "extract: %d questionnaires for %s, %d labelled rows of %d earlier month(s), "
+        "%d unreadable cell(s) from loading (%.1f s)",
         len(scoring),
         format_month(month),
         len(history),
         history[MONTH].nunique(),
+        len(faults),
         time.perf_counter() - started,
     )
     if scoring.empty:
@@ -139,7 +194,7 @@ def extract(engine: Engine, month: dt.date) -> MonthData:
             f"no questionnaires for {format_month(month)} in crm.questionnaires; "
             f"load them first with: gymchurn load-csv FILE --month {format_month(month)}"
         )
-    return MonthData(month, scoring, history)
+    return MonthData(month, scoring, history, earlier, faults)
 
 
 @dataclass(frozen=True)
@@ -154,43 +209,128 @@ class CheckedData:
     """Valid labelled rows the model is trained on."""
     training_report: ValidationReport | None
     """Validation of the earlier months; None in a backtest."""
+    findings: tuple = ()
+    """Batch-rule findings on the month and on the latest labelled month's labels."""
 
 
-def check(data: MonthData, settings: Settings) -> CheckedData:
-    """Validate the month and the history, and decide how the month is scored.
+def _faults_of(data: MonthData, months) -> pd.DataFrame | None:
+    if data.faults.empty:
+        return None
+    return data.faults[data.faults[MONTH].isin(set(months))]
+
+
+def _label_findings(data: MonthData, settings: Settings) -> tuple[list, set]:
+    """Judge the labels of the latest labelled month against the months before it.
+
+    Returns:
+        The findings, and the months whose labels are kept out of training.
+    """
+    if data.history.empty:
+        return [], set()
+    latest = max(data.history[MONTH])
+    before = data.earlier[data.earlier[MONTH] < latest]
+    findings = [
+        finding
+        for finding in batch_rules.check_batch(
+            data.history[data.history[MONTH] == latest],
+            before,
+            labels_confirmed=latest in settings.confirmed_label_months,
+            limits=settings.batch_limits,
+        )
+        if finding.rule == "churned_share"
+    ]
+    blocked = {latest} if batch_rules.blocks_training(findings) else set()
+    return findings, blocked
+
+
+def validate_month(data: MonthData, settings: Settings) -> tuple[list, set, ValidationReport]:
+    """Run the batch rules and the row suite on the month to score.
+
+    Returns:
+        The batch findings (of the month, and of the latest labelled month's
+        labels), the months whose labels are kept out of training, and the
+        month's validation report.
 
     Raises:
-        DataValidationError: a batch rule failed; nothing may be written.
-        NoDataError: there is nothing labelled to train on.
+        DataValidationError: a column or batch rule failed. Its ``findings``
+            attribute lists the batch findings.
     """
     label = format_month(data.month)
     started = time.perf_counter()
-    scoring = validate_questionnaires(
-        data.scoring,
-        dataset=f"questionnaires of {label}",
-        max_invalid_share=settings.max_invalid_share,
+    findings = list(
+        batch_rules.check_batch(
+            data.scoring,
+            data.earlier,
+            labels_confirmed=data.month in settings.confirmed_label_months,
+            limits=settings.batch_limits,
+        )
     )
+    label_findings, blocked = _label_findings(data, settings)
+    findings += label_findings
+    _log_findings(label, findings)
+    if batch_rules.stops_run(findings):
+        try:
+            batch_rules.raise_for_errors(findings, dataset=f"questionnaires of {label}")
+        except DataValidationError as error:
+            error.findings = tuple(findings)
+            raise
+    try:
+        scoring = validate_questionnaires(
+            data.scoring,
+            dataset=f"questionnaires of {label}",
+            max_invalid_share=settings.max_invalid_share,
+            faults=_faults_of(data, [data.month]),
+        )
+    except DataValidationError as error:
+        error.findings = tuple(findings)
+        raise
     _log_report(scoring, started)
-    if not data.history.empty:
+    return findings, blocked, scoring
+
+
+def check(data: MonthData, settings: Settings) -> CheckedData:
+    """Validate the month and the history, run the batch rules, and decide how to score.
+
+    Raises:
+        DataValidationError: a column or batch rule failed; nothing may be written.
+            Its ``findings`` attribute lists the batch findings.
+        NoDataError: there is nothing labelled to train on.
+    """
+    label = format_month(data.month)
+    findings, blocked, scoring = validate_month(data, settings)
+    history = data.history[~data.history[MONTH].isin(blocked)]
+    if not history.empty:
         started = time.perf_counter()
-        history = validate_questionnaires(
-            data.history,
+        history_report = validate_questionnaires(
+            history,
             dataset=f"labelled questionnaires before {label}",
             max_invalid_share=settings.max_invalid_share,
+            faults=_faults_of(data, set(history[MONTH])),
         )
-        _log_report(history, started)
-        return CheckedData(data.month, "forward", scoring, history.valid, history)
+        _log_report(history_report, started)
+        return CheckedData(
+            data.month, "forward", scoring, history_report.valid, history_report, tuple(findings)
+        )
 
     training = scoring.valid[scoring.valid[CHURNED].notna()]
+    if batch_rules.blocks_training(findings) and data.month not in settings.confirmed_label_months:
+        training = training.iloc[:0]
     if training.empty:
         raise NoDataError(
-            f"no labelled questionnaires before {label} and no outcomes for {label}: "
-            "load a file with a Churn column for an earlier month (or this one) first"
+            f"no labelled questionnaires before {label} and no outcomes for {label} that "
+            "can be trained on: load a file with a Churn column for an earlier month "
+            "(or this one) first"
         )
     logger.info(
         "no labelled month before %s: backtest on its own %d outcomes", label, len(training)
     )
-    return CheckedData(data.month, "backtest", scoring, training, None)
+    return CheckedData(data.month, "backtest", scoring, training, None, tuple(findings))
+
+
+def _log_findings(label: str, findings) -> None:
+    for finding in findings:
+        level = logging.ERROR if finding.severity == batch_rules.ERROR else logging.WARNING
+        logger.log(level, "batch rule %s on %s: %s", finding.rule, label, finding.message)
 
 
 def _log_report(report: ValidationReport, started: float) -> None:
@@ -707,6 +847,25 @@ class PublishedRun:
     realised_roc_auc: float | None
 
 
+def document(settings: Settings, run_id: uuid.UUID, checked: CheckedData) -> Path | None:
+    """Build the run's Data Docs from its validation results.
+
+    Returns:
+        The ``index.html`` path, or None when GX could not build them; the run
+        goes on without, because the results are also in ``churn.validation_results``.
+    """
+    reports = [checked.scoring]
+    if checked.training_report is not None:
+        reports.append(checked.training_report)
+    try:
+        path = build_data_docs(reports, _docs_folder(settings, checked.month, run_id))
+    except Exception as error:
+        logger.warning("run %s: Data Docs not built: %s", run_id, error)
+        return None
+    logger.info("validate: Data Docs written to %s", path)
+    return path
+
+
 def publish(
     engine: Engine,
     run_id: uuid.UUID,
@@ -714,6 +873,7 @@ def publish(
     chosen: ChosenModel,
     scores: pd.DataFrame,
     segments: Segmentation,
+    data_docs: Path | None = None,
 ) -> PublishedRun:
     """Replace the month's scores, segments and quarantine in one transaction.
 
@@ -741,6 +901,17 @@ def publish(
             db.execute(conn, name, keys)
         for row in monitoring:
             db.execute(conn, "upsert_monitoring", row)
+        reports = [checked.scoring]
+        if checked.training_report is not None:
+            reports.append(checked.training_report)
+        _write_results(
+            conn,
+            validation_result_rows(
+                month, run_id=run_id, reports=reports, findings=checked.findings
+            ),
+        )
+        if data_docs is not None:
+            db.execute(conn, "set_run_data_docs_path", {"path": str(data_docs), "run_id": run_id})
         n_scores = db.copy_rows(
             conn, "churn.scores", SCORE_COLUMNS, db.frame_rows(table, SCORE_COLUMNS)
         )

@@ -218,3 +218,21 @@ def test_run_without_questionnaires_fails_and_keeps_scores(database, real_data, 
     assert runs["status"].to_list() == ["succeeded", "failed"]
     assert "gymchurn load-csv" in runs["message"].iloc[1]
     assert _frame(database, "SELECT count(*) AS n FROM churn.scores")["n"].iloc[0] == 4000
+
+
+def test_forward_run_records_validation(module_database, forward_run):
+    run = _frame(
+        module_database,
+        "SELECT data_docs_path FROM churn.runs WHERE status = 'succeeded' AND month = '2026-11-01'",
+    ).iloc[0]
+    assert Path(run["data_docs_path"]).is_file()
+    results = _frame(
+        module_database,
+        "SELECT dataset, kind, rule, n_failed FROM churn.validation_results"
+        " WHERE month = '2026-11-01'",
+    )
+    assert {"questionnaires of 2026-11", "labelled questionnaires before 2026-11"} <= set(
+        results["dataset"]
+    )
+    assert "age_in_range" in set(results["rule"])
+    assert (results.loc[results["kind"] == "row", "n_failed"] == 0).all()

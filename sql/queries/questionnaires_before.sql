@@ -5,6 +5,6 @@ SELECT
     q.avg_class_frequency_total, q.avg_class_frequency_current_month,
     o.churned
 FROM crm.questionnaires AS q
-JOIN crm.churn_outcomes AS o USING (client_id, month)
+LEFT JOIN crm.churn_outcomes AS o USING (client_id, month)
 WHERE q.month < %(month)s
 ORDER BY q.month, q.client_id
