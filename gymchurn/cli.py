@@ -77,9 +77,17 @@ def _fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:
 
 def _settings():
     from pydantic import ValidationError
+    from pydantic_settings import SettingsError
 
     try:
         return get_settings()
+    except SettingsError as err:
+        cause = f": {err.__cause__}" if err.__cause__ else ""
+        raise _fail(
+            f"invalid setting (GYMCHURN_* environment variables): {err}{cause}; list "
+            'settings are JSON, for example GYMCHURN_DRIFT_FEATURES=\'["age", "lifetime"]\'',
+            2,
+        ) from None
     except ValidationError as err:
         problems = "; ".join(
             f"{'_'.join(str(part) for part in error['loc']) or 'settings'}: {error['msg']}"
@@ -238,7 +246,10 @@ def models_promote(
         raise _fail(f"cannot promote {version}: {err}") from None
     with engine.begin() as conn:
         steps.promote(conn, version, "promoted by hand with gymchurn models promote")
-    typer.echo(f"{version} is the champion; the next run with --retrain auto or never uses it")
+    typer.echo(
+        f"{version} is the champion; runs with --retrain never score with it, and runs "
+        "with auto keep it until a trigger fires and a challenger matches or beats it"
+    )
 
 
 def _load_summary(file: Path, summary, has_outcomes: bool) -> str:

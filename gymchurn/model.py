@@ -99,6 +99,10 @@ class ModelIntegrityError(RuntimeError):
     """A saved model that must not be loaded: missing, changed or incompatible."""
 
 
+class ModelFileMissingError(ModelIntegrityError):
+    """A registered model whose file is gone; the job retrains it from its rows."""
+
+
 class TunedCalibratedClassifier(ClassifierMixin, BaseEstimator):
     """Binary classifier that picks its settings and calibration by inner cross-validation.
 
@@ -579,8 +583,8 @@ def load(path: Path, expected_sha256: str, expected_sklearn: str) -> Pipeline:
             are not on the allow-list.
     """
     if not path.is_file():
-        raise ModelIntegrityError(
-            f"model file {path} not found; rerun with --retrain always to rebuild it"
+        raise ModelFileMissingError(
+            f"model file {path} not found; the next run that needs it trains it again"
         )
     actual = file_sha256(path)
     if actual != expected_sha256:

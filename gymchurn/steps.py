@@ -497,8 +497,14 @@ def _train_or_reuse(engine: Engine, settings: Settings, checked: CheckedData):
     )
     version = model.version_name(training, fingerprint)
     registered = _registered(engine, version)
-    if registered is not None and checked.mode == "forward":
-        pipeline = _load_registered(registered)
+    missing_file = registered is not None and not Path(registered["artifact_path"]).is_file()
+    if registered is not None and checked.mode == "forward" and not missing_file:
+        try:
+            pipeline = _load_registered(registered)
+        except model.ModelFileMissingError as error:
+            logger.warning("model: %s; training %s again to rebuild it", error, version)
+            missing_file = True
+    if registered is not None and checked.mode == "forward" and not missing_file:
         logger.info(
             "model: loaded %s (%s), already trained on these rows, from %s (%.1f s)",
             version,
@@ -525,7 +531,21 @@ def _train_or_reuse(engine: Engine, settings: Settings, checked: CheckedData):
                 holdout["roc_auc"],
                 holdout["brier"],
             )
-    if registered is None:
+    if missing_file:
+        path, sha256 = model.save(trained, settings.model_dir)
+        with engine.begin() as conn:
+            db.execute(
+                conn,
+                "update_model_artifact",
+                {
+                    "version": version,
+                    "artifact_path": str(path.resolve()),
+                    "artifact_sha256": sha256,
+                    "sklearn_version": sklearn.__version__,
+                },
+            )
+        logger.info("model: rebuilt %s at %s", version, path)
+    elif registered is None:
         path, sha256 = model.save(trained, settings.model_dir)
         if not _register(engine, trained, path, sha256):
             path = Path(_registered(engine, version)["artifact_path"])
@@ -613,12 +633,66 @@ def fit_or_load(
     earlier attempt promoted records the same figures.
     """
     champion = _champion(engine)
-    chosen = _choose_model(engine, settings, checked, retrain, champion)
+    chosen = _model_of_earlier_month(engine, settings, checked, retrain, champion)
+    if chosen is None:
+        chosen = _choose_model(engine, settings, checked, retrain, champion)
     if champion is not None and chosen.version == champion["version"]:
         reference = _drift_reference(checked, champion)
     else:
         reference = _drift_reference(checked, None)
     return replace(chosen, drift=lifecycle.feature_drift(reference, checked.scoring.valid))
+
+
+def _model_of_earlier_month(
+    engine: Engine, settings: Settings, checked: CheckedData, retrain: str, champion: dict | None
+) -> ChosenModel | None:
+    """Score a month that the champion's training has already passed, as it was scored.
+
+    A rerun of an earlier month must not use a model trained on that month's
+    own outcomes or later ones. It loads the model of the month's published
+    run, or else the model trained on exactly the months before it, and
+    changes nothing in the registry.
+
+    Returns:
+        None when the champion was trained only on months before this one.
+    """
+    if champion is None or checked.mode != "forward":
+        return None
+    trained_until = max(dt.date.fromisoformat(str(m)[:10]) for m in champion["training_months"])
+    if trained_until < checked.month:
+        return None
+    with engine.connect() as conn:
+        published = db.execute(conn, "published_model_for_month", {"month": checked.month})
+        version = published.scalar_one_or_none()
+    registered = _registered(engine, version) if version else None
+    reason = (
+        f"earlier month: the champion {champion['version']} was trained on months up to "
+        f"{format_month(trained_until)}"
+    )
+    pipeline = None
+    if registered is not None:
+        try:
+            pipeline = _load_registered(registered)
+        except model.ModelFileMissingError as error:
+            logger.warning("model: %s", error)
+    if pipeline is not None:
+        reason += f", so the month is scored again with {version}, the model of its published run"
+        algorithm, metrics = registered["algorithm"], registered["metrics"]
+    else:
+        version, algorithm, pipeline, metrics, _ = _train_or_reuse(engine, settings, checked)
+        reason += f", so the month is scored with {version}, trained on the months before it"
+    logger.info("model: %s", reason)
+    return ChosenModel(
+        version,
+        algorithm,
+        pipeline,
+        metrics,
+        None,
+        "loaded model of the month",
+        reason,
+        retrain,
+        last_month=_last_month_metrics(engine, checked, settings),
+    )
 
 
 def _choose_model(
@@ -650,8 +724,15 @@ def _choose_model(
         max_calibration_gap=settings.max_calibration_gap,
     )
     common = {"policy": retrain, "drift": drift, "last_month": last_month}
+    champion_pipeline = None
+    if champion is not None:
+        try:
+            champion_pipeline = _load_registered(champion)
+        except model.ModelFileMissingError as error:
+            logger.warning("model: champion %s: %s", champion["version"], error)
+            decision = lifecycle.RetrainDecision(True, f"the champion's file is missing: {error}")
     if not decision.retrain and checked.mode == "forward":
-        pipeline = _load_registered(champion)
+        pipeline = champion_pipeline
         logger.info(
             "model: loaded champion %s (%s): %s (%.1f s)",
             champion["version"],
@@ -672,7 +753,7 @@ def _choose_model(
 
     reason = decision.reason if decision.retrain else f"backtest; {decision.reason}"
     version, algorithm, pipeline, metrics, out_of_fold = _train_or_reuse(engine, settings, checked)
-    if champion is None:
+    if champion is None or champion_pipeline is None:
         logger.info("model: %s is the champion: %s", version, reason)
         return ChosenModel(
             version,
@@ -686,12 +767,12 @@ def _choose_model(
             **common,
         )
     if champion["version"] == version:
-        logger.info("model: %s, the champion, was trained on these rows: %s", version, reason)
+        reason += f"; the model trained on these rows is the champion {version} itself"
+        logger.info("model: %s", reason)
         return ChosenModel(
             version, algorithm, pipeline, metrics, out_of_fold, "loaded champion", reason, **common
         )
 
-    champion_pipeline = _load_registered(champion)
     compared = _compare_on_holdout(checked, metrics, out_of_fold, champion_pipeline)
     if compared is None:
         challenger_auc = metrics["roc_auc"]
@@ -703,6 +784,8 @@ def _choose_model(
         f"challenger {version} ROC-AUC {challenger_auc:.4f}, champion {champion['version']} "
         f"{champion_auc:.4f} on {basis}"
     )
+    if challenger_auc == champion_auc:
+        verdict += "; a tie goes to the challenger, trained on more months"
     if challenger_auc >= champion_auc:
         logger.info("model: %s replaces the champion: %s; %s", version, reason, verdict)
         return ChosenModel(

@@ -248,3 +248,15 @@ def test_models_evaluate_missing_column_rejected():
 
     assert result.exit_code == 1
     assert "avg_class_frequency_current_month" in result.output.lower()
+
+
+def test_list_setting_not_json_rejected(monkeypatch):
+    monkeypatch.setenv("GYMCHURN_DRIFT_FEATURES", "not json")
+    get_settings.cache_clear()
+
+    result = _invoke("models", "list")
+
+    get_settings.cache_clear()
+    assert result.exit_code == 2
+    assert "list settings are JSON" in result.output
+    assert "Traceback" not in result.output

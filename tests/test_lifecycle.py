@@ -4,6 +4,7 @@ import datetime as dt
 import json
 import shutil
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -241,11 +242,58 @@ def test_retrain_never_loads_champion(module_database, simulated_runs):
         module_database, "SELECT version FROM churn.model_versions WHERE status = 'champion'"
     )[0].version
 
-    chosen = _run_month(module_database, FEB, retrain="never")
+    chosen = _run_month(module_database, MAR, retrain="never")
 
     assert chosen.decision == "loaded champion"
     assert chosen.version == champion
     assert chosen.reason == "retrain policy never"
+
+
+def test_rerun_earlier_month_uses_its_model(module_database, simulated_runs):
+    query = (
+        "SELECT client_id, churn_probability FROM churn.scores WHERE month = :month"
+        " ORDER BY client_id"
+    )
+    before = _query(module_database, query, month=FEB)
+    champion = _query(
+        module_database, "SELECT version FROM churn.model_versions WHERE status = 'champion'"
+    )[0].version
+
+    again = _run_month(module_database, FEB)
+
+    assert again.decision == "loaded model of the month"
+    assert again.version == simulated_runs[1].version
+    assert "the model of its published run" in again.reason
+    assert _query(module_database, query, month=FEB) == before
+    after = _query(
+        module_database, "SELECT version FROM churn.model_versions WHERE status = 'champion'"
+    )[0].version
+    assert after == champion
+
+
+def test_missing_champion_file_rebuilt(module_database, simulated_runs):
+    row = _query(
+        module_database,
+        "SELECT version, artifact_path FROM churn.model_versions WHERE status = 'champion'",
+    )[0]
+    query = (
+        "SELECT client_id, churn_probability FROM churn.scores WHERE month = :month"
+        " ORDER BY client_id"
+    )
+    before = _query(module_database, query, month=MAR)
+    Path(row.artifact_path).unlink()
+
+    again = _run_month(module_database, MAR)
+
+    assert "the champion's file is missing" in again.reason
+    rebuilt = _query(
+        module_database,
+        "SELECT artifact_path FROM churn.model_versions WHERE version = :version",
+        version=row.version,
+    )[0].artifact_path
+    assert Path(rebuilt).is_file()
+    assert again.version == row.version
+    assert _query(module_database, query, month=MAR) == before
 
 
 def test_high_tier_clients_have_reasons(module_database, simulated_runs):
