@@ -168,9 +168,12 @@ def models_evaluate(
     import datetime as dt
     import json
 
+    import numpy as np
+
     from gymchurn.evaluation import evaluate_candidates, reliability_plot
     from gymchurn.loader import CsvFormatError, read_questionnaire_csv
     from gymchurn.schema import CHURNED, CLIENT_ID, MONTH
+    from gymchurn.validation import ROW_NUMBER, DataValidationError, validate_questionnaires
 
     settings = _settings()
     try:
@@ -179,12 +182,25 @@ def models_evaluate(
         raise _fail(str(err)) from None
     if loaded.outcomes is None:
         raise _fail(f"{csv_file}: no Churn column; evaluation needs labelled rows")
-    rows = loaded.questionnaires.merge(loaded.outcomes, on=CLIENT_ID).dropna()
-    rows = rows.assign(**{MONTH: dt.date(2000, 1, 1)})
-    skipped = len(loaded.questionnaires) - len(rows)
-    if skipped:
+    frame = loaded.questionnaires.merge(loaded.outcomes, on=CLIENT_ID)
+    frame = frame.assign(**{MONTH: dt.date(2000, 1, 1), ROW_NUMBER: np.arange(1, len(frame) + 1)})
+    try:
+        report = validate_questionnaires(
+            frame,
+            dataset=str(csv_file),
+            max_invalid_share=settings.max_invalid_share,
+            faults=loaded.faults,
+        )
+    except DataValidationError as err:
+        raise _fail(f"{csv_file}: {err}") from None
+    rows = report.valid
+    if len(rows) < len(loaded.questionnaires):
         logger.info(
-            "%s: %d rows without a label or with a missing answer left out", csv_file, skipped
+            "%s: %d rows left out: %d without a label, %d quarantined by the row rules",
+            csv_file,
+            len(loaded.questionnaires) - len(rows),
+            len(loaded.questionnaires) - len(frame),
+            report.n_quarantined,
         )
     counts = rows[CHURNED].value_counts()
     if min(counts.get(True, 0), counts.get(False, 0)) < settings.cv_folds:

@@ -75,7 +75,7 @@ class Settings(BaseSettings):
     history's: their labels are trained on although the label-share rule flags them."""
     row_count_error_band: tuple[float, float] = (0.5, 2.0)
     """Ratios of a month's questionnaires to the previous month's outside which the run
-    stops, as a JSON list; for example [0, 1000] to accept any change."""
+    stops. The environment variable is a JSON list, and [0, 1000] accepts any change."""
     timezone: str = "Europe/Moscow"
     """Business timezone: decides which month a run on a given day scores."""
 

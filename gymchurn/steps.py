@@ -366,7 +366,8 @@ class ChosenModel:
     out_of_fold: pd.Series | None
     """Backtest only: out-of-fold probability by ``client_id``."""
     decision: str
-    """``loaded champion``, ``promoted challenger`` or ``kept champion``."""
+    """``loaded champion``, ``promoted challenger``, ``kept champion`` or
+    ``loaded model of the month`` (a rerun of an earlier month)."""
     reason: str
     """Reasons the run retrained or not, and the challenger's comparison with the champion."""
     policy: str
@@ -487,8 +488,8 @@ def _train_or_reuse(engine: Engine, settings: Settings, checked: CheckedData):
     """Train on the run's labelled rows, or load the version already trained on them.
 
     Returns:
-        The trained model (None when loaded), the version, the algorithm, the
-        fitted pipeline, its metrics and the backtest's out-of-fold scores.
+        The version, the algorithm, the fitted pipeline, its metrics, and the
+        backtest's out-of-fold scores by client id (None in a forward run).
     """
     started = time.perf_counter()
     training = checked.training

@@ -260,3 +260,16 @@ def test_list_setting_not_json_rejected(monkeypatch):
     assert result.exit_code == 2
     assert "list settings are JSON" in result.output
     assert "Traceback" not in result.output
+
+
+def test_models_evaluate_leaves_out_quarantined(tmp_path, real_data):
+    rows = pd.read_csv(real_data)
+    rows.loc[:99, "Age"] = 240
+    damaged = tmp_path / "damaged.csv"
+    rows.to_csv(damaged, index=False)
+
+    result = _invoke("models", "evaluate", "--csv", str(damaged))
+
+    assert result.exit_code == 0, result.output
+    assert "3900 labelled rows" in result.stdout
+    assert "100 quarantined by the row rules" in result.stderr
