@@ -15,6 +15,8 @@ from gymchurn import steps
 from gymchurn.loader import CsvFormatError, load_questionnaire_file, read_questionnaire_csv
 from gymchurn.schema import parse_month
 from gymchurn.settings import get_settings
+from gymchurn.simulation.simulator import ClientSimulator
+from gymchurn.simulation.store import write_simulation
 from gymchurn.validation import DataValidationError
 from tests.conftest import CASES
 
@@ -198,3 +200,28 @@ def test_mostly_broken_month_fails_validation(cases_database, tmp_path):
         run=run_id,
     )
     assert "month_to_end_contract_within_contract_period" in set(results["rule"])
+
+
+def test_inverted_labels_kept_out_until_confirmed(database, monkeypatch):
+    start = parse_month("2026-01")
+    write_simulation(database, ClientSimulator(1_500, seed=4), start, 3)
+    with database.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE crm.churn_outcomes SET churned = NOT churned WHERE month = :m"),
+            {"m": parse_month("2026-02")},
+        )
+    march = parse_month("2026-03")
+
+    checked = steps.check(steps.extract(database, march), get_settings())
+
+    assert set(checked.training["month"]) == {start}
+    blocked = [f for f in checked.findings if f.severity == "block_training"]
+    assert blocked
+    assert "GYMCHURN_CONFIRM_LABELS" in blocked[0].message
+
+    monkeypatch.setenv("GYMCHURN_CONFIRM_LABELS", "2026-02")
+    get_settings.cache_clear()
+    confirmed = steps.check(steps.extract(database, march), get_settings())
+    get_settings.cache_clear()
+
+    assert set(confirmed.training["month"]) == {start, parse_month("2026-02")}
