@@ -8,7 +8,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from gymchurn import db, runtime, steps
+from gymchurn import db, registry, runtime, steps
 from gymchurn.schema import format_month, parse_month
 from gymchurn.settings import get_settings
 from gymchurn.validation import DataValidationError
@@ -40,7 +40,7 @@ def validate(data, settings):
 
 @task(cache_policy=NO_CACHE)
 def train_or_load_model(engine, settings, checked, retrain):
-    return steps.fit_or_load(engine, settings, checked, retrain)
+    return registry.fit_or_load(engine, settings, checked, retrain)
 
 
 @task(cache_policy=NO_CACHE)

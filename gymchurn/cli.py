@@ -249,7 +249,7 @@ def models_promote(
     version: Annotated[str, typer.Argument(help="Model version to make the champion.")],
 ) -> None:
     """Make a registered version the champion after checking its file; retire the others."""
-    from gymchurn import db, model, steps
+    from gymchurn import db, model, registry
 
     engine = _engine()
     with engine.connect() as conn:
@@ -261,7 +261,7 @@ def models_promote(
     except model.ModelIntegrityError as err:
         raise _fail(f"cannot promote {version}: {err}") from None
     with engine.begin() as conn:
-        steps.promote(conn, version, "promoted by hand with gymchurn models promote")
+        registry.promote(conn, version, "promoted by hand with gymchurn models promote")
     typer.echo(
         f"{version} is the champion; runs with --retrain never score with it, and runs "
         "with auto keep it until a trigger fires and a challenger matches or beats it"

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from gymchurn import steps
+from gymchurn import registry, steps
 from gymchurn.loader import CsvFormatError, load_questionnaire_file, read_questionnaire_csv
 from gymchurn.schema import parse_month
 from gymchurn.settings import get_settings
@@ -45,7 +45,7 @@ def _score_case(engine, name: str) -> uuid.UUID:
         steps.record_validation_failure(engine, run_id, MONTH, error, settings)
         steps.fail_run(engine, run_id, error)
         raise
-    chosen = steps.fit_or_load(engine, settings, checked)
+    chosen = registry.fit_or_load(engine, settings, checked)
     scores = steps.score(chosen, checked, settings)
     segments = steps.segment(checked, settings)
     steps.publish(engine, run_id, checked, chosen, scores, segments)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from gymchurn import lifecycle, steps
+from gymchurn import lifecycle, registry, steps
 from gymchurn.settings import get_settings
 from gymchurn.simulation.simulator import ClientSimulator
 from gymchurn.simulation.store import write_simulation
@@ -119,12 +119,12 @@ def test_decide_always_retrains():
     assert decision.reason.startswith("retrain policy always")
 
 
-def _run_month(engine, month: dt.date, retrain: str = "auto") -> steps.ChosenModel:
+def _run_month(engine, month: dt.date, retrain: str = "auto") -> registry.ChosenModel:
     settings = get_settings()
     run_id = uuid.uuid4()
     steps.start_run(engine, run_id, month)
     checked = steps.check(steps.extract(engine, month), settings)
-    chosen = steps.fit_or_load(engine, settings, checked, retrain)
+    chosen = registry.fit_or_load(engine, settings, checked, retrain)
     scores = steps.score(chosen, checked, settings)
     steps.publish(engine, run_id, checked, chosen, scores, steps.segment(checked, settings))
     return chosen
@@ -311,7 +311,7 @@ def test_high_tier_clients_have_reasons(module_database, simulated_runs):
     assert any(phrase.startswith("visits fell from") for phrase in phrases)
 
 
-def _scenario_runs(engine, scenario: str) -> list[steps.ChosenModel]:
+def _scenario_runs(engine, scenario: str) -> list[registry.ChosenModel]:
     start = dt.date(2026, 1, 1)
     simulator = ClientSimulator(
         3_000, seed=3, scenario=scenario, scenario_start=dt.date(2026, 4, 1)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from gymchurn import model, steps
+from gymchurn import model, registry, steps
 from gymchurn.loader import read_questionnaire_csv
 from gymchurn.settings import Settings
 
@@ -25,8 +25,8 @@ def test_register_same_version_twice_keeps_first(database, trained, tmp_path):
     first_path, first_sha = model.save(trained, tmp_path)
     second_path, second_sha = model.save(trained, tmp_path)
 
-    assert steps._register(database, trained, first_path, first_sha) is True
-    assert steps._register(database, trained, second_path, second_sha) is False
+    assert registry._register(database, trained, first_path, first_sha) is True
+    assert registry._register(database, trained, second_path, second_sha) is False
 
     assert first_path.exists()
     assert not second_path.exists()
