@@ -24,6 +24,7 @@ from gymchurn.schema import CHURNED, CLIENT_ID, FEATURES, MONTH, format_month
 from gymchurn.segments import CLUSTER_ID, Segmentation, segment_clients
 from gymchurn.settings import Settings
 from gymchurn.validation import (
+    FAILED_VALUES,
     RESULT_COLUMNS,
     ROW_NUMBER,
     DataValidationError,
@@ -164,7 +165,6 @@ def _tidy_faults(frame: pd.DataFrame) -> pd.DataFrame:
     if frame.empty:
         return pd.DataFrame(columns=[CLIENT_ID, MONTH, "column", "line", "raw_value", "fault"])
     tidy = frame.copy()
-    tidy[MONTH] = pd.to_datetime(tidy[MONTH]).dt.date
     tidy["raw_value"] = tidy["raw_value"].fillna("").astype(str)
     return tidy
 
@@ -175,7 +175,9 @@ def extract(engine: Engine, month: dt.date) -> MonthData:
     with engine.connect() as conn:
         scoring = _tidy_extract(db.read_frame(conn, "questionnaires_for_month", {"month": month}))
         earlier = _tidy_extract(db.read_frame(conn, "questionnaires_before", {"month": month}))
-        faults = _tidy_faults(db.read_frame(conn, "faults_up_to_month", {"month": month}))
+        # Not through COPY and read_csv, which would read a raw 'NaN' as a float.
+        result = db.execute(conn, "faults_up_to_month", {"month": month})
+        faults = _tidy_faults(pd.DataFrame(result.fetchall(), columns=list(result.keys())))
     history = earlier[earlier[CHURNED].notna()].copy()
     history[ROW_NUMBER] = np.arange(1, len(history) + 1, dtype="int64")
     logger.info(
@@ -452,7 +454,15 @@ def _quarantine_rows(report: ValidationReport, run_id: uuid.UUID, dataset: str):
             dataset,
             json.dumps(data),
             list(row["failed_rules"]),
+            json.dumps(row.get(FAILED_VALUES) or {}, default=_json_value),
         ]
+
+
+def _json_value(value):
+    # numpy scalars and dates in the failing values.
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
 
 
 @dataclass(frozen=True)
@@ -647,7 +657,15 @@ SCORE_COLUMNS = [
     "reasons",
 ]
 CLUSTER_COLUMNS = ["month", CLUSTER_ID, "size", "churn_rate", *FEATURES, "run_id"]
-QUARANTINE_COLUMNS = ["run_id", "month", CLIENT_ID, "dataset", "row_data", "failed_rules"]
+QUARANTINE_COLUMNS = [
+    "run_id",
+    "month",
+    CLIENT_ID,
+    "dataset",
+    "row_data",
+    "failed_rules",
+    "failed_values",
+]
 
 
 def deliver(engine: Engine, settings: Settings, run: PublishedRun) -> Path:

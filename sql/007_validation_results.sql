@@ -20,3 +20,7 @@ COMMENT ON TABLE churn.validation_results IS
     'Outcome of every validation rule and batch rule of each run: failed rows, share, examples of failing clients and values.';
 
 ALTER TABLE churn.runs ADD COLUMN IF NOT EXISTS data_docs_path text;
+
+-- The value each broken rule found in each column, with the raw text of a
+-- cell the loader could not read.
+ALTER TABLE churn.quarantine ADD COLUMN IF NOT EXISTS failed_values jsonb;

@@ -128,6 +128,12 @@ def test_unreadable_lifetime_names_raw_value(cases_database):
 
     held = _quarantine(cases_database, run_id)
     assert "lifetime_parseable" in held[17]
+    values = _frame(
+        cases_database,
+        "SELECT failed_values FROM churn.quarantine WHERE run_id = :run AND client_id = 17",
+        run=run_id,
+    )["failed_values"].iloc[0]
+    assert values["lifetime_parseable"]["lifetime"] == "NaN"
     stored = _frame(
         cases_database,
         "SELECT count(*) AS n FROM crm.questionnaires WHERE month = :m AND lifetime IS NULL",
