@@ -379,7 +379,8 @@ def _describe_visits(since_first_visit: float, last_month: float) -> str:
     now = f"{last_month:.1f}"
     if float(now) < float(before):
         return f"visits fell from {before} to {now} a week"
-    return f"{now} visits a week last month"
+    # Not a drop: the factor pushes the risk up because the rate is low.
+    return f"only {now} visits a week last month"
 
 
 def _describe_contract(period: float, months_left: float) -> str:

@@ -359,8 +359,8 @@ def test_format_count(count, unit, expected):
     [
         ("visits", (2.1, 0.4), "visits fell from 2.1 to 0.4 a week"),
         ("visits", (2.04, 0.0), "visits fell from 2.0 to 0.0 a week"),
-        ("visits", (1.04, 1.02), "1.0 visits a week last month"),
-        ("visits", (0.8, 1.26), "1.3 visits a week last month"),
+        ("visits", (1.04, 1.02), "only 1.0 visits a week last month"),
+        ("visits", (0.8, 1.26), "only 1.3 visits a week last month"),
         ("contract", (1, 1), "1-month contract"),
         ("contract", (6, 6), "6-month contract"),
         ("contract", (12, 1), "12-month contract ends in 1 month"),
