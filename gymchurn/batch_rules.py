@@ -242,8 +242,8 @@ def check_new_values(questionnaires: pd.DataFrame, history: pd.DataFrame) -> lis
         n_new = int(is_new.sum())
         message = (
             f"{column}: value(s) {value_text} in {n_new} row(s) never appeared in an earlier "
-            f"month (seen: {seen_text}). The rows are scored, but the model never trained "
-            "on these values."
+            f"month (seen: {seen_text}). Rows whose value breaks a row rule are "
+            "quarantined; the others are scored, but the model never trained on these values."
         )
         findings.append(
             Finding(

@@ -490,13 +490,23 @@ def simulate(
     _simulate_into(_engine(), simulator, first, months, replace)
 
 
+def _example_value(rule, value) -> str:
+    if isinstance(value, tuple) and len(value) == len(rule.columns):
+        return ", ".join(
+            f"{column} {item!r}" for column, item in zip(rule.columns, value, strict=True)
+        )
+    return repr(value)
+
+
 def _print_validation(report, findings) -> bool:
     """Print the failing rules and findings; return True when the batch passes."""
     failing = [rule for rule in report.rules if rule.n_failed] if report is not None else []
     for finding in findings:
         typer.echo(f"batch  {finding.severity:<14} {finding.rule}: {finding.message}")
     for rule in failing:
-        examples = ", ".join(f"client {client}: {value}" for client, value in rule.examples)
+        examples = ", ".join(
+            f"client {client}: {_example_value(rule, value)}" for client, value in rule.examples
+        )
         typer.echo(
             f"row    {rule.severity:<14} {rule.rule}: {rule.n_failed} row(s) "
             f"({rule.description}); for example {examples}"
@@ -540,7 +550,9 @@ def validate(
         validate_questionnaires,
     )
 
-    if (file is None) == (month is None):
+    if file is None and month is None:
+        raise _fail("give a FILE to check, or --month YYYY-MM for a loaded month", 2)
+    if file is not None and month is not None:
         raise _fail("give a FILE or --month YYYY-MM, not both", 2)
     settings = _settings()
     report, findings, error = None, [], None

@@ -397,6 +397,17 @@ def _check_row_widths(path: Path, records: list[tuple[int, list[str]]], n_column
             )
 
 
+def _check_repeated_header(path: Path, header_fields: list[str], records) -> None:
+    """Reject a data line that repeats the header, as two joined exports have."""
+    expected = [cell.strip().lower() for cell in header_fields]
+    for line, fields in records:
+        if [cell.strip().lower() for cell in fields] == expected:
+            raise CsvFormatError(
+                f"{path}: line {line} repeats the header line, so the file looks like two "
+                "exports joined together; delete that line, or load the parts as separate files"
+            )
+
+
 def _build_table(records: list[tuple[int, list[str]]], n_columns: int) -> pd.DataFrame:
     """Return the data records as text cells, columns by position, indexed by file line."""
     lines = pd.Index([line for line, _ in records], name="line")
@@ -579,6 +590,7 @@ def read_questionnaire_csv(path: Path) -> QuestionnaireFile:
         raise CsvFormatError(f"{path}: empty file (no fields); expected a CSV header and data rows")
     header = _map_header(path, *records[0], decoded)
     _check_row_widths(path, records[1:], len(header.names))
+    _check_repeated_header(path, records[0][1], records[1:])
     if len(records) == 1:
         raise CsvFormatError(f"{path}: no data rows, only a header; nothing to load")
     table = _build_table(records[1:], len(header.names))

@@ -112,6 +112,16 @@ class Settings(BaseSettings):
             parse_month(text)
         return value
 
+    @field_validator("row_count_error_band")
+    @classmethod
+    def _check_band(cls, value: tuple[float, float]) -> tuple[float, float]:
+        low, high = value
+        if not 0 <= low < high:
+            raise ValueError(
+                f"invalid band {list(value)}: expected [low, high] with 0 <= low < high"
+            )
+        return value
+
     @property
     def confirmed_label_months(self) -> set:
         """The months of ``confirm_labels`` as dates."""

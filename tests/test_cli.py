@@ -273,3 +273,21 @@ def test_models_evaluate_leaves_out_quarantined(tmp_path, real_data):
     assert result.exit_code == 0, result.output
     assert "3900 labelled rows" in result.stdout
     assert "100 quarantined by the row rules" in result.stderr
+
+
+def test_reversed_row_count_band_rejected(monkeypatch):
+    monkeypatch.setenv("GYMCHURN_ROW_COUNT_ERROR_BAND", "[2.0, 0.5]")
+    get_settings.cache_clear()
+
+    result = _invoke("models", "list")
+
+    get_settings.cache_clear()
+    assert result.exit_code == 2
+    assert "0 <= low < high" in result.output
+
+
+def test_validate_without_arguments_rejected():
+    result = _invoke("validate")
+
+    assert result.exit_code == 2
+    assert "give a FILE to check, or --month" in result.output

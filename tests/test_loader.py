@@ -961,3 +961,12 @@ def test_upgrade_twice_keeps_faults(database):
     db.upgrade(database)
 
     assert _count(database, "crm.questionnaire_faults") == 4
+
+
+def test_repeated_header_line_rejected(tmp_path):
+    lines = (CASES / "00_clean_reference.csv").read_text().splitlines()
+    joined = tmp_path / "joined.csv"
+    joined.write_text("\n".join([*lines[:11], lines[0], *lines[11:]]) + "\n")
+
+    with pytest.raises(CsvFormatError, match="line 12 repeats the header line"):
+        read_questionnaire_csv(joined)
