@@ -1,6 +1,6 @@
 """Decide when to retrain, and measure how the model and its inputs drift.
 
-Pure functions: the steps in :mod:`gymchurn.steps` read the registry and
+Pure functions: :mod:`gymchurn.registry` and :mod:`gymchurn.steps` read the registry and
 the questionnaires, and pass the values in.
 """
 
