@@ -161,8 +161,9 @@ def check_row_count(
     if not low <= ratio <= high:
         message = (
             f"{text}, outside the allowed {low:.2f}x to {high:.2f}x. Check that the "
-            "export is complete and was loaded once. If the change is real, widen "
-            "row_count_error_band and rerun."
+            "export is complete and was loaded once. If the change is real, widen the "
+            "band with GYMCHURN_ROW_COUNT_ERROR_BAND (a JSON list, for example [0, 1000]) "
+            "and rerun."
         )
         return [Finding("row_count", ERROR, message, numbers=numbers)]
     low, high = limits.row_count_warning_band

@@ -269,12 +269,6 @@ def validate_month(data: MonthData, settings: Settings) -> tuple[list, set, Vali
     label_findings, blocked = _label_findings(data, settings)
     findings += label_findings
     _log_findings(label, findings)
-    if batch_rules.stops_run(findings):
-        try:
-            batch_rules.raise_for_errors(findings, dataset=f"questionnaires of {label}")
-        except DataValidationError as error:
-            error.findings = tuple(findings)
-            raise
     try:
         scoring = validate_questionnaires(
             data.scoring,
@@ -286,6 +280,16 @@ def validate_month(data: MonthData, settings: Settings) -> tuple[list, set, Vali
         error.findings = tuple(findings)
         raise
     _log_report(scoring, started)
+    if batch_rules.stops_run(findings):
+        # The row suite ran first, so that the rejection's Data Docs and
+        # quarantine count describe the month's rows too.
+        try:
+            batch_rules.raise_for_errors(findings, dataset=f"questionnaires of {label}")
+        except DataValidationError as error:
+            error.findings = tuple(findings)
+            error.report = scoring
+            error.gx_results = scoring.gx_results
+            raise
     return findings, blocked, scoring
 
 

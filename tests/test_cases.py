@@ -231,3 +231,39 @@ def test_inverted_labels_kept_out_until_confirmed(database, monkeypatch):
     get_settings.cache_clear()
 
     assert set(confirmed.training["month"]) == {start, parse_month("2026-02")}
+
+
+def test_row_count_stop_keeps_docs_and_counts(database, real_data, monkeypatch):
+    # The module's widened band must not apply here.
+    monkeypatch.delenv("GYMCHURN_ROW_COUNT_ERROR_BAND", raising=False)
+    get_settings.cache_clear()
+    load_questionnaire_file(database, read_questionnaire_csv(real_data), HISTORY)
+    load_questionnaire_file(
+        database, read_questionnaire_csv(CASES / "03_age_out_of_range.csv"), MONTH
+    )
+    settings = get_settings()
+    run_id = uuid.uuid4()
+    steps.start_run(database, run_id, MONTH)
+
+    with pytest.raises(DataValidationError, match="GYMCHURN_ROW_COUNT_ERROR_BAND") as raised:
+        steps.check(steps.extract(database, MONTH), settings)
+    steps.record_validation_failure(database, run_id, MONTH, raised.value, settings)
+    steps.fail_run(database, run_id, raised.value, {"rows_read": 20})
+    get_settings.cache_clear()
+
+    run = _frame(
+        database,
+        "SELECT status, rows_quarantined, data_docs_path FROM churn.runs WHERE run_id = :run",
+        run=run_id,
+    ).iloc[0]
+    assert run["status"] == "failed_validation"
+    assert run["rows_quarantined"] == 2
+    assert run["data_docs_path"].endswith("index.html")
+    rules = set(
+        _frame(
+            database,
+            "SELECT rule FROM churn.validation_results WHERE run_id = :run AND kind = 'batch'",
+            run=run_id,
+        )["rule"]
+    )
+    assert "row_count" in rules
