@@ -125,8 +125,8 @@ def _load_registered(registered: dict):
 
 
 def _months_of(frame: pd.DataFrame, months) -> pd.DataFrame:
-    wanted = {dt.date.fromisoformat(str(m)[:10]) for m in months}
-    return frame[frame[MONTH].isin(wanted)]
+    selected = {dt.date.fromisoformat(str(m)[:10]) for m in months}
+    return frame[frame[MONTH].isin(selected)]
 
 
 def _drift_reference(checked: CheckedData, champion: dict | None) -> pd.DataFrame:
@@ -314,10 +314,11 @@ def fit_or_load(
     chosen = _model_of_earlier_month(engine, settings, checked, retrain, champion)
     if chosen is None:
         chosen = _choose_model(engine, settings, checked, retrain, champion)
-    if champion is not None and chosen.version == champion["version"]:
-        reference = _drift_reference(checked, champion)
-    else:
-        reference = _drift_reference(checked, None)
+    same = champion is not None and chosen.version == champion["version"]
+    if same and chosen.drift:
+        # _choose_model measured it against the champion's latest training month.
+        return chosen
+    reference = _drift_reference(checked, champion if same else None)
     return replace(chosen, drift=lifecycle.feature_drift(reference, checked.scoring.valid))
 
 
@@ -431,8 +432,8 @@ def _choose_model(
 
     reason = decision.reason if decision.retrain else f"backtest; {decision.reason}"
     version, algorithm, pipeline, metrics, out_of_fold = _train_or_reuse(engine, settings, checked)
-    if champion is None or champion_pipeline is None:
-        logger.info("model: %s is the champion: %s", version, reason)
+
+    def promoted(text: str) -> ChosenModel:
         return ChosenModel(
             version,
             algorithm,
@@ -440,10 +441,14 @@ def _choose_model(
             metrics,
             out_of_fold,
             "promoted challenger",
-            reason,
+            text,
             promote=True,
             **common,
         )
+
+    if champion is None or champion_pipeline is None:
+        logger.info("model: %s is the champion: %s", version, reason)
+        return promoted(reason)
     if champion["version"] == version:
         reason += f"; the model trained on these rows is the champion {version} itself"
         logger.info("model: %s", reason)
@@ -466,17 +471,7 @@ def _choose_model(
         verdict += "; a tie goes to the challenger, trained on more months"
     if challenger_auc >= champion_auc:
         logger.info("model: %s replaces the champion: %s; %s", version, reason, verdict)
-        return ChosenModel(
-            version,
-            algorithm,
-            pipeline,
-            metrics,
-            out_of_fold,
-            "promoted challenger",
-            f"{reason}; {verdict}",
-            promote=True,
-            **common,
-        )
+        return promoted(f"{reason}; {verdict}")
     logger.info("model: champion %s kept: %s; %s", champion["version"], reason, verdict)
     if out_of_fold is not None:
         # The backtest publishes the champion's scores, not the challenger's.

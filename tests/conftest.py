@@ -123,7 +123,7 @@ def real_data() -> Path:
 def pytest_sessionfinish(session, exitstatus):
     """Remove the session's folder of Prefect files and model files.
 
-    Kept when it holds the embedded PostgreSQL, which stops only when this
+    Kept when it contains the embedded PostgreSQL, which stops only when this
     process exits, or when GYMCHURN_TEST_HOME chose the folder.
     """
     default = Path(f"/tmp/gymchurn-test-{os.getpid()}")
