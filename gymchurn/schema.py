@@ -73,3 +73,20 @@ def parse_month(text: str) -> dt.date:
 def format_month(month: dt.date) -> str:
     """Format a month as ``YYYY-MM``."""
     return f"{month.year:04d}-{month.month:02d}"
+
+# Plain names of the features, for reports and tables people read.
+FEATURE_LABELS = {
+    "gender": "gender",
+    "near_location": "lives or works near the club",
+    "partner": "partner company employee",
+    "promo_friends": "came through a friend's promo code",
+    "phone": "gave a phone number",
+    "contract_period": "contract length, months",
+    "group_visits": "attends group classes",
+    "age": "age",
+    "avg_additional_charges_total": "spending on other services",
+    "month_to_end_contract": "months left on the contract",
+    "lifetime": "months since the first visit",
+    "avg_class_frequency_total": "visits a week since the first visit",
+    "avg_class_frequency_current_month": "visits a week last month",
+}

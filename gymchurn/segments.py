@@ -1,23 +1,84 @@
-"""Client segments: k-means on standardised answers.
+"""Client portraits: k-means segments of the month's clients, with stable ids and names.
 
-The segment model is fitted on the labelled questionnaires, so each segment
-has a churn rate, and then assigns the month's clients. Segment ids are
-ordered by that churn rate, 0 the most loyal, so the same seed and data give
-the same ids.
+Each month the segments are fitted afresh on that month's clients:
+
+1. The 13 answers are standardised and k-means (fixed seed) splits the
+   clients into ``n_clusters`` segments. Rows are sorted by ``client_id``
+   first, so the same clients in any order give the same segments. Past
+   ``MAX_FIT_ROWS`` clients the centroids are fitted on a sample and every
+   client is then assigned to the nearest one.
+2. Segments stay stable from month to month. With an earlier month, k-means
+   also starts from that month's segment means and keeps that fit unless a
+   fresh one is tighter by more than ``WARM_START_TOLERANCE``. The month's
+   centroids are then matched to the earlier segment means with the
+   Hungarian method on their distance in this month's standard units, and
+   each takes the id of its match. With no earlier month the ids follow the
+   churn rate, 0 the most loyal segment.
+3. Each segment gets a profile (size, churn rate, mean answers, and how far
+   each mean lies from the whole base in standard deviations) and a plain
+   name built from the traits that set it apart most.
+
+The silhouette score over a range of segment counts and a Ward linkage of a
+sample are computed alongside, so that the report can show whether the
+chosen number of segments fits the data.
 """
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.cluster.hierarchy import linkage as ward_linkage
+from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import KMeans
-from sklearn.pipeline import Pipeline
+from sklearn.metrics import silhouette_score
 from sklearn.preprocessing import StandardScaler
 
 from gymchurn.model import feature_matrix
-from gymchurn.schema import CHURNED, CLIENT_ID, FEATURES
+from gymchurn.schema import BINARY_FEATURES, CHURNED, CLIENT_ID, FEATURE_LABELS, FEATURES
+
+logger = logging.getLogger(__name__)
 
 CLUSTER_ID = "cluster_id"
+
+MAX_FIT_ROWS = 100_000
+"""Clients k-means is fitted on at most; the others are assigned to the nearest centroid."""
+SILHOUETTE_RANGE = range(2, 9)
+SILHOUETTE_SAMPLE = 2_000
+LINKAGE_SAMPLE = 1_000
+NAME_TRAITS = 3
+"""Traits a segment's name is built from."""
+WARM_START_TOLERANCE = 0.05
+"""How much looser than a fresh fit k-means started from last month's segments may be."""
+MAX_TRAITS = 4
+"""Traits a segment's profile lists at most."""
+MIN_TRAIT_DISTANCE = 0.3
+"""Distance from the base mean, in standard deviations, below which a feature is no trait."""
+
+# Features measured together: a name uses at most one of each group.
+_TRAIT_GROUPS = {
+    "contract_period": "contract",
+    "month_to_end_contract": "contract",
+    "avg_class_frequency_total": "visits",
+    "avg_class_frequency_current_month": "visits",
+}
+
+# (phrase when the segment's mean is below the base's, phrase when above).
+# Gender is left out: it is no reason to treat a client differently.
+_TRAIT_PHRASES = {
+    "near_location": ("live or work far away", "live or work nearby"),
+    "partner": ("no partner discount", "partner employees"),
+    "promo_friends": ("came without a friend", "came with a friend"),
+    "phone": ("no phone number", "gave a phone number"),
+    "contract_period": ("short contracts", "long contracts"),
+    "group_visits": ("no group classes", "group classes"),
+    "age": ("younger", "older"),
+    "avg_additional_charges_total": ("spend little on extras", "spend more on extras"),
+    "month_to_end_contract": ("contract ends soon", "many months left on contract"),
+    "lifetime": ("new members", "long-standing members"),
+    "avg_class_frequency_total": ("rare visitors", "frequent visitors"),
+    "avg_class_frequency_current_month": ("rare visits last month", "frequent visits last month"),
+}
 
 
 @dataclass(frozen=True)
@@ -25,64 +86,265 @@ class Segmentation:
     """Segments of one month."""
 
     assignments: pd.DataFrame
-    """One row a scored client: ``client_id``, ``cluster_id``."""
+    """One row a client: ``client_id``, ``cluster_id``."""
     profiles: pd.DataFrame
-    """One row a segment: ``cluster_id``, ``size``, ``churn_rate`` and the mean of each feature."""
+    """One row a segment: ``cluster_id``, ``name``, ``size``, ``share``, ``churn_rate``,
+    the mean of each feature, and ``traits`` (what sets it apart, strongest first)."""
+    differences: pd.DataFrame
+    """Index ``cluster_id``, one column a feature: the segment's mean minus the base's,
+    in standard deviations of the base."""
+    silhouette: pd.DataFrame
+    """``n_clusters`` and ``silhouette`` of k-means on a sample, for each count tried."""
+    linkage: np.ndarray
+    """Ward linkage of a sample of standardised clients, for a dendrogram."""
+    matched: bool
+    """True when the ids were matched to an earlier month's segments."""
 
 
-def fit_segments(
-    labelled: pd.DataFrame, *, n_clusters: int, seed: int
-) -> tuple[Pipeline, np.ndarray]:
-    """Fit k-means on the labelled clients' standardised answers.
+def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.sort_values(CLIENT_ID, kind="stable").reset_index(drop=True)
+
+
+def _sample(n_rows: int, size: int, seed: int) -> np.ndarray:
+    if n_rows <= size:
+        return np.arange(n_rows)
+    return np.sort(np.random.default_rng(seed).choice(n_rows, size=size, replace=False))
+
+
+def silhouette_by_count(standardised: np.ndarray, *, seed: int, counts=SILHOUETTE_RANGE):
+    """Silhouette score of k-means with each number of segments, on a sample.
 
     Returns:
-        The fitted pipeline and, for each raw k-means label, its ordered id.
+        A frame of ``n_clusters`` and ``silhouette``; counts that need more
+        clients than the sample has are left out.
     """
-    if len(labelled) < n_clusters:
-        raise ValueError(
-            f"{n_clusters} segments need at least {n_clusters} clients; found {len(labelled)}"
-        )
-    pipeline = Pipeline(
-        [
-            ("scale", StandardScaler()),
-            ("cluster", KMeans(n_clusters=n_clusters, n_init=10, random_state=seed)),
-        ]
+    sample = standardised[_sample(len(standardised), SILHOUETTE_SAMPLE, seed)]
+    distinct = len(np.unique(sample, axis=0))
+    rows = []
+    for k in counts:
+        if k >= distinct:
+            break
+        labels = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(sample)
+        rows.append({"n_clusters": k, "silhouette": float(silhouette_score(sample, labels))})
+    return pd.DataFrame(rows, columns=["n_clusters", "silhouette"])
+
+
+def choose_count(silhouette: pd.DataFrame, requested: int | str) -> int:
+    """Return ``requested``, or with ``"auto"`` the count of the highest silhouette score."""
+    if requested != "auto":
+        return int(requested)
+    if silhouette.empty:
+        return 1
+    best = silhouette.sort_values(["silhouette", "n_clusters"], ascending=[False, True])
+    return int(best["n_clusters"].iloc[0])
+
+
+def _match_ids(
+    centroids: np.ndarray, previous: pd.DataFrame, scaler: StandardScaler
+) -> np.ndarray | None:
+    """Give each centroid the id of the nearest earlier segment, one to one.
+
+    Returns:
+        The id of each centroid, or None when there is no earlier segment.
+        Centroids left over when this month has more segments get ids above
+        the earlier ones.
+    """
+    previous = previous.dropna(subset=FEATURES)
+    if previous.empty:
+        return None
+    earlier = scaler.transform(previous[FEATURES].to_numpy(dtype="float64"))
+    cost = np.linalg.norm(centroids[:, None, :] - earlier[None, :, :], axis=2)
+    rows, cols = linear_sum_assignment(cost)
+    ids = np.full(len(centroids), -1, dtype="int64")
+    ids[rows] = previous[CLUSTER_ID].to_numpy(dtype="int64")[cols]
+    spare = iter(range(int(previous[CLUSTER_ID].max()) + 1, 10_000))
+    for position in np.flatnonzero(ids < 0):
+        ids[position] = next(spare)
+    return ids
+
+
+def _fit_kmeans(
+    standardised: np.ndarray, k: int, seed: int, previous, scaler: StandardScaler
+) -> KMeans:
+    """Fit k-means, starting from the earlier month's segments when that fits as well.
+
+    Started from last month's means, k-means keeps each segment's clients
+    together where the data allows; the fresh fit with ``n_init`` random
+    starts is kept instead when it is tighter by more than ``WARM_START_TOLERANCE``.
+    """
+    fresh = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(standardised)
+    earlier = None if previous is None else previous.dropna(subset=FEATURES)
+    if earlier is None or len(earlier) != k:
+        return fresh
+    start = scaler.transform(earlier[FEATURES].to_numpy(dtype="float64"))
+    warm = KMeans(n_clusters=k, init=start, n_init=1, random_state=seed).fit(standardised)
+    if warm.inertia_ <= fresh.inertia_ * (1 + WARM_START_TOLERANCE):
+        return warm
+    logger.info(
+        "segment: last month's segments no longer fit (inertia %.0f against %.0f); "
+        "segments fitted afresh",
+        warm.inertia_,
+        fresh.inertia_,
     )
-    raw = pipeline.fit_predict(feature_matrix(labelled))
-    churn_rate = pd.Series(labelled[CHURNED].to_numpy(dtype="float64")).groupby(raw).mean()
-    size = pd.Series(raw).value_counts()
-    # Sort by churn rate, then by size and raw label so the order is total.
-    order = sorted(range(n_clusters), key=lambda k: (churn_rate.get(k, np.nan), -size.get(k, 0), k))
-    ordered_ids = np.empty(n_clusters, dtype="int64")
-    ordered_ids[order] = np.arange(n_clusters)
-    return pipeline, ordered_ids
+    return fresh
+
+
+def _ids_by_churn(labels_of_reference: np.ndarray, reference: pd.DataFrame, k: int) -> np.ndarray:
+    churn_rate = pd.Series(reference[CHURNED].to_numpy(dtype="float64")).groupby(
+        labels_of_reference
+    )
+    rate = churn_rate.mean()
+    size = churn_rate.size()
+    # Churn rate, then size and raw label, so that the order is total.
+    order = sorted(range(k), key=lambda c: (rate.get(c, np.inf), -size.get(c, 0), c))
+    ids = np.empty(k, dtype="int64")
+    ids[order] = np.arange(k)
+    return ids
+
+
+def _trait(feature: str, segment: pd.Series, members: pd.DataFrame, clients: pd.DataFrame) -> str:
+    """Phrase what sets the segment apart in ``feature``, with its figures."""
+    base = clients[FEATURES].mean()
+    phrase = _short_phrase(feature, segment[feature] - base[feature], members)
+    if feature == "contract_period":
+        return (
+            f"{phrase} ({(members[feature] == 1).mean():.0%} on 1-month contracts "
+            f"vs {(clients[feature] == 1).mean():.0%} of all clients)"
+        )
+    if feature in BINARY_FEATURES:
+        return f"{phrase} ({segment[feature]:.0%} vs {base[feature]:.0%} of all clients)"
+    return (
+        f"{phrase} ({FEATURE_LABELS[feature]}: {segment[feature]:.1f} "
+        f"vs {base[feature]:.1f} on average)"
+    )
+
+
+def _traits(distance: pd.Series) -> list[str]:
+    """Features that set a segment apart, strongest first, one of each group."""
+    chosen, groups = [], set()
+    for feature in distance.abs().sort_values(ascending=False, kind="stable").index:
+        if feature not in _TRAIT_PHRASES or abs(distance[feature]) < MIN_TRAIT_DISTANCE:
+            continue
+        group = _TRAIT_GROUPS.get(feature, feature)
+        if group in groups:
+            continue
+        groups.add(group)
+        chosen.append(feature)
+    return chosen
+
+
+def _short_phrase(feature: str, distance: float, clients: pd.DataFrame) -> str:
+    low, high = _TRAIT_PHRASES[feature]
+    if feature == "contract_period" and (clients[feature] == 1).mean() >= 0.75:
+        return "1-month contracts"
+    return high if distance > 0 else low
+
+
+def _names(trait_features: dict, differences: pd.DataFrame, members: dict) -> dict:
+    """Name each segment after its strongest traits; names differ between segments."""
+    names = {}
+    for cluster, features in trait_features.items():
+        phrases = [
+            _short_phrase(f, differences.loc[cluster, f], members[cluster]) for f in features
+        ]
+        names[cluster] = phrases or ["typical clients"]
+    counts = {cluster: min(NAME_TRAITS, len(p)) for cluster, p in names.items()}
+    # Add a trait to segments whose names collide, while they have one to add.
+    while True:
+        text = {c: ", ".join(names[c][: counts[c]]) for c in names}
+        clashes = [c for c in names if list(text.values()).count(text[c]) > 1]
+        grow = [c for c in clashes if counts[c] < len(names[c])]
+        if not grow:
+            break
+        for c in grow:
+            counts[c] += 1
+    return {c: text[c] + (f" (segment {c})" if c in clashes else "") for c in names}
 
 
 def segment_clients(
-    clients: pd.DataFrame, labelled: pd.DataFrame, *, n_clusters: int, seed: int
+    clients: pd.DataFrame,
+    reference: pd.DataFrame,
+    *,
+    n_clusters: int | str,
+    seed: int,
+    previous: pd.DataFrame | None = None,
 ) -> Segmentation:
-    """Assign each client of the month to a segment and describe the segments.
+    """Split the month's clients into segments and describe each.
 
     Args:
         clients: the month's valid questionnaires, one row a client.
-        labelled: the questionnaires the segments are fitted on, with ``churned``.
-
-    Returns:
-        The assignment of every client, and per segment its size and mean
-        answers among ``clients`` and its churn rate among ``labelled``.
-        A segment with no client this month has size 0 and empty means.
+        reference: labelled questionnaires (with ``churned``) whose churn rate
+            each segment reports; may be empty.
+        n_clusters: number of segments, or ``"auto"`` for the count with the
+            highest silhouette score. A month with fewer distinct
+            questionnaires gets one segment for each.
+        previous: the earlier month's segments, ``cluster_id`` and the mean of
+            each feature, whose ids the matching segments keep.
     """
-    pipeline, ordered_ids = fit_segments(labelled, n_clusters=n_clusters, seed=seed)
-    client_ids = ordered_ids[pipeline.predict(feature_matrix(clients))]
-    labelled_ids = ordered_ids[pipeline.predict(feature_matrix(labelled))]
+    if clients.empty:
+        raise ValueError("no clients to segment")
+    clients = _sorted(clients)
+    matrix = feature_matrix(clients)
+    scaler = StandardScaler().fit(matrix)
+    standardised = scaler.transform(matrix)
+    silhouette = silhouette_by_count(standardised, seed=seed)
+    k = choose_count(silhouette, n_clusters)
+    distinct = len(np.unique(matrix, axis=0))
+    if distinct < k:
+        logger.warning(
+            "segment: %d distinct questionnaires cannot form %d segments; forming %d",
+            distinct,
+            k,
+            distinct,
+        )
+        k = distinct
+    fit_rows = _sample(len(clients), MAX_FIT_ROWS, seed)
+    kmeans = _fit_kmeans(standardised[fit_rows], k, seed, previous, scaler)
+    raw = kmeans.predict(standardised)
 
-    assignments = pd.DataFrame({CLIENT_ID: clients[CLIENT_ID].to_numpy(), CLUSTER_ID: client_ids})
-    means = clients[FEATURES].groupby(client_ids).mean()
-    churn_rate = labelled[CHURNED].astype("float64").groupby(labelled_ids).mean()
-    profiles = pd.DataFrame({CLUSTER_ID: np.arange(n_clusters)})
-    profiles["size"] = (
-        pd.Series(client_ids).value_counts().reindex(profiles[CLUSTER_ID], fill_value=0).to_numpy()
+    reference = reference.dropna(subset=[CHURNED]) if not reference.empty else reference
+    reference_raw = (
+        kmeans.predict(scaler.transform(feature_matrix(reference)))
+        if len(reference)
+        else np.empty(0, dtype="int64")
     )
-    profiles["churn_rate"] = churn_rate.reindex(profiles[CLUSTER_ID]).to_numpy()
+    ids = _match_ids(kmeans.cluster_centers_, previous, scaler) if previous is not None else None
+    matched = ids is not None
+    if ids is None:
+        ids = _ids_by_churn(reference_raw, reference, k)
+    cluster_of_client = ids[raw]
+
+    base_mean = clients[FEATURES].mean()
+    base_std = clients[FEATURES].std(ddof=0).replace(0, 1.0)
+    means = clients[FEATURES].groupby(cluster_of_client).mean()
+    differences = (means - base_mean) / base_std
+    differences.index.name = CLUSTER_ID
+    members = {c: clients[cluster_of_client == c] for c in means.index}
+    trait_features = {c: _traits(differences.loc[c]) for c in means.index}
+    names = _names(trait_features, differences, members)
+
+    churn = (
+        reference[CHURNED].astype("float64").groupby(ids[reference_raw]).mean()
+        if len(reference)
+        else pd.Series(dtype="float64")
+    )
+    size = pd.Series(cluster_of_client).value_counts()
+    profiles = pd.DataFrame({CLUSTER_ID: np.sort(ids)})
+    profiles["name"] = profiles[CLUSTER_ID].map(names)
+    profiles["size"] = size.reindex(profiles[CLUSTER_ID], fill_value=0).to_numpy()
+    profiles["share"] = profiles["size"] / len(clients)
+    profiles["churn_rate"] = churn.reindex(profiles[CLUSTER_ID]).to_numpy()
     profiles = profiles.join(means.reindex(profiles[CLUSTER_ID]).reset_index(drop=True))
-    return Segmentation(assignments, profiles)
+    profiles["traits"] = [
+        [_trait(f, means.loc[c], members[c], clients) for f in trait_features[c][:MAX_TRAITS]]
+        for c in profiles[CLUSTER_ID]
+    ]
+    linkage = ward_linkage(standardised[_sample(len(clients), LINKAGE_SAMPLE, seed)], "ward")
+    return Segmentation(
+        assignments=pd.DataFrame({CLIENT_ID: clients[CLIENT_ID], CLUSTER_ID: cluster_of_client}),
+        profiles=profiles,
+        differences=differences.reindex(profiles[CLUSTER_ID]),
+        silhouette=silhouette,
+        linkage=linkage,
+        matched=matched,
+    )

@@ -6,6 +6,7 @@ except the database URL, which is the conventional ``DATABASE_URL``.
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -38,8 +39,12 @@ class Settings(BaseSettings):
     risk_capacity: int | None = Field(default=None, ge=1)
     """When set, the high tier is the month's ``risk_capacity`` most likely leavers,
     as many as the retention team can call, instead of those above the high threshold."""
-    n_clusters: int = Field(default=5, ge=2, le=20)
-    """Number of client segments."""
+    n_clusters: int | Literal["auto"] = Field(default=5)
+    """Number of client segments, 2 to 20, or ``auto``: the number from 2 to 8 with the
+    highest silhouette score on the month's clients."""
+    measures_file: Path | None = None
+    """TOML file of the measures the job may recommend; unset: the file shipped with
+    the package (``gymchurn/measures.toml``)."""
 
     cv_folds: int = Field(default=5, ge=2, le=20)
     """Folds of the stratified cross-validation that compares the candidates."""
@@ -88,6 +93,13 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"unknown time zone {value!r}; expected an IANA name such as Europe/Moscow"
             ) from None
+        return value
+
+    @field_validator("n_clusters")
+    @classmethod
+    def _check_clusters(cls, value: int | str) -> int | str:
+        if value != "auto" and not 2 <= value <= 20:
+            raise ValueError(f"{value} segments: expected 2 to 20, or auto")
         return value
 
     @field_validator("drift_features")

@@ -8,6 +8,7 @@ Prefect. The choice of the month's model is in :mod:`gymchurn.registry`.
 import datetime as dt
 import json
 import logging
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -19,6 +20,9 @@ from sklearn.metrics import roc_auc_score
 from sqlalchemy.engine import Engine
 
 from gymchurn import batch_rules, db, lifecycle, model, reasons, runtime
+from gymchurn.drivers import Drivers, find_drivers
+from gymchurn.insights import MonthInsights, build_insights
+from gymchurn.measures import load_measures
 from gymchurn.registry import ChosenModel, promote
 from gymchurn.schema import CHURNED, CLIENT_ID, FEATURES, MONTH, format_month
 from gymchurn.segments import CLUSTER_ID, Segmentation, segment_clients
@@ -432,20 +436,73 @@ def realised_roc_auc(scores: pd.DataFrame, checked: CheckedData) -> float | None
     return float(roc_auc_score(labelled[CHURNED], labelled["churn_probability"]))
 
 
-def segment(checked: CheckedData, settings: Settings) -> Segmentation:
-    """Fit the month's segments on the training rows and assign every valid client."""
+def reference_rows(checked: CheckedData) -> pd.DataFrame:
+    """Labelled rows that the month's churn rates describe.
+
+    In a backtest these are the month's own labelled clients; otherwise the
+    latest labelled month the model trained on.
+    """
+    training = checked.training
+    if checked.mode == "backtest" or training.empty:
+        return training
+    return training[training[MONTH] == max(training[MONTH])]
+
+
+def previous_segments(engine: Engine, month: dt.date) -> pd.DataFrame | None:
+    """Mean answers of each segment of the latest published month before ``month``."""
+    with engine.connect() as conn:
+        previous = db.read_frame(conn, "clusters_before_month", {"month": month})
+    return None if previous.empty else previous
+
+
+def segment(
+    checked: CheckedData, settings: Settings, previous: pd.DataFrame | None = None
+) -> Segmentation:
+    """Split the month's valid clients into segments, keeping the ids of ``previous``."""
     started = time.perf_counter()
     segments = segment_clients(
         checked.scoring.valid,
-        checked.training,
+        reference_rows(checked),
         n_clusters=settings.n_clusters,
         seed=settings.random_seed,
+        previous=previous,
     )
-    sizes = ", ".join(
-        f"cluster {row.cluster_id}: {row.size} clients" for row in segments.profiles.itertuples()
+    logger.info(
+        "segment: %d segments, ids %s; %s (%.1f s)",
+        len(segments.profiles),
+        "matched to the previous month's" if segments.matched else "ordered by churn rate",
+        "; ".join(
+            f"{row.cluster_id} {row.name}: {row.size}" for row in segments.profiles.itertuples()
+        ),
+        time.perf_counter() - started,
     )
-    logger.info("segment: %s (%.1f s)", sizes, time.perf_counter() - started)
     return segments
+
+
+def explain(chosen: ChosenModel, checked: CheckedData, settings: Settings) -> Drivers:
+    """Measure the month's drivers of churn on held-out labelled rows."""
+    return find_drivers(
+        chosen.pipeline, checked.training, reference_rows(checked), seed=settings.random_seed
+    )
+
+
+def advise(
+    checked: CheckedData,
+    scores: pd.DataFrame,
+    segments: Segmentation,
+    drivers: Drivers,
+    settings: Settings,
+) -> MonthInsights:
+    """Turn the month's scores, segments and drivers into target groups and measures."""
+    return build_insights(
+        checked.month,
+        checked.scoring.valid,
+        reference_rows(checked),
+        scores,
+        segments,
+        drivers,
+        load_measures(settings.measures_file),
+    )
 
 
 def _quarantine_rows(report: ValidationReport, run_id: uuid.UUID, dataset: str):
@@ -510,18 +567,22 @@ def publish(
     scores: pd.DataFrame,
     segments: Segmentation,
     data_docs: Path | None = None,
+    insights: MonthInsights | None = None,
+    report: Path | None = None,
 ) -> PublishedRun:
-    """Replace the month's scores, segments and quarantine in one transaction.
+    """Replace the month's scores, segments, findings and quarantine in one transaction.
 
     A rerun of the month deletes the rows of the earlier run and marks that
-    run superseded, so the month never contains rows of two runs.
+    run superseded, so the month never contains rows of two runs. Without
+    ``insights`` the month's drivers, recommendations and findings are left
+    empty. ``report`` is the path the month's report will be moved to.
     """
     started = time.perf_counter()
     month = checked.month
     auc = realised_roc_auc(scores, checked)
     table = scores.merge(segments.assignments, on=CLIENT_ID, validate="one_to_one")
     table = table.assign(month=month, model_version=chosen.version, run_id=run_id)
-    clusters = segments.profiles.assign(month=month, run_id=run_id)
+    clusters = _cluster_rows(segments, table).assign(month=month, run_id=run_id)
     keys = {"month": month, "run_id": run_id}
     monitoring = _monitoring_rows(checked, chosen, scores, run_id)
     with engine.begin() as conn:
@@ -533,6 +594,10 @@ def publish(
             "delete_month_clusters",
             "delete_month_quarantine",
             "delete_month_monitoring",
+            "delete_month_feature_influence",
+            "delete_month_feature_churn_rates",
+            "delete_month_recommendations",
+            "delete_month_findings",
         ):
             db.execute(conn, name, keys)
         for row in monitoring:
@@ -554,6 +619,10 @@ def publish(
         n_clusters = db.copy_rows(
             conn, "churn.clusters", CLUSTER_COLUMNS, db.frame_rows(clusters, CLUSTER_COLUMNS)
         )
+        if insights is not None:
+            _write_insights(conn, insights, keys)
+        if report is not None:
+            db.execute(conn, "set_run_report_path", {"path": str(report), "run_id": run_id})
         n_quarantined = db.copy_rows(
             conn,
             "churn.quarantine",
@@ -604,6 +673,51 @@ def publish(
         time.perf_counter() - started,
     )
     return published
+
+
+def _cluster_rows(segments: Segmentation, scored: pd.DataFrame) -> pd.DataFrame:
+    """The segments' profiles with their expected churners and their differences as JSON."""
+    by_cluster = scored.groupby(CLUSTER_ID)["churn_probability"]
+    ids = segments.profiles[CLUSTER_ID]
+    clusters = segments.profiles.assign(
+        expected_churners=by_cluster.sum().reindex(ids, fill_value=0.0).to_numpy(),
+        expected_churn_rate=by_cluster.mean().reindex(ids).to_numpy(),
+        differences=[
+            json.dumps({name: round(float(value), 4) for name, value in row.items()})
+            for _, row in segments.differences.reindex(ids).iterrows()
+        ],
+    )
+    return clusters
+
+
+def _write_insights(conn, insights: MonthInsights, keys: dict) -> None:
+    """Write the month's drivers, churn rates by value, recommendations and findings."""
+    drivers = insights.drivers
+    influence = drivers.influence.assign(holdout_rows=drivers.holdout_rows, **keys)
+    db.copy_rows(
+        conn,
+        "churn.feature_influence",
+        INFLUENCE_COLUMNS,
+        db.frame_rows(influence, INFLUENCE_COLUMNS),
+    )
+    rates = drivers.churn_by_value.assign(**keys)
+    db.copy_rows(
+        conn, "churn.feature_churn_rates", RATE_COLUMNS, db.frame_rows(rates, RATE_COLUMNS)
+    )
+    measures = insights.measures.rename(columns={"rank": "group_rank", "group": "group_name"})
+    measures = measures.assign(position=np.arange(1, len(measures) + 1), **keys)
+    db.copy_rows(
+        conn,
+        "churn.recommendations",
+        RECOMMENDATION_COLUMNS,
+        db.frame_rows(measures, RECOMMENDATION_COLUMNS),
+    )
+    findings = [
+        [keys["month"], kind, position, text, keys["run_id"]]
+        for kind, texts in (("conclusion", insights.conclusions), ("pattern", insights.patterns))
+        for position, text in enumerate(texts, start=1)
+    ]
+    db.copy_rows(conn, "churn.findings", ["month", "kind", "position", "text", "run_id"], findings)
 
 
 def _monitoring_rows(
@@ -660,7 +774,57 @@ SCORE_COLUMNS = [
     "run_id",
     "reasons",
 ]
-CLUSTER_COLUMNS = ["month", CLUSTER_ID, "size", "churn_rate", *FEATURES, "run_id"]
+CLUSTER_COLUMNS = [
+    "month",
+    CLUSTER_ID,
+    "name",
+    "size",
+    "share",
+    "churn_rate",
+    "expected_churners",
+    "expected_churn_rate",
+    *FEATURES,
+    "traits",
+    "differences",
+    "run_id",
+]
+INFLUENCE_COLUMNS = [
+    "month",
+    "feature",
+    "label",
+    "rank",
+    "permutation_importance",
+    "permutation_std",
+    "lr_coefficient",
+    "direction",
+    "holdout_rows",
+    "run_id",
+]
+RATE_COLUMNS = [
+    "month",
+    "feature",
+    "bin_order",
+    "bin_label",
+    "lower",
+    "upper",
+    "clients",
+    "churned",
+    "churn_rate",
+    "run_id",
+]
+RECOMMENDATION_COLUMNS = [
+    "month",
+    "position",
+    "group_rank",
+    CLUSTER_ID,
+    "group_name",
+    "measure",
+    "action",
+    "why",
+    "clients",
+    "expected_churners",
+    "run_id",
+]
 QUARANTINE_COLUMNS = [
     "run_id",
     "month",
@@ -683,3 +847,81 @@ def deliver(engine: Engine, settings: Settings, run: PublishedRun) -> Path:
         )
     logger.info("deliver: %d at-risk clients written to %s", len(at_risk), path)
     return path
+
+
+def report_path(settings: Settings, month: dt.date) -> Path:
+    """Where the month's report is published."""
+    return (settings.output_dir / "reports" / f"report_{format_month(month)}.html").resolve()
+
+
+def _quality_rows(checked: CheckedData) -> pd.DataFrame:
+    reports = [checked.scoring]
+    if checked.training_report is not None:
+        reports.append(checked.training_report)
+    return pd.DataFrame(
+        [
+            {
+                "dataset": report.dataset,
+                "rule": rule.rule,
+                "description": rule.description,
+                "failed_rows": rule.n_failed,
+            }
+            for report in reports
+            for rule in report.rules
+        ],
+        columns=["dataset", "rule", "description", "failed_rows"],
+    )
+
+
+def render_report(
+    settings: Settings,
+    run_id: uuid.UUID,
+    checked: CheckedData,
+    chosen: ChosenModel,
+    scores: pd.DataFrame,
+    insights: MonthInsights,
+    data_docs: Path | None = None,
+) -> Path:
+    """Write the month's report beside its final place, to be moved there on publishing.
+
+    Returns:
+        The staged file; :func:`place_report` moves it once the month is published,
+        so that the report never describes rows that were not published.
+    """
+    from gymchurn.report import write_report
+
+    final = report_path(settings, checked.month)
+    staged = final.with_name(f".{final.stem}.{run_id}.html")
+    run = {
+        "run_id": run_id,
+        "month": checked.month,
+        "mode": checked.mode,
+        "rows_read": checked.scoring.n_rows,
+        "rows_quarantined": checked.scoring.n_quarantined,
+        "rows_scored": len(scores),
+        "model_version": chosen.version,
+        "realised_roc_auc": realised_roc_auc(scores, checked),
+        "data_docs_path": None if data_docs is None else str(data_docs),
+    }
+    model_facts = {
+        "version": chosen.version,
+        "algorithm": chosen.algorithm,
+        "decision": chosen.decision,
+        "reason": chosen.reason,
+        "metrics": chosen.metrics,
+    }
+    return write_report(
+        insights,
+        staged,
+        run=run,
+        model=model_facts,
+        quality=_quality_rows(checked),
+        findings=list(checked.findings),
+    )
+
+
+def place_report(staged: Path, final: Path) -> Path:
+    """Move a staged report to its published place."""
+    os.replace(staged, final)
+    logger.info("deliver: report written to %s", final)
+    return final

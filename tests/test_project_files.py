@@ -59,8 +59,8 @@ def test_upgrade_twice_keeps_data(database):
             )
         ).scalar_one()
     assert n_rows == 1
-    # 3 crm tables, 7 churn tables and the at_risk view.
-    assert tables == 11
+    # 3 crm tables, 11 churn tables and the at_risk view.
+    assert tables == 15
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,1 @@
+DELETE FROM churn.feature_churn_rates WHERE month = %(month)s

@@ -1,0 +1,1 @@
+DELETE FROM churn.feature_influence WHERE month = %(month)s

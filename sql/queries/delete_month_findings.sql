@@ -1,0 +1,1 @@
+DELETE FROM churn.findings WHERE month = %(month)s

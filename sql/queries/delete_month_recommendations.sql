@@ -1,0 +1,1 @@
+DELETE FROM churn.recommendations WHERE month = %(month)s

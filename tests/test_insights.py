@@ -1,0 +1,188 @@
+"""Tests of the month's target groups, measures and patterns on the real questionnaires."""
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+from threadpoolctl import threadpool_limits
+
+from gymchurn import model
+from gymchurn.drivers import find_drivers
+from gymchurn.insights import build_insights
+from gymchurn.loader import read_questionnaire_csv
+from gymchurn.measures import MeasuresFileError, load_measures
+from gymchurn.schema import CHURNED, CLIENT_ID, MONTH
+from gymchurn.segments import CLUSTER_ID, segment_clients
+from gymchurn.settings import Settings
+from gymchurn.steps import risk_tiers
+
+SEED = 42
+OCTOBER = dt.date(2026, 10, 1)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    with threadpool_limits(limits=1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def labelled(real_data) -> pd.DataFrame:
+    loaded = read_questionnaire_csv(real_data)
+    frame = loaded.questionnaires.merge(loaded.outcomes, on=CLIENT_ID)
+    return frame.assign(**{MONTH: OCTOBER, CHURNED: frame[CHURNED].astype("float64")})
+
+
+@pytest.fixture(scope="module")
+def parts(labelled, single_thread):
+    """Scores of the logistic-regression candidate, segments and drivers of the real file."""
+    pipeline = model.candidate_models(SEED)["logistic_regression"]
+    pipeline.fit(model.feature_matrix(labelled), labelled[CHURNED].astype(int))
+    probabilities = model.predict(pipeline, labelled)
+    scores = pd.DataFrame(
+        {
+            CLIENT_ID: labelled[CLIENT_ID],
+            "churn_probability": probabilities,
+            "risk_tier": risk_tiers(probabilities, Settings(_env_file=None)),
+            "reasons": [[] for _ in range(len(labelled))],
+        }
+    )
+    segments = segment_clients(labelled, labelled, n_clusters=5, seed=SEED)
+    drivers = find_drivers(pipeline, labelled, labelled, seed=SEED)
+    return scores, segments, drivers
+
+
+def _insights(labelled, parts, measures=None, clients=None):
+    scores, segments, drivers = parts
+    clients = labelled if clients is None else clients
+    return build_insights(OCTOBER, clients, labelled, scores, segments, drivers, measures)
+
+
+@pytest.fixture(scope="module")
+def insights(labelled, parts):
+    return _insights(labelled, parts)
+
+
+def test_target_groups_rank_segments_by_expected_churners(insights, parts):
+    scores, segments, _ = parts
+    expected = (
+        scores.merge(segments.assignments, on=CLIENT_ID)
+        .groupby(CLUSTER_ID)["churn_probability"]
+        .sum()
+        .sort_values(ascending=False)
+    )
+    groups = insights.target_groups
+
+    assert groups[CLUSTER_ID].to_list() == expected.index[:3].to_list()
+    assert groups["expected_churners"].to_numpy() == pytest.approx(expected.iloc[:3].to_numpy())
+    assert (groups[["high", "medium", "low"]].sum(axis=1) == groups["size"]).all()
+    assert insights.clusters["expected_churners"].sum() == pytest.approx(
+        scores["churn_probability"].sum()
+    )
+
+
+def test_recommendations_name_the_segment_with_most_expected_churners(insights):
+    top = insights.clusters.loc[insights.clusters["expected_churners"].idxmax()]
+    first = insights.measures.iloc[0]
+
+    assert first[CLUSTER_ID] == top[CLUSTER_ID]
+    assert first["group"] == top["name"]
+    assert top["name"] in insights.conclusions[2]
+    # On the real file the segment with most expected churners is mostly 1-month clients.
+    assert "Offer a longer contract" in set(
+        insights.measures.loc[insights.measures[CLUSTER_ID] == top[CLUSTER_ID], "measure"]
+    )
+
+
+def test_measures_count_the_clients_their_rules_target(insights, labelled, parts):
+    scores, segments, _ = parts
+    rules = {m.title: m for m in load_measures().measures}
+    frame = labelled.merge(scores, on=CLIENT_ID).merge(segments.assignments, on=CLIENT_ID)
+
+    assert len(insights.measures) >= 3
+    for row in insights.measures.itertuples():
+        members = frame[frame[CLUSTER_ID] == row.cluster_id]
+        hit = members[
+            rules[row.measure].targets(members) & members["risk_tier"].isin(["high", "medium"])
+        ]
+        assert row.clients == len(hit)
+        assert row.expected_churners == pytest.approx(hit["churn_probability"].sum())
+
+
+def test_a_changed_rules_file_changes_the_measures(labelled, parts, tmp_path):
+    rules = tmp_path / "measures.toml"
+    rules.write_text(
+        "[settings]\ntarget_groups = 1\ntop_drivers = 2\n\n"
+        "[[measure]]\n"
+        'title = "Call new members"\n'
+        'action = "Call every member in the first two months."\n'
+        'clients = { lifetime = "<= 2" }\n'
+        "min_share = 0.1\n\n"
+        "[[measure]]\n"
+        'title = "Promote group classes"\n'
+        'action = "Offer a trial class."\n'
+        'drivers = ["group_visits"]\n'
+        'clients = { group_visits = "== 0" }\n',
+        encoding="utf-8",
+    )
+
+    changed = _insights(labelled, parts, load_measures(rules))
+
+    # Group classes are no top-2 driver on the real file, so only the first measure is left.
+    assert changed.measures["measure"].to_list() == ["Call new members"]
+    assert len(changed.target_groups) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[[measure]]\ntitle = "A"\naction = "B"\nclients = { weight = "> 1" }\n', "weight"),
+        ('[[measure]]\ntitle = "A"\naction = "B"\nclients = { age = "about 30" }\n', "about 30"),
+        ('[[measure]]\ntitle = "A"\nclients = { age = "> 30" }\n', "missing key 'action'"),
+        ("[[measure]\n", "not valid TOML"),
+        ('[settings]\ntiers = ["urgent"]\n[[measure]]\n', "tiers"),
+    ],
+)
+def test_a_broken_rules_file_is_refused_with_its_name(tmp_path, text, message):
+    rules = tmp_path / "measures.toml"
+    rules.write_text(text, encoding="utf-8")
+
+    with pytest.raises(MeasuresFileError, match=message) as error:
+        load_measures(rules)
+    assert str(rules) in str(error.value)
+
+
+def test_patterns_carry_the_months_numbers(insights, labelled):
+    far = labelled.loc[labelled["near_location"] == 0, CHURNED].mean()
+    near = labelled.loc[labelled["near_location"] == 1, CHURNED].mean()
+
+    distance = [text for text in insights.patterns if "far from the club" in text]
+    assert distance == [
+        f"Clients who live or work far from the club leave at {far:.1%} a month "
+        f"({(labelled['near_location'] == 0).sum()} clients), those nearby at {near:.1%} "
+        f"({(labelled['near_location'] == 1).sum()} clients)."
+    ]
+    assert any("spend" in text for text in insights.patterns)
+    assert len(insights.patterns) >= 5
+
+
+def test_another_month_gives_other_text(insights, labelled, parts):
+    scores, segments, drivers = parts
+    half = labelled[labelled[CLIENT_ID] % 2 == 0]
+    other = build_insights(
+        dt.date(2026, 11, 1),
+        half,
+        half,
+        scores[scores[CLIENT_ID].isin(half[CLIENT_ID])],
+        segment_clients(half, half, n_clusters=5, seed=SEED),
+        drivers,
+    )
+
+    assert other.conclusions[0] != insights.conclusions[0]
+    assert "2026-11" in other.conclusions[0]
+    assert other.patterns != insights.patterns
+    assert np.isclose(
+        other.clusters["expected_churners"].sum(),
+        scores.loc[scores[CLIENT_ID].isin(half[CLIENT_ID]), "churn_probability"].sum(),
+    )
