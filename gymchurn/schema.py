@@ -74,6 +74,7 @@ def format_month(month: dt.date) -> str:
     """Format a month as ``YYYY-MM``."""
     return f"{month.year:04d}-{month.month:02d}"
 
+
 # Plain names of the features, for reports and tables people read.
 FEATURE_LABELS = {
     "gender": "gender",
