@@ -11,7 +11,7 @@ export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: install run test lint clean
+.PHONY: install run test browser lint clean
 
 $(BIN)/gymchurn: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +31,20 @@ else
 	$(BIN)/gymchurn run --month $(MONTH)
 endif
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The report's browser test needs Chromium: install it when this user can,
+# else say that the test will be skipped.
+browser:
+	@if command -v chromium >/dev/null 2>&1; then \
+		:; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+			|| echo "installing chromium failed: the report's browser check will be skipped"; \
+	else \
+		echo "chromium not found and not installable here: the report's browser check will be skipped"; \
+	fi
 
 lint: install
 	$(BIN)/ruff check gymchurn flows tests benchmarks

@@ -4,7 +4,7 @@ import logging
 import uuid
 
 from prefect import flow, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
@@ -48,9 +48,29 @@ def score(chosen, checked, settings):
     return steps.score(chosen, checked, settings)
 
 
+@task(cache_policy=NO_CACHE, **_DB_RETRIES)
+def previous_segments(engine, month):
+    return steps.previous_segments(engine, month)
+
+
 @task(cache_policy=NO_CACHE)
-def segment(checked, settings):
-    return steps.segment(checked, settings)
+def segment(checked, settings, previous):
+    return steps.segment(checked, settings, previous)
+
+
+@task(cache_policy=NO_CACHE)
+def explain(chosen, checked, settings):
+    return steps.explain(chosen, checked, settings)
+
+
+@task(cache_policy=NO_CACHE)
+def advise(checked, scores, segments, drivers, settings):
+    return steps.advise(checked, scores, segments, drivers, settings)
+
+
+@task(cache_policy=NO_CACHE)
+def render_report(settings, run_id, checked, chosen, scores, insights, data_docs):
+    return steps.render_report(settings, run_id, checked, chosen, scores, insights, data_docs)
 
 
 @task(cache_policy=NO_CACHE)
@@ -60,8 +80,10 @@ def document(settings, run_id, checked):
 
 # Publishing is one transaction: a retry after a lost connection starts afresh.
 @task(cache_policy=NO_CACHE, **_DB_RETRIES)
-def publish(engine, run_id, checked, chosen, scores, segments, data_docs):
-    return steps.publish(engine, run_id, checked, chosen, scores, segments, data_docs)
+def publish(engine, run_id, checked, chosen, scores, segments, data_docs, insights, report):
+    return steps.publish(
+        engine, run_id, checked, chosen, scores, segments, data_docs, insights, report
+    )
 
 
 @task(cache_policy=NO_CACHE, **_DB_RETRIES)
@@ -79,20 +101,53 @@ def _record_rejection(engine, run_id, month, error, settings) -> None:
         )
 
 
-def _summary(run: steps.PublishedRun, at_risk_path) -> str:
+def _summary(run: steps.PublishedRun, at_risk_path, report, insights) -> str:
     auc = "n/a" if run.realised_roc_auc is None else f"{run.realised_roc_auc:.4f}"
-    return "\n".join(
-        [
-            f"# Churn scores for {format_month(run.month)}",
-            "",
-            "| rows read | quarantined | scored | model | mode | realised ROC-AUC |",
-            "|---|---|---|---|---|---|",
-            f"| {run.rows_read} | {run.rows_quarantined} | {run.rows_scored} | "
-            f"{run.model_version} | {run.mode} | {auc} |",
-            "",
-            f"At-risk list: `{at_risk_path}`",
-        ]
-    )
+    lines = [
+        f"# Churn scores for {format_month(run.month)}",
+        "",
+        "| rows read | quarantined | scored | model | mode | realised ROC-AUC |",
+        "|---|---|---|---|---|---|",
+        f"| {run.rows_read} | {run.rows_quarantined} | {run.rows_scored} | "
+        f"{run.model_version} | {run.mode} | {auc} |",
+        "",
+        "## Conclusions",
+        "",
+        *(f"- {text}" for text in insights.conclusions),
+        "",
+        "## Target groups and measures",
+        "",
+        "| group | segment | measure | clients | expected churners |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {row.rank} | {row.group} | {row.measure} | {row.clients} | "
+            f"{row.expected_churners:.1f} |"
+            for row in insights.measures.itertuples()
+        ),
+        "",
+        f"Report: `{report}`",
+        "",
+        f"At-risk list: `{at_risk_path}`",
+    ]
+    return "\n".join(lines)
+
+
+def _top_at_risk(insights, rows: int = 20) -> list[dict]:
+    """The month's most likely leavers, for the flow run's table artifact."""
+    names = insights.clusters.set_index("cluster_id")["name"]
+    top = insights.scores.sort_values(
+        ["churn_probability", "client_id"], ascending=[False, True]
+    ).head(rows)
+    return [
+        {
+            "client_id": int(row.client_id),
+            "churn_probability": round(float(row.churn_probability), 4),
+            "risk_tier": row.risk_tier,
+            "segment": names.get(row.cluster_id, ""),
+            "reasons": "; ".join(row.reasons),
+        }
+        for row in top.itertuples()
+    ]
 
 
 @flow(name="monthly_scoring", log_prints=False)
@@ -107,6 +162,7 @@ def monthly_scoring(month: str, retrain: str = "auto") -> dict:
     run_id = uuid.UUID(flow_run.id) if flow_run.id else uuid.uuid4()
     engine = db.get_engine(settings)
     counts = {}
+    staged = None
     try:
         # Inside the try: a signal right after the run row is written must
         # still mark it failed.
@@ -118,17 +174,31 @@ def monthly_scoring(month: str, retrain: str = "auto") -> dict:
         data_docs = document(settings, run_id, checked)
         chosen = train_or_load_model(engine, settings, checked, retrain)
         scores = score(chosen, checked, settings)
-        segments = segment(checked, settings)
-        run = publish(engine, run_id, checked, chosen, scores, segments, data_docs)
+        segments = segment(checked, settings, previous_segments(engine, run_month))
+        drivers = explain(chosen, checked, settings)
+        insights = advise(checked, scores, segments, drivers, settings)
+        staged = render_report(settings, run_id, checked, chosen, scores, insights, data_docs)
+        report = steps.report_path(settings, run_month)
+        run = publish(
+            engine, run_id, checked, chosen, scores, segments, data_docs, insights, report
+        )
+        steps.place_report(staged, report)
         at_risk_path = deliver(engine, settings, run)
     except BaseException as error:
+        if staged is not None and staged.exists():
+            staged.unlink()
         if isinstance(error, DataValidationError):
             _record_rejection(engine, run_id, run_month, error, settings)
         # Ctrl-C and SIGTERM too: the run must not stay "running" forever.
         if not steps.fail_run(engine, run_id, error, counts):
             runtime.published_before_stop.append(month)
         raise
-    create_markdown_artifact(_summary(run, at_risk_path), key="churn-run-summary")
+    create_markdown_artifact(_summary(run, at_risk_path, report, insights), key="churn-run-summary")
+    create_table_artifact(
+        _top_at_risk(insights),
+        key="churn-at-risk-top",
+        description=f"The 20 clients most likely to leave after {format_month(run_month)}",
+    )
     return {
         **run.__dict__,
         "model_decision": chosen.decision,
@@ -136,4 +206,5 @@ def monthly_scoring(month: str, retrain: str = "auto") -> dict:
         "run_id": str(run_id),
         "month": format_month(run_month),
         "at_risk_path": str(at_risk_path),
+        "report_path": str(report),
     }

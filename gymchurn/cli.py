@@ -268,6 +268,38 @@ def models_promote(
     )
 
 
+@app.command("check-report")
+def check_report(
+    report: Annotated[
+        Path, typer.Argument(help="Monthly report, e.g. output/reports/report_2026-10.html.")
+    ],
+    screenshot: Annotated[
+        Path | None,
+        typer.Option(help="PNG file for the screenshot; by default the report's path with .png."),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option(min=1, help="Seconds Chromium may take for the whole check.")
+    ] = 60,
+) -> None:
+    """Open a monthly report in headless Chromium, screenshot it, and fail on a broken page.
+
+    Exit code 1 when a plot is missing or did not decode, the page had a script
+    error, or Chromium is not installed or failed.
+    """
+    from gymchurn.report import BrowserCheckError, check_in_browser
+
+    target = screenshot or report.with_suffix(".png")
+    try:
+        check = check_in_browser(report, target, timeout=timeout)
+    except BrowserCheckError as err:
+        raise _fail(str(err)) from None
+    typer.echo(
+        f"{report}: {check.images} plots rendered, {len(check.headings)} sections, "
+        f"no script errors ({check.seconds:.1f} s)"
+    )
+    typer.echo(f"screenshot: {check.screenshot.resolve()}")
+
+
 def _load_summary(file: Path, summary, has_outcomes: bool) -> str:
     questionnaires = (
         f"questionnaires: {summary.questionnaires_inserted} new, "
@@ -779,6 +811,8 @@ def _print_demo_summary(engine, first: dt.date, last: dt.date) -> None:
     typer.echo(f"models: {Path(runs['artifact_path'].iloc[-1]).parent.resolve()}")
     for path in runs["at_risk_path"]:
         typer.echo(f"at-risk list: {Path(path).resolve()}")
+    for path in runs["report_path"].dropna():
+        typer.echo(f"report: {Path(path).resolve()}")
 
 
 def _run_summary(result: dict) -> str:
@@ -790,8 +824,10 @@ def _run_summary(result: dict) -> str:
         f"{result['month']}: {result['rows_read']} read, {result['rows_scored']} scored, "
         f"{result['rows_quarantined']} quarantined ({model})\n"
         f"model choice: {result['decision_reason']}\n"
-        f"tables: churn.scores, churn.clusters, churn.runs (run {result['run_id']})\n"
-        f"at-risk list: {Path(result['at_risk_path']).resolve()}"
+        f"tables: churn.scores, churn.clusters, churn.feature_influence, "
+        f"churn.recommendations, churn.findings, churn.runs (run {result['run_id']})\n"
+        f"at-risk list: {Path(result['at_risk_path']).resolve()}\n"
+        f"report: {Path(result['report_path']).resolve()}"
     )
 
 

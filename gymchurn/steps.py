@@ -923,5 +923,5 @@ def render_report(
 def place_report(staged: Path, final: Path) -> Path:
     """Move a staged report to its published place."""
     os.replace(staged, final)
-    logger.info("deliver: report written to %s", final)
+    logger.info("deliver: report moved into place at %s", final)
     return final

@@ -1,5 +1,6 @@
 """The monthly flow end to end on the real questionnaires, in a real database."""
 
+import html
 import logging
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import sqlalchemy as sa
 
 from gymchurn import model
 from gymchurn.loader import load_questionnaire_file, read_questionnaire_csv
-from gymchurn.schema import CHURNED, parse_month
+from gymchurn.schema import CHURNED, FEATURES, parse_month
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -109,12 +110,80 @@ def test_forward_run_at_risk_file_matches_view(module_database, forward_run):
     assert exported["reasons"].dropna().str.split("; ").map(len).max() <= 3
 
 
+def test_forward_run_describes_segments_drivers_and_measures(module_database, forward_run):
+    clusters = _frame(module_database, "SELECT * FROM churn.clusters WHERE month = '2026-11-01'")
+    influence = _frame(
+        module_database,
+        "SELECT * FROM churn.feature_influence WHERE month = '2026-11-01' ORDER BY rank",
+    )
+    rates = _frame(
+        module_database, "SELECT * FROM churn.feature_churn_rates WHERE month = '2026-11-01'"
+    )
+    measures = _frame(
+        module_database,
+        "SELECT * FROM churn.recommendations WHERE month = '2026-11-01' ORDER BY position",
+    )
+    findings = _frame(module_database, "SELECT * FROM churn.findings WHERE month = '2026-11-01'")
+
+    assert clusters["name"].notna().all() and clusters["name"].is_unique
+    assert clusters["expected_churners"].sum() == pytest.approx(
+        _frame(
+            module_database,
+            "SELECT sum(churn_probability) AS s FROM churn.scores WHERE month = '2026-11-01'",
+        )["s"].iloc[0]
+    )
+    assert set(clusters["differences"].iloc[0]) == set(FEATURES)
+    assert influence["rank"].to_list() == list(range(1, 14))
+    top = set(influence["feature"].head(5))
+    assert {"lifetime", "avg_class_frequency_current_month"} <= top
+    assert top & {"contract_period", "month_to_end_contract"}
+    # The churn rates describe October, the labelled month November's model learned from.
+    assert (rates.groupby("feature")["clients"].sum() == 4000).all()
+    assert len(rates["feature"].unique()) == 13
+    most = clusters.loc[clusters["expected_churners"].idxmax()]
+    assert measures["cluster_id"].iloc[0] == most["cluster_id"]
+    assert measures["group_name"].iloc[0] == most["name"]
+    assert (measures["clients"] > 0).all()
+    assert sorted(findings["kind"].unique()) == ["conclusion", "pattern"]
+    assert (findings["kind"] == "conclusion").sum() >= 4
+
+
+def test_forward_run_writes_the_monthly_report(module_database, forward_run):
+    run = _frame(
+        module_database,
+        "SELECT report_path FROM churn.runs WHERE month = '2026-11-01' AND status = 'succeeded'",
+    )
+    path = Path(run["report_path"].iloc[0])
+    names = _frame(module_database, "SELECT name FROM churn.clusters WHERE month = '2026-11-01'")
+    text = path.read_text(encoding="utf-8")
+
+    assert path == Path(forward_run["report_path"])
+    assert path.name == "report_2026-11.html"
+    assert all(html.escape(name) in text for name in names["name"])
+    assert "data:image/png;base64," in text
+    # The staged copy is gone once the month is published.
+    assert [p.name for p in path.parent.iterdir()] == ["report_2026-11.html"]
+
+
 def test_rerun_same_month_gives_same_rows(module_database, forward_run):
     columns = "client_id, churn_probability, risk_tier, cluster_id, model_version, reasons"
     query = f"SELECT {columns} FROM churn.scores WHERE month = '2026-11-01' ORDER BY client_id"
     before = _frame(module_database, query)
     clusters_query = "SELECT * FROM churn.clusters WHERE month = '2026-11-01' ORDER BY cluster_id"
     clusters_before = _frame(module_database, clusters_query).drop(columns="run_id")
+    keys = {
+        "feature_influence": "feature",
+        "feature_churn_rates": "feature, bin_order",
+        "recommendations": "position",
+        "findings": "kind, position",
+    }
+    tables_before = {
+        table: _frame(
+            module_database,
+            f"SELECT * FROM churn.{table} WHERE month = '2026-11-01' ORDER BY {key}",
+        ).drop(columns="run_id")
+        for table, key in keys.items()
+    }
 
     rerun = _run("2026-11")
 
@@ -122,6 +191,11 @@ def test_rerun_same_month_gives_same_rows(module_database, forward_run):
     pd.testing.assert_frame_equal(
         _frame(module_database, clusters_query).drop(columns="run_id"), clusters_before
     )
+    for table, key in keys.items():
+        query = f"SELECT * FROM churn.{table} WHERE month = '2026-11-01' ORDER BY {key}"
+        pd.testing.assert_frame_equal(
+            _frame(module_database, query).drop(columns="run_id"), tables_before[table]
+        )
     runs = _frame(
         module_database, "SELECT run_id, status FROM churn.runs WHERE month = '2026-11-01'"
     )

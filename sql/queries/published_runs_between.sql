@@ -4,6 +4,7 @@ SELECT
     r.rows_scored,
     r.realised_roc_auc,
     r.at_risk_path,
+    r.report_path,
     v.version,
     v.algorithm,
     v.training_rows,
