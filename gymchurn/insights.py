@@ -174,8 +174,8 @@ def _churn_pattern(labelled, mask, yes: str, no: str) -> str | None:
     if min(n_yes, n_no) < MIN_GROUP:
         return None
     return (
-        f"{yes} leave at {rate_yes:.1%} a month ({n_yes} clients), "
-        f"{no} at {rate_no:.1%} ({n_no} clients)."
+        f"{yes} leave at {rate_yes:.1%} a month ({n_yes:,} clients), "
+        f"{no} at {rate_no:.1%} ({n_no:,} clients)."
     )
 
 
@@ -270,20 +270,20 @@ def _conclusions(month, scored, reference, clusters, drivers, groups, measures) 
     expected = float(scored["churn_probability"].sum())
     high = int((scored["risk_tier"] == "high").sum())
     texts = [
-        f"Of {len(scored)} clients scored for {format_month(month)}, about {expected:.0f} "
-        f"({expected / len(scored):.1%}) are expected to leave next month; {high} are in "
+        f"Of {len(scored):,} clients scored for {format_month(month)}, about {expected:,.0f} "
+        f"({expected / len(scored):.1%}) are expected to leave next month; {high:,} are in "
         "the high risk tier."
     ]
     if not reference.empty:
         texts.append(
             f"In the labelled month the job learned from, {reference[CHURNED].mean():.1%} of "
-            f"{len(reference)} clients left."
+            f"{len(reference):,} clients left."
         )
     if not groups.empty:
         top = groups.iloc[0]
         texts.append(
             f"The segment with the most expected churners is \u201c{top['name']}\u201d: "
-            f"{top['size']} clients, about {top['expected_churners']:.0f} expected to leave "
+            f"{top['size']:,} clients, about {top['expected_churners']:,.0f} expected to leave "
             f"({top['expected_churners'] / expected:.0%} of all expected churners)."
         )
     texts.append(
@@ -295,8 +295,8 @@ def _conclusions(month, scored, reference, clusters, drivers, groups, measures) 
         best = measures.sort_values("expected_churners", ascending=False, kind="stable").iloc[0]
         texts.append(
             f"The measure that reaches the most expected churners is \u201c{best['measure']}\u201d "
-            f"for \u201c{best['group']}\u201d: {best['clients']} clients, about "
-            f"{best['expected_churners']:.0f} expected to leave."
+            f"for \u201c{best['group']}\u201d: {best['clients']:,} clients, about "
+            f"{best['expected_churners']:,.0f} expected to leave."
         )
     return texts
 

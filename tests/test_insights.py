@@ -160,8 +160,8 @@ def test_patterns_carry_the_months_numbers(insights, labelled):
     distance = [text for text in insights.patterns if "far from the club" in text]
     assert distance == [
         f"Clients who live or work far from the club leave at {far:.1%} a month "
-        f"({(labelled['near_location'] == 0).sum()} clients), those nearby at {near:.1%} "
-        f"({(labelled['near_location'] == 1).sum()} clients)."
+        f"({(labelled['near_location'] == 0).sum():,} clients), those nearby at {near:.1%} "
+        f"({(labelled['near_location'] == 1).sum():,} clients)."
     ]
     assert any("spend" in text for text in insights.patterns)
     assert len(insights.patterns) >= 5
