@@ -13,7 +13,6 @@ import html.parser
 import logging
 import re
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -399,16 +398,12 @@ def test_write_report_rejects_missing_run_key(inputs, tmp_path):
 def test_write_report_logs_path_size_and_time(inputs, tmp_path, caplog):
     path = tmp_path / "logged.html"
     with caplog.at_level(logging.INFO, logger="gymchurn.report"):
-        started = time.perf_counter()
         _write(inputs, path)
-        elapsed = time.perf_counter() - started
     records = [r for r in caplog.records if r.name == "gymchurn.report"]
     assert len(records) == 1
     message = records[0].getMessage()
     assert str(path) in message
     assert re.search(r"\d+\.\d\d MB, in \d+\.\d s", message)
-    # Measured about 3 s on a 2-core machine; the bound leaves room for a busy one.
-    assert elapsed < 30
 
 
 def test_check_in_browser_missing_chromium(report_file, tmp_path):
