@@ -6,6 +6,7 @@ the view tests. The access tests connect as temporary login roles.
 
 import contextlib
 import logging
+import re
 import uuid
 
 import pandas as pd
@@ -16,6 +17,7 @@ import sqlalchemy as sa
 from gymchurn import db
 from gymchurn.loader import load_questionnaire_file, read_questionnaire_csv
 from gymchurn.schema import parse_month
+from tests.conftest import REPO
 
 MONTH = "2026-10-01"
 BI_VIEWS = ["latest_scores", "cluster_summary", "monthly_trend"]
@@ -430,3 +432,27 @@ def test_upgrade_logs_server_warnings(admin_engine, caplog):
         finally:
             raw.remove_notice_handler(db._log_server_warning)
     assert [r.getMessage() for r in caplog.records] == ["database: roles skipped. Run it."]
+
+
+# The example queries of docs/bi.md
+
+
+def _doc_queries() -> list[str]:
+    # Analysts' examples are fenced ```sql; the DBA's statements are fenced
+    # ```pgsql, so that this test does not run them.
+    text = (REPO / "docs" / "bi.md").read_text(encoding="utf-8")
+    return re.findall(r"```sql\n(.*?)```", text, flags=re.DOTALL)
+
+
+def test_docs_have_an_example_per_view():
+    queries = "\n".join(_doc_queries())
+    for view in [*BI_VIEWS, "at_risk"]:
+        assert f"churn.{view}" in queries
+
+
+@pytest.mark.parametrize("index", range(len(_doc_queries())))
+def test_docs_example_runs_as_bi(bi_engine, index):
+    query = _doc_queries()[index]
+    with bi_engine.connect() as conn:
+        rows = conn.exec_driver_sql(query).fetchall()
+    assert len(rows) > 0, f"no rows from:\n{query}"
