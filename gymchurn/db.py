@@ -135,6 +135,15 @@ def describe(engine: Engine) -> str:
     return engine.url.render_as_string(hide_password=True)
 
 
+def _log_server_warning(diagnostic) -> None:
+    # psycopg drops the server's notices unless a handler takes them. A schema
+    # file raises WARNING when it must skip a step (roles it may not create), so
+    # those are logged. NOTICE lines ("already exists, skipping") are noise.
+    if diagnostic.severity_nonlocalized == "WARNING":
+        hint = f" {diagnostic.message_hint}" if diagnostic.message_hint else ""
+        logger.warning("database: %s.%s", diagnostic.message_primary, hint)
+
+
 def upgrade(engine: Engine) -> list[str]:
     """Apply every schema file in order; each is idempotent.
 
@@ -143,9 +152,14 @@ def upgrade(engine: Engine) -> list[str]:
     """
     files = migration_files()
     with engine.begin() as conn:
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _UPGRADE_LOCK_KEY})
-        for path in files:
-            conn.exec_driver_sql(path.read_text(encoding="utf-8"))
+        raw = conn.connection.driver_connection
+        raw.add_notice_handler(_log_server_warning)
+        try:
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _UPGRADE_LOCK_KEY})
+            for path in files:
+                conn.exec_driver_sql(path.read_text(encoding="utf-8"))
+        finally:
+            raw.remove_notice_handler(_log_server_warning)
     logger.debug("applied schema files %s", [p.name for p in files])
     return [p.name for p in files]
 

@@ -59,8 +59,9 @@ def test_upgrade_twice_keeps_data(database):
             )
         ).scalar_one()
     assert n_rows == 1
-    # 3 crm tables, 11 churn tables and the at_risk view.
-    assert tables == 15
+    # 3 crm tables, 11 churn tables and the views at_risk, latest_scores,
+    # cluster_summary and monthly_trend.
+    assert tables == 18
 
 
 @pytest.fixture(scope="module")
