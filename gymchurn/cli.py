@@ -96,14 +96,20 @@ def _settings():
         raise _fail(f"invalid setting (GYMCHURN_* environment variables): {problems}", 2) from None
 
 
-def _engine():
-    """Return the job's engine, or exit with a message when the database is unreachable."""
+def _engine(force_upgrade: bool = False):
+    """Return the job's engine with the schema up to date.
+
+    Exits with a message when the database is unreachable.
+    """
     from gymchurn import db
 
     settings = _settings()
     try:
         engine = db.get_engine(settings)
-        db.upgrade(engine)
+        if force_upgrade:
+            db.upgrade(engine)
+        else:
+            db.ensure_schema(engine)
     except db.DatabaseUrlError as err:
         raise _fail(str(err), 2) from None
     except Exception as err:
@@ -126,7 +132,7 @@ def db_upgrade() -> None:
     """Create or update the crm and churn schemas; safe to repeat."""
     from gymchurn import db
 
-    engine = _engine()
+    engine = _engine(force_upgrade=True)
     typer.echo(
         f"schema up to date on {db.describe(engine)} ({len(db.migration_files())} files applied)"
     )

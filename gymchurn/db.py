@@ -5,6 +5,7 @@ the only one that reads them. Values always travel as bound parameters.
 """
 
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -145,7 +146,9 @@ def _log_server_warning(diagnostic) -> None:
 
 
 def upgrade(engine: Engine) -> list[str]:
-    """Apply every schema file in order; each is idempotent.
+    """Apply every schema file in order, and record each with its sha256.
+
+    Each file is idempotent, so repeating the upgrade is safe.
 
     Returns:
         The names of the files applied.
@@ -160,8 +163,37 @@ def upgrade(engine: Engine) -> list[str]:
                 conn.exec_driver_sql(path.read_text(encoding="utf-8"))
         finally:
             raw.remove_notice_handler(_log_server_warning)
+        execute(conn, "forget_schema_files")
+        conn.exec_driver_sql(
+            read_sql("record_schema_file"),
+            [{"name": name, "sha256": digest} for name, digest in _file_digests(files).items()],
+        )
     logger.debug("applied schema files %s", [p.name for p in files])
     return [p.name for p in files]
+
+
+def ensure_schema(engine: Engine) -> list[str]:
+    """Apply the schema files unless the database records exactly these files as applied.
+
+    A run calls this rather than :func:`upgrade`, so a role that may write rows
+    but not change the schema (``churn_job``) can run the job once an owner has
+    upgraded the database.
+
+    Returns:
+        The names of the files applied, empty when the schema was up to date.
+    """
+    with engine.connect() as conn:
+        if conn.execute(sa.text("SELECT to_regclass('churn.schema_migrations')")).scalar() is None:
+            applied = {}
+        else:
+            applied = dict(execute(conn, "applied_schema_files").all())
+    if applied == _file_digests(migration_files()):
+        return []
+    return upgrade(engine)
+
+
+def _file_digests(files: list[Path]) -> dict[str, str]:
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in files}
 
 
 def execute(conn: Connection, name: str, params: dict | None = None) -> sa.CursorResult:

@@ -49,7 +49,7 @@ class NoDataError(RuntimeError):
 
 def start_run(engine: Engine, run_id: uuid.UUID, month: dt.date) -> None:
     """Bring the schema up to date and record the run as running."""
-    db.upgrade(engine)
+    db.ensure_schema(engine)
     with engine.begin() as conn:
         db.execute(conn, "insert_run", {"run_id": run_id, "month": month})
     logger.info("run %s for %s started on %s", run_id, format_month(month), db.describe(engine))

@@ -402,7 +402,7 @@ def test_upgrade_without_createrole_warns(admin_engine, owner_database, server_u
         with admin.transaction(force_rollback=True):
             admin.execute("ALTER ROLE churn_bi RENAME TO churn_bi_hidden_by_test")
             admin.execute(f'SET LOCAL ROLE "{owner}"')
-            admin.execute(db.migration_files()[-1].read_text(encoding="utf-8"))
+            admin.execute((db.sql_dir() / "009_bi.sql").read_text(encoding="utf-8"))
             bi_grants = admin.execute(
                 "SELECT count(*) FROM pg_class AS c, aclexplode(c.relacl) AS acl"
                 " WHERE c.relnamespace = 'churn'::regnamespace"
@@ -456,3 +456,44 @@ def test_docs_example_runs_as_bi(bi_engine, index):
     with bi_engine.connect() as conn:
         rows = conn.exec_driver_sql(query).fetchall()
     assert len(rows) > 0, f"no rows from:\n{query}"
+
+
+def test_job_role_runs_the_month(admin_engine, module_database, backtest, monkeypatch):
+    from flows.monthly_scoring import monthly_scoring
+    from gymchurn.settings import get_settings
+
+    with _login_in(admin_engine, module_database.url, "churn_job") as engine:
+        monkeypatch.setenv("DATABASE_URL", engine.url.render_as_string(hide_password=False))
+        get_settings.cache_clear()
+        try:
+            rerun = monthly_scoring(month="2026-10")
+        finally:
+            get_settings.cache_clear()
+        login = engine.url.username
+
+    runs = _frame(
+        module_database,
+        "SELECT run_id, status FROM churn.runs WHERE month = :month ORDER BY started_at",
+        month=MONTH,
+    )
+    assert login.startswith("gymchurn_test_churn_job_")
+    assert rerun["rows_scored"] == 4000
+    assert runs["status"].to_list() == ["superseded", "succeeded"]
+    assert str(runs["run_id"].iloc[-1]) == rerun["run_id"]
+    assert (
+        _scalar(
+            module_database, "SELECT count(*) FROM churn.scores WHERE month = :month", month=MONTH
+        )
+        == 4000
+    )
+
+
+def test_run_skips_upgrade_of_current_schema(database):
+    files = [path.name for path in db.migration_files()]
+    recorded = _frame(database, "SELECT name FROM churn.schema_migrations ORDER BY name")
+
+    assert recorded["name"].to_list() == files
+    assert db.ensure_schema(database) == []
+    with database.begin() as conn:
+        conn.exec_driver_sql("UPDATE churn.schema_migrations SET sha256 = 'changed'")
+    assert db.ensure_schema(database) == files

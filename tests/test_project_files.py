@@ -12,12 +12,14 @@ from gymchurn import db
 from tests.conftest import REPO
 
 # Calls that name a query file: db.execute(conn, "name", ...), db.read_frame(conn,
-# "name", ...), and the loader's _upsert(conn, "staging query", "upsert query", ...).
+# "name", ...), read_sql("name"), and the loader's _upsert(conn, "staging query",
+# "upsert query", ...).
 _QUERY_CALLS = [
     re.compile(r'\b(?:execute|read_frame)\(\s*conn,\s*"(\w+)"'),
     re.compile(r'\b_upsert\(\s*conn,\s*"(\w+)",\s*"(\w+)"'),
     # The publish step deletes the month's rows in a loop over query names.
     re.compile(r'"(delete_month_\w+)"'),
+    re.compile(r'\bread_sql\(\s*"(\w+)"'),
 ]
 
 
@@ -59,9 +61,9 @@ def test_upgrade_twice_keeps_data(database):
             )
         ).scalar_one()
     assert n_rows == 1
-    # 3 crm tables, 11 churn tables and the views at_risk, latest_scores,
+    # 3 crm tables, 12 churn tables and the views at_risk, latest_scores,
     # cluster_summary and monthly_trend.
-    assert tables == 18
+    assert tables == 19
 
 
 @pytest.fixture(scope="module")

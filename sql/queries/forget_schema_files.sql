@@ -1,0 +1,1 @@
+DELETE FROM churn.schema_migrations
