@@ -358,7 +358,8 @@ def load_csv(
 
     load_month = _month(month)
     try:
-        loaded = read_questionnaire_csv(file)
+        with _status(f"reading {file}"):
+            loaded = read_questionnaire_csv(file)
     except CsvFormatError as err:
         raise _fail(str(err)) from None
     if loaded.ignored_columns:
@@ -383,7 +384,8 @@ def load_csv(
         )
     engine = _engine()
     try:
-        summary = load_questionnaire_file(engine, loaded, load_month, replace=replace)
+        with _status(f"writing {len(loaded.questionnaires)} rows for {format_month(load_month)}"):
+            summary = load_questionnaire_file(engine, loaded, load_month, replace=replace)
     except LoadConflictError as err:
         raise _fail(str(err)) from None
     typer.echo(_load_summary(file, summary, loaded.outcomes is not None))

@@ -77,6 +77,8 @@ def test_default_export_summary_line(default_export):
     assert result.stdout.splitlines() == [
         f"{MONTH}: {n_rows} rows (tier high) written to {path.resolve()}"
     ]
+    # Not a terminal, so no spinner.
+    assert result.stderr == ""
 
 
 def test_monthly_job_export_equals_command_file(monthly_run, default_export, tmp_path):
