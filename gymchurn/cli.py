@@ -75,6 +75,18 @@ def _fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _status(message: str):
+    """Show a spinner with ``message`` on stderr while a step runs, when stderr is a terminal."""
+    import contextlib
+
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        return contextlib.nullcontext()
+    return console.status(message)
+
+
 def _settings():
     from pydantic import ValidationError
     from pydantic_settings import SettingsError
@@ -352,7 +364,8 @@ def load_csv(
 
     load_month = _month(month)
     try:
-        loaded = read_questionnaire_csv(file)
+        with _status(f"reading {file}"):
+            loaded = read_questionnaire_csv(file)
     except CsvFormatError as err:
         raise _fail(str(err)) from None
     if loaded.ignored_columns:
@@ -377,7 +390,8 @@ def load_csv(
         )
     engine = _engine()
     try:
-        summary = load_questionnaire_file(engine, loaded, load_month, replace=replace)
+        with _status(f"writing {len(loaded.questionnaires)} rows for {format_month(load_month)}"):
+            summary = load_questionnaire_file(engine, loaded, load_month, replace=replace)
     except LoadConflictError as err:
         raise _fail(str(err)) from None
     typer.echo(_load_summary(file, summary, loaded.outcomes is not None))
@@ -629,6 +643,87 @@ def validate(
         raise _fail(f"the batch would stop a run: {error}")
     if not passes:
         raise typer.Exit(EXIT_FAILED)
+
+
+# Exit code of `at-risk` for a month without published scores.
+EXIT_NO_SCORES = 3
+
+
+def _at_risk_format(file_format: str | None, output: Path | None) -> str:
+    from gymchurn.at_risk import FORMATS
+
+    suffix = output.suffix.lower().lstrip(".") if output is not None else ""
+    if file_format is None:
+        return suffix if suffix in FORMATS else "csv"
+    if file_format not in FORMATS:
+        raise _fail(f"invalid --format {file_format!r}: expected {' or '.join(FORMATS)}", 2)
+    if suffix in FORMATS and suffix != file_format:
+        raise _fail(f"--format {file_format} does not match the --output file {output.name}", 2)
+    return file_format
+
+
+@app.command("at-risk")
+def at_risk_command(
+    month: Annotated[str, typer.Option(help="Scored month, YYYY-MM.")],
+    tier: Annotated[str, typer.Option(help="Risk tier to list: high, medium or low.")] = "high",
+    cluster: Annotated[
+        int | None, typer.Option(help="Keep only the clients of this segment (cluster_id).")
+    ] = None,
+    min_probability: Annotated[
+        float, typer.Option(help="Keep only churn probabilities at or above this, 0 to 1.")
+    ] = 0.0,
+    limit: Annotated[
+        int | None, typer.Option(help="Keep at most this many rows, from the top of the ranking.")
+    ] = None,
+    file_format: Annotated[
+        str | None,
+        typer.Option(
+            "--format", help="csv or xlsx. Default: the --output file's suffix, else csv."
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            help="File to write. Default: at_risk_YYYY-MM.csv in GYMCHURN_OUTPUT_DIR, with "
+            "the filters in the name when any is given."
+        ),
+    ] = None,
+) -> None:
+    """Write the month's clients to call, ranked, with a suggested action for each.
+
+    Columns: rank, client_id, churn_probability, risk_tier, cluster_id,
+    segment, reasons, suggested_action, has_phone; highest probability first.
+    Without filters the rows are those of the view churn.at_risk.
+
+    Exit codes: 0 the file is written (also when the filters leave no rows);
+    2 an invalid argument; 3 no published scores for the month.
+    """
+    from gymchurn import at_risk
+
+    report_month = _month(month)
+    try:
+        filters = at_risk.AtRiskFilters(tier, cluster, min_probability, limit)
+    except ValueError as err:
+        raise _fail(str(err), 2) from None
+    chosen_format = _at_risk_format(file_format, output)
+    label = format_month(report_month)
+    path = output or _settings().output_dir / at_risk.file_name(
+        report_month, filters, chosen_format
+    )
+    engine = _engine()
+    with _status(f"reading the at-risk list of {label}"), engine.connect() as conn:
+        if at_risk.count_scores(conn, report_month) == 0:
+            raise _fail(
+                f"no published scores for {label}; score the month first with: "
+                f"gymchurn run --month {label}",
+                EXIT_NO_SCORES,
+            )
+        clients = at_risk.read_at_risk(conn, report_month, filters)
+    with _status(f"writing {len(clients)} rows to {path.name}"):
+        at_risk.write_at_risk(clients, path, chosen_format)
+    if clients.empty:
+        typer.echo(f"{label}: no clients match the filters ({filters.describe()})", err=True)
+    typer.echo(f"{label}: {len(clients)} rows ({filters.describe()}) written to {path.resolve()}")
 
 
 # The signal the job process gets for each signal `run` forwards. Prefect

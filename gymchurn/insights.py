@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from gymchurn.drivers import Drivers
-from gymchurn.measures import Measures, load_measures
+from gymchurn.measures import Measure, Measures, load_measures
 from gymchurn.schema import CHURNED, CLIENT_ID, FEATURE_LABELS, FEATURES, format_month
 from gymchurn.segments import CLUSTER_ID, Segmentation
 
@@ -40,7 +40,9 @@ class MonthInsights:
     ``churned`` (0.0 or 1.0)."""
     scores: pd.DataFrame
     """One row a scored client: ``client_id``, ``churn_probability``, ``risk_tier``
-    (``high``, ``medium``, ``low``), ``reasons`` (list of str), ``cluster_id``."""
+    (``high``, ``medium``, ``low``), ``reasons`` (list of str), ``cluster_id``,
+    ``suggested_action`` (title of the measure chosen by :func:`suggest_actions`, or
+    None)."""
     clusters: pd.DataFrame
     """One row a segment, by ``cluster_id``: ``name`` (plain, e.g. "1-month contracts,
     new members, rare visitors"), ``size``, ``share`` (of the month's clients),
@@ -161,6 +163,66 @@ def _measures(
             )
         rows += sorted(found, key=lambda row: (-row["expected_churners"], row["measure"]))
     return pd.DataFrame(rows, columns=MEASURE_COLUMNS)
+
+
+def rank_measures(influence: pd.DataFrame, rules: Measures) -> list[Measure]:
+    """Order the month's usable measures, the one on the strongest churn driver first.
+
+    A measure is usable when one of its ``drivers`` is among the month's
+    ``rules.top_drivers`` strongest drivers, or when it names no drivers. Ties
+    and measures without drivers keep the order of the measures file, and
+    measures without drivers come last.
+
+    Args:
+        influence: one row a feature with its ``feature`` and ``rank`` (1 = strongest).
+    """
+    ranks = dict(zip(influence["feature"], influence["rank"], strict=True))
+    keyed = []
+    for position, measure in enumerate(rules.measures):
+        driving = [ranks[f] for f in measure.drivers if ranks.get(f, np.inf) <= rules.top_drivers]
+        if measure.drivers and not driving:
+            continue
+        keyed.append((min(driving, default=np.inf), position, measure))
+    return [measure for _, _, measure in sorted(keyed, key=lambda item: item[:2])]
+
+
+def suggest_actions(
+    scored: pd.DataFrame, recommended: pd.DataFrame, influence: pd.DataFrame, rules: Measures
+) -> pd.Series:
+    """Choose one measure for each client in a targeted risk tier.
+
+    A client's candidates are first the measures recommended for the client's
+    segment this month, in their order in ``recommended``, then every usable
+    measure in the order of :func:`rank_measures`. The client gets the title of
+    the first candidate whose ``clients`` conditions the client meets. The
+    choice depends on the inputs alone, so a rerun of a month gives the same
+    titles.
+
+    Args:
+        scored: one row a client: the 13 features, ``risk_tier`` and ``cluster_id``.
+        recommended: the month's recommendations: ``cluster_id`` and ``measure`` (title).
+        influence: the month's drivers: ``feature`` and ``rank``.
+        rules: the measures file the recommendations came from.
+
+    Returns:
+        The measure title for each row of ``scored``, on its index; None for
+        clients outside ``rules.tiers`` and for clients no measure fits.
+    """
+    by_title = {}
+    for measure in rules.measures:
+        by_title.setdefault(measure.title, measure)
+    ranking = rank_measures(influence, rules)
+    matches = {measure.title: measure.targets(scored) for measure in by_title.values()}
+    targeted = scored["risk_tier"].isin(rules.tiers).to_numpy()
+    chosen = np.full(len(scored), None, dtype=object)
+    for cluster_id in pd.unique(scored[CLUSTER_ID]):
+        in_cluster = targeted & (scored[CLUSTER_ID] == cluster_id).to_numpy()
+        for_cluster = recommended.loc[recommended[CLUSTER_ID] == cluster_id, "measure"]
+        candidates = [by_title[title] for title in for_cluster if title in by_title] + ranking
+        for measure in candidates:
+            fits = in_cluster & matches[measure.title] & pd.isna(chosen)
+            chosen[fits] = measure.title
+    return pd.Series(chosen, index=scored.index, name="suggested_action", dtype=object)
 
 
 def _rate(labelled: pd.DataFrame, mask) -> tuple[float, int]:
@@ -330,6 +392,7 @@ def build_insights(
     clusters = _clusters(segmentation, scored)
     groups = _target_groups(clusters, scored, measures.target_groups)
     recommended = _measures(groups, scored, drivers, measures)
+    scored["suggested_action"] = suggest_actions(scored, recommended, drivers.influence, measures)
     patterns = _patterns(clients, reference, drivers)
     conclusions = _conclusions(month, scored, reference, clusters, drivers, groups, recommended)
     logger.info(
@@ -343,7 +406,9 @@ def build_insights(
         month=month,
         clients=clients,
         reference=reference,
-        scores=scored[[CLIENT_ID, "churn_probability", "risk_tier", "reasons", CLUSTER_ID]],
+        scores=scored[
+            [CLIENT_ID, "churn_probability", "risk_tier", "reasons", CLUSTER_ID, "suggested_action"]
+        ],
         clusters=clusters,
         differences=segmentation.differences,
         silhouette=segmentation.silhouette,

@@ -19,7 +19,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 from sqlalchemy.engine import Engine
 
-from gymchurn import batch_rules, db, lifecycle, model, reasons, runtime
+from gymchurn import at_risk, batch_rules, db, lifecycle, model, reasons, runtime
 from gymchurn.drivers import Drivers, find_drivers
 from gymchurn.insights import MonthInsights, build_insights
 from gymchurn.measures import load_measures
@@ -575,13 +575,15 @@ def publish(
     A rerun of the month deletes the rows of the earlier run and marks that
     run superseded, so the month never contains rows of two runs. Without
     ``insights`` the month's drivers, recommendations and findings are left
-    empty. ``report`` is the path the month's report will be moved to.
+    empty and no client gets a suggested action. ``report`` is the path the
+    month's report will be moved to.
     """
     started = time.perf_counter()
     month = checked.month
     auc = realised_roc_auc(scores, checked)
     table = scores.merge(segments.assignments, on=CLIENT_ID, validate="one_to_one")
     table = table.assign(month=month, model_version=chosen.version, run_id=run_id)
+    table["suggested_action"] = _suggested_actions(table, insights)
     clusters = _cluster_rows(segments, table).assign(month=month, run_id=run_id)
     keys = {"month": month, "run_id": run_id}
     monitoring = _monitoring_rows(checked, chosen, scores, run_id)
@@ -673,6 +675,14 @@ def publish(
         time.perf_counter() - started,
     )
     return published
+
+
+def _suggested_actions(table: pd.DataFrame, insights: MonthInsights | None) -> np.ndarray:
+    """Return each client's suggested measure from ``insights``, or None for all without it."""
+    if insights is None:
+        return np.full(len(table), None, dtype=object)
+    actions = insights.scores.set_index(CLIENT_ID)["suggested_action"]
+    return actions.reindex(table[CLIENT_ID]).to_numpy(dtype=object)
 
 
 def _cluster_rows(segments: Segmentation, scored: pd.DataFrame) -> pd.DataFrame:
@@ -773,6 +783,7 @@ SCORE_COLUMNS = [
     "model_version",
     "run_id",
     "reasons",
+    "suggested_action",
 ]
 CLUSTER_COLUMNS = [
     "month",
@@ -837,15 +848,21 @@ QUARANTINE_COLUMNS = [
 
 
 def deliver(engine: Engine, settings: Settings, run: PublishedRun) -> Path:
-    """Write the month's at-risk list, as the view ``churn.at_risk`` has it, to CSV."""
+    """Write the month's at-risk list, as the view ``churn.at_risk`` has it, to CSV.
+
+    The file is the one ``gymchurn at-risk --month M`` writes without filters.
+    """
+    filters = at_risk.AtRiskFilters()
     with engine.connect() as conn:
-        at_risk = db.read_frame(conn, "at_risk_for_month", {"month": run.month})
-    path = db.write_csv(at_risk, settings.output_dir / f"at_risk_{format_month(run.month)}.csv")
+        at_risk_clients = at_risk.read_at_risk(conn, run.month, filters)
+    path = at_risk.write_at_risk(
+        at_risk_clients, settings.output_dir / at_risk.file_name(run.month, filters, "csv"), "csv"
+    )
     with engine.begin() as conn:
         db.execute(
             conn, "set_run_at_risk_path", {"path": str(path.resolve()), "run_id": run.run_id}
         )
-    logger.info("deliver: %d at-risk clients written to %s", len(at_risk), path)
+    logger.info("deliver: %d at-risk clients written to %s", len(at_risk_clients), path)
     return path
 
 

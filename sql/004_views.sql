@@ -1,4 +1,10 @@
-CREATE OR REPLACE VIEW churn.at_risk AS
+-- Later schema files append columns to this view. CREATE OR REPLACE here
+-- would try to drop them on every upgrade, which PostgreSQL rejects, so the
+-- view is created only when it is missing.
+DO $$
+BEGIN
+IF to_regclass('churn.at_risk') IS NULL THEN
+CREATE VIEW churn.at_risk AS
 SELECT
     s.month,
     row_number() OVER (
@@ -12,6 +18,9 @@ SELECT
     s.reasons
 FROM churn.scores AS s
 WHERE s.risk_tier = 'high';
+END IF;
+END
+$$;
 
 COMMENT ON VIEW churn.at_risk IS
     'Clients in the high risk tier, ranked per month from the highest churn probability.';

@@ -291,3 +291,16 @@ def test_validate_without_arguments_rejected():
 
     assert result.exit_code == 2
     assert "give a FILE to check, or --month" in result.output
+
+
+def test_status_spinner_only_on_terminal(monkeypatch):
+    from rich.status import Status
+
+    from gymchurn.cli import _status
+
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    monkeypatch.delenv("TTY_COMPATIBLE", raising=False)
+    assert not isinstance(_status("reading"), Status)
+    # Rich treats the console as a terminal when FORCE_COLOR is set.
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    assert isinstance(_status("reading"), Status)

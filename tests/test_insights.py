@@ -1,6 +1,7 @@
 """Tests of the month's target groups, measures and patterns on the real questionnaires."""
 
 import datetime as dt
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -9,9 +10,9 @@ from threadpoolctl import threadpool_limits
 
 from gymchurn import model
 from gymchurn.drivers import find_drivers
-from gymchurn.insights import build_insights
+from gymchurn.insights import build_insights, rank_measures, suggest_actions
 from gymchurn.loader import read_questionnaire_csv
-from gymchurn.measures import MeasuresFileError, load_measures
+from gymchurn.measures import Condition, Measure, Measures, MeasuresFileError, load_measures
 from gymchurn.schema import CHURNED, CLIENT_ID, MONTH
 from gymchurn.segments import CLUSTER_ID, segment_clients
 from gymchurn.settings import Settings
@@ -186,3 +187,90 @@ def test_another_month_gives_other_text(insights, labelled, parts):
         other.clusters["expected_churners"].sum(),
         scores.loc[scores[CLIENT_ID].isin(half[CLIENT_ID]), "churn_probability"].sum(),
     )
+
+
+def _rules(*measures: Measure, top_drivers: int = 2) -> Measures:
+    return Measures(measures, 3, top_drivers, ("high", "medium"), Path("measures.toml"))
+
+
+def _measure(title: str, drivers: tuple[str, ...], condition: Condition) -> Measure:
+    return Measure(title, f"{title} for them.", drivers, (condition,), 0.0)
+
+
+LONGER_CONTRACT = _measure(
+    "Longer contract", ("contract_period",), Condition("contract_period", "==", 1)
+)
+ONBOARDING = _measure("Onboarding", ("lifetime",), Condition("lifetime", "<=", 3))
+GROUP_CLASS = _measure("Group class", ("group_visits",), Condition("group_visits", "==", 0))
+CALL = _measure("Call", (), Condition("age", ">=", 18))
+# lifetime is the strongest driver, contract_period the second, group_visits the fifth.
+INFLUENCE = pd.DataFrame(
+    {
+        "feature": ["lifetime", "contract_period", "age", "gender", "group_visits"],
+        "rank": [1, 2, 3, 4, 5],
+    }
+)
+
+
+def _clients(rows: list[tuple]) -> pd.DataFrame:
+    columns = [CLIENT_ID, CLUSTER_ID, "risk_tier", "contract_period", "lifetime", "group_visits"]
+    return pd.DataFrame(rows, columns=columns).assign(age=30)
+
+
+def test_rank_measures_by_strongest_driver():
+    ranking = rank_measures(INFLUENCE, _rules(CALL, GROUP_CLASS, LONGER_CONTRACT, ONBOARDING))
+
+    # group_visits ranks fifth, outside the top 2, so Group class is left out. Call names
+    # no drivers, so it comes last.
+    assert [measure.title for measure in ranking] == ["Onboarding", "Longer contract", "Call"]
+
+
+def test_suggest_actions_prefers_segment_recommendation():
+    clients = _clients([(1, 0, "high", 1, 2, 1), (2, 1, "high", 1, 2, 1)])
+    recommended = pd.DataFrame({CLUSTER_ID: [0], "measure": ["Longer contract"]})
+
+    actions = suggest_actions(clients, recommended, INFLUENCE, _rules(LONGER_CONTRACT, ONBOARDING))
+
+    # Segment 0 has a recommendation of its own, and segment 1 falls back to the ranking.
+    assert actions.to_list() == ["Longer contract", "Onboarding"]
+
+
+def test_suggest_actions_skips_measures_that_do_not_fit():
+    clients = _clients(
+        [(1, 0, "high", 12, 2, 1), (2, 0, "medium", 12, 40, 1), (3, 0, "high", 1, 40, 1)]
+    )
+    recommended = pd.DataFrame({CLUSTER_ID: [0], "measure": ["Longer contract"]})
+
+    actions = suggest_actions(clients, recommended, INFLUENCE, _rules(LONGER_CONTRACT, ONBOARDING))
+
+    assert actions.to_list() == ["Onboarding", None, "Longer contract"]
+
+
+def test_suggest_actions_none_outside_targeted_tiers():
+    clients = _clients([(1, 0, "low", 1, 2, 0), (2, 0, "high", 1, 2, 0)])
+    recommended = pd.DataFrame({CLUSTER_ID: [], "measure": []})
+
+    actions = suggest_actions(clients, recommended, INFLUENCE, _rules(ONBOARDING))
+
+    assert actions.iloc[0] is None
+    assert actions.iloc[1] == "Onboarding"
+
+
+def test_suggest_actions_ignore_row_order():
+    clients = _clients(
+        [
+            (1, 0, "high", 1, 2, 0),
+            (2, 1, "high", 12, 9, 0),
+            (3, 1, "medium", 1, 40, 0),
+            (4, 2, "high", 6, 1, 1),
+        ]
+    )
+    recommended = pd.DataFrame({CLUSTER_ID: [1, 2], "measure": ["Longer contract", "Onboarding"]})
+    rules = _rules(LONGER_CONTRACT, ONBOARDING, GROUP_CLASS, top_drivers=5)
+
+    forward = suggest_actions(clients, recommended, INFLUENCE, rules)
+    shuffled = clients.iloc[[3, 1, 0, 2]]
+    backward = suggest_actions(shuffled, recommended, INFLUENCE, rules)
+
+    assert forward.to_list() == ["Onboarding", "Group class", "Longer contract", "Onboarding"]
+    assert backward.reindex(forward.index).to_list() == forward.to_list()

@@ -1,0 +1,1 @@
+SELECT count(*) FROM churn.scores WHERE month = %(month)s

@@ -1,0 +1,261 @@
+"""Tests of ``gymchurn at-risk`` after one monthly run on the real questionnaires."""
+
+from pathlib import Path
+
+import openpyxl
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from gymchurn.at_risk import COLUMNS
+from gymchurn.loader import load_questionnaire_file, read_questionnaire_csv
+from gymchurn.measures import load_measures
+from gymchurn.schema import parse_month
+from gymchurn.settings import get_settings
+from tests.test_cli import _invoke
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+MONTH = "2026-10"
+
+
+def _run(month: str) -> dict:
+    from flows.monthly_scoring import monthly_scoring
+
+    return monthly_scoring(month=month)
+
+
+def _frame(engine, query: str, **params) -> pd.DataFrame:
+    with engine.connect() as conn:
+        return pd.read_sql(sa.text(query), conn, params=params)
+
+
+def _rows(frame: pd.DataFrame) -> list[tuple]:
+    """Rows as tuples of plain values, with every missing value as None."""
+    values = frame.astype(object).where(frame.notna(), None)
+    return [tuple(row) for row in values.itertuples(index=False, name=None)]
+
+
+def _view_rows(engine) -> pd.DataFrame:
+    """The month's rows of churn.at_risk in the command's columns and order."""
+    view = _frame(
+        engine, "SELECT * FROM churn.at_risk WHERE month = :month ORDER BY rank", month="2026-10-01"
+    )
+    view["reasons"] = view["reasons"].map("; ".join).replace("", None)
+    return view[COLUMNS]
+
+
+@pytest.fixture(scope="module")
+def monthly_run(module_database, real_data, prefect_harness):
+    """October's questionnaires and outcomes loaded and scored."""
+    loaded = read_questionnaire_csv(real_data)
+    load_questionnaire_file(module_database, loaded, parse_month(MONTH))
+    return _run(MONTH)
+
+
+@pytest.fixture(scope="module")
+def default_export(monthly_run) -> tuple[object, Path]:
+    result = _invoke("at-risk", "--month", MONTH)
+    return result, get_settings().output_dir / f"at_risk_{MONTH}.csv"
+
+
+def test_default_export_equals_view(module_database, default_export):
+    result, path = default_export
+    exported = pd.read_csv(path)
+    view = _view_rows(module_database)
+
+    assert result.exit_code == 0, result.output
+    assert exported.columns.to_list() == COLUMNS
+    assert len(view) > 0
+    assert _rows(exported) == _rows(view)
+
+
+def test_default_export_summary_line(default_export):
+    result, path = default_export
+    n_rows = len(pd.read_csv(path))
+
+    assert result.stdout.splitlines() == [
+        f"{MONTH}: {n_rows} rows (tier high) written to {path.resolve()}"
+    ]
+    # Not a terminal, so no spinner.
+    assert result.stderr == ""
+
+
+def test_monthly_job_export_equals_command_file(monthly_run, default_export, tmp_path):
+    _, path = default_export
+    job_file = Path(monthly_run["at_risk_path"])
+
+    assert job_file.resolve() == path.resolve()
+    copy = tmp_path / "command.csv"
+    result = _invoke("at-risk", "--month", MONTH, "--output", str(copy))
+    assert result.exit_code == 0, result.output
+    assert copy.read_bytes() == job_file.read_bytes()
+
+
+def _medium_cluster(engine) -> int:
+    """The segment with the most medium-tier clients at 0.3 or above."""
+    counts = _frame(
+        engine,
+        "SELECT cluster_id, count(*) AS n FROM churn.scores WHERE month = '2026-10-01'"
+        " AND risk_tier = 'medium' AND churn_probability >= 0.3"
+        " GROUP BY cluster_id ORDER BY n DESC, cluster_id LIMIT 1",
+    )
+    return int(counts["cluster_id"].iloc[0])
+
+
+def test_filtered_export_keeps_matching_rows(module_database, monthly_run):
+    cluster = _medium_cluster(module_database)
+    expected = _frame(
+        module_database,
+        "SELECT client_id FROM churn.scores WHERE month = '2026-10-01' AND risk_tier = 'medium'"
+        " AND cluster_id = :cluster AND churn_probability >= 0.3"
+        " ORDER BY churn_probability DESC, client_id LIMIT 50",
+        cluster=cluster,
+    )
+
+    result = _invoke(
+        "at-risk",
+        "--month",
+        MONTH,
+        "--tier",
+        "medium",
+        "--cluster",
+        str(cluster),
+        "--min-probability",
+        "0.3",
+        "--limit",
+        "50",
+    )
+
+    assert result.exit_code == 0, result.output
+    path = get_settings().output_dir / f"at_risk_{MONTH}_medium_cluster{cluster}_min0.3_top50.csv"
+    exported = pd.read_csv(path)
+    assert 0 < len(exported) <= 50
+    assert (exported["risk_tier"] == "medium").all()
+    assert (exported["cluster_id"] == cluster).all()
+    assert exported["churn_probability"].ge(0.3).all()
+    ordered = exported.sort_values(["churn_probability", "client_id"], ascending=[False, True])
+    assert exported["client_id"].to_list() == ordered["client_id"].to_list()
+    assert exported["client_id"].to_list() == expected["client_id"].to_list()
+    assert str(path.resolve()) in result.stdout
+
+
+def test_limit_keeps_top_of_view(module_database, default_export):
+    result = _invoke("at-risk", "--month", MONTH, "--limit", "5")
+    path = get_settings().output_dir / f"at_risk_{MONTH}_high_top5.csv"
+    exported = pd.read_csv(path)
+
+    assert result.exit_code == 0, result.output
+    assert _rows(exported) == _rows(_view_rows(module_database).head(5))
+    assert exported["rank"].to_list() == [1, 2, 3, 4, 5]
+    # The month's full list stays as it was.
+    assert len(pd.read_csv(default_export[1])) > 5
+
+
+def test_xlsx_has_rows_of_csv(default_export):
+    result = _invoke("at-risk", "--month", MONTH, "--format", "xlsx")
+    path = get_settings().output_dir / f"at_risk_{MONTH}.xlsx"
+    sheet = openpyxl.load_workbook(path, read_only=True).active
+    header, *rows = list(sheet.iter_rows(values_only=True))
+    expected = _rows(pd.read_csv(default_export[1]))
+
+    assert result.exit_code == 0, result.output
+    assert list(header) == COLUMNS
+    assert rows == expected
+
+
+def test_filters_leaving_no_rows_exit_0(monthly_run):
+    result = _invoke("at-risk", "--month", MONTH, "--min-probability", "1")
+    path = get_settings().output_dir / f"at_risk_{MONTH}_high_min1.csv"
+
+    assert result.exit_code == 0, result.output
+    assert "no clients match the filters" in result.stderr
+    assert f"{MONTH}: 0 rows" in result.stdout
+    assert pd.read_csv(path).columns.to_list() == COLUMNS
+    assert len(pd.read_csv(path)) == 0
+
+
+def test_high_tier_clients_get_actions(module_database, monthly_run):
+    clients = _frame(
+        module_database,
+        "SELECT s.suggested_action, s.risk_tier, q.* FROM churn.scores AS s"
+        " JOIN crm.questionnaires AS q USING (month, client_id) WHERE s.month = '2026-10-01'",
+    )
+    rules = {measure.title: measure for measure in load_measures().measures}
+    high = clients[clients["risk_tier"] == "high"]
+    share = high["suggested_action"].notna().mean()
+
+    # Measured on the real file: every high-tier client gets an action.
+    assert share >= 0.95
+    assert clients.loc[clients["risk_tier"] == "low", "suggested_action"].isna().all()
+    for title, chosen in clients.dropna(subset=["suggested_action"]).groupby("suggested_action"):
+        assert title in rules
+        assert rules[title].targets(chosen).all()
+
+
+def test_has_phone_matches_questionnaires(module_database, default_export):
+    exported = pd.read_csv(default_export[1])
+    phones = _frame(
+        module_database,
+        "SELECT client_id, phone FROM crm.questionnaires WHERE month = '2026-10-01'",
+    )
+    merged = exported.merge(phones, on="client_id", validate="one_to_one")
+
+    assert len(merged) == len(exported)
+    assert merged["has_phone"].to_list() == (merged["phone"] == 1).to_list()
+    assert merged["has_phone"].nunique() == 2
+
+
+def test_month_without_scores_exits_3(monthly_run):
+    result = _invoke("at-risk", "--month", "2026-09")
+
+    assert result.exit_code == 3
+    assert "no published scores for 2026-09" in result.stderr
+    assert "gymchurn run --month 2026-09" in result.stderr
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--month", "2026-13"], "2026-13"),
+        (["--month", MONTH, "--tier", "urgent"], "invalid --tier 'urgent'"),
+        (["--month", MONTH, "--min-probability", "1.5"], "invalid --min-probability 1.5"),
+        (["--month", MONTH, "--min-probability", "-0.1"], "invalid --min-probability -0.1"),
+        (["--month", MONTH, "--limit", "-1"], "invalid --limit -1"),
+        (["--month", MONTH, "--format", "pdf"], "invalid --format 'pdf'"),
+        (["--month", MONTH, "--cluster", "-2"], "invalid --cluster -2"),
+        (["--month", MONTH, "--format", "csv", "--output", "list.xlsx"], "does not match"),
+    ],
+)
+def test_bad_argument_exits_2(monthly_run, arguments, message):
+    before = sorted(get_settings().output_dir.iterdir())
+
+    result = _invoke("at-risk", *arguments)
+
+    assert result.exit_code == 2
+    assert message in result.stderr
+    assert result.stdout == ""
+    assert sorted(get_settings().output_dir.iterdir()) == before
+
+
+def test_rerun_gives_same_actions(module_database, monthly_run):
+    query = (
+        "SELECT client_id, suggested_action FROM churn.scores"
+        " WHERE month = '2026-10-01' ORDER BY client_id"
+    )
+    before = _frame(module_database, query)
+
+    _run(MONTH)
+
+    after = _frame(module_database, query)
+    assert before["suggested_action"].notna().sum() > 0
+    assert _rows(after) == _rows(before)
+
+
+def test_rows_equal_view_after_rerun(module_database, monthly_run):
+    result = _invoke("at-risk", "--month", MONTH)
+    exported = pd.read_csv(get_settings().output_dir / f"at_risk_{MONTH}.csv")
+
+    assert result.exit_code == 0, result.output
+    assert _rows(exported) == _rows(_view_rows(module_database))
