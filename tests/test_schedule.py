@@ -293,6 +293,23 @@ def test_serve_without_api_url_rejected(tmp_path):
     assert "prefect server start" in result.stderr
 
 
+def test_serve_unreachable_server_rejected(tmp_path):
+    # Nothing listens on a port just freed.
+    api_url = f"http://127.0.0.1:{_free_port()}/api"
+    env = {**os.environ, **_TELEMETRY_OFF, "PREFECT_API_URL": api_url}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect")
+    result = subprocess.run(
+        [sys.executable, "-m", "gymchurn.cli", "serve"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert f"cannot reach the Prefect server at PREFECT_API_URL={api_url}" in result.stderr
+
+
 def test_prefect_yaml_matches_served_deployment():
     config = yaml.safe_load((REPO / "prefect.yaml").read_text())
     deployments = config["deployments"]
