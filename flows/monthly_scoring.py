@@ -9,7 +9,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from gymchurn import db, registry, runtime, steps
-from gymchurn.schema import format_month, parse_month
+from gymchurn.schema import format_month, parse_month, previous_month
 from gymchurn.settings import get_settings
 from gymchurn.validation import DataValidationError
 
@@ -151,14 +151,16 @@ def _top_at_risk(insights, rows: int = 20) -> list[dict]:
 
 
 @flow(name="monthly_scoring", log_prints=False)
-def monthly_scoring(month: str, retrain: str = "auto") -> dict:
+def monthly_scoring(month: str | None = None, retrain: str = "auto") -> dict:
     """Score month ``month`` (YYYY-MM) and publish its tables and at-risk list.
 
+    Without ``month`` the run scores the month before today in the business
+    timezone (``GYMCHURN_TIMEZONE``), as a scheduled run on the 1st should.
     ``retrain`` is ``auto`` (train a challenger when the data calls for it),
     ``always`` or ``never`` (load the champion).
     """
     settings = get_settings()
-    run_month = parse_month(month)
+    run_month = parse_month(month) if month else previous_month(settings.timezone)
     run_id = uuid.UUID(flow_run.id) if flow_run.id else uuid.uuid4()
     engine = db.get_engine(settings)
     counts = {}
@@ -191,7 +193,7 @@ def monthly_scoring(month: str, retrain: str = "auto") -> dict:
             _record_rejection(engine, run_id, run_month, error, settings)
         # Ctrl-C and SIGTERM too: the run must not stay "running" forever.
         if not steps.fail_run(engine, run_id, error, counts):
-            runtime.published_before_stop.append(month)
+            runtime.published_before_stop.append(format_month(run_month))
         raise
     create_markdown_artifact(_summary(run, at_risk_path, report, insights), key="churn-run-summary")
     create_table_artifact(

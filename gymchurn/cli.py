@@ -8,13 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated
-from zoneinfo import ZoneInfo
 
 import typer
 
 from gymchurn import runtime
 from gymchurn.runtime import configure_environment
-from gymchurn.schema import format_month, parse_month
+from gymchurn.schema import format_month, parse_month, previous_month
 from gymchurn.settings import get_settings
 
 # Tracebacks without local variables: those can hold the database password.
@@ -37,11 +36,6 @@ def _month(text: str) -> dt.date:
         return parse_month(text)
     except ValueError as err:
         raise typer.BadParameter(str(err)) from None
-
-
-def _previous_month(timezone: str) -> dt.date:
-    today = dt.datetime.now(ZoneInfo(timezone)).date()
-    return (today.replace(day=1) - dt.timedelta(days=1)).replace(day=1)
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -800,7 +794,7 @@ def run(
     """Run the monthly scoring flow for one month, or for several in turn."""
     settings = _settings()
     if not month:
-        run_months = [_previous_month(settings.timezone)]
+        run_months = [previous_month(settings.timezone)]
     else:
         run_months = [_month(text) for text in month]
     labels = [format_month(m) for m in run_months]
@@ -883,6 +877,45 @@ def demo(
     if code != 0:
         raise typer.Exit(code)
     _print_demo_summary(engine, first, add_months(first, months - 1))
+
+
+@app.command("serve")
+def serve() -> None:
+    """Schedule the monthly run on a Prefect server and run it, until stopped.
+
+    Registers the deployment monthly_scoring/monthly-scoring with the cron
+    0 6 1 * * in GYMCHURN_TIMEZONE against the server in PREFECT_API_URL.
+    Then runs each of its flow runs in a child process. A scheduled run scores
+    the month just ended, and a run started by hand may name a month. Stop it
+    with Ctrl-C or SIGTERM. The schedule stays active while it is stopped.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    settings = _settings()
+    api_url = PREFECT_API_URL.value()
+    if not api_url:
+        raise _fail(
+            "PREFECT_API_URL is not set: a schedule needs a running Prefect server, and "
+            "the temporary one Prefect starts on its own stops with this process. Start "
+            "one with `prefect server start` and set "
+            "PREFECT_API_URL=http://127.0.0.1:4200/api",
+            2,
+        )
+    with get_client(sync_client=True) as client:
+        error = client.api_healthcheck()
+    if error is not None:
+        raise _fail(f"cannot reach the Prefect server at PREFECT_API_URL={api_url}: {error}")
+    _engine()
+
+    from flows.deployment import serve_monthly_scoring
+
+    logger.info(
+        "serving monthly_scoring/monthly-scoring on %s, schedule in %s",
+        api_url,
+        settings.timezone,
+    )
+    serve_monthly_scoring(settings.timezone)
 
 
 def _print_demo_summary(engine, first: dt.date, last: dt.date) -> None:

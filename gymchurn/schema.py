@@ -6,6 +6,7 @@ The questionnaire columns keep the spelling of the chain's export in CSV files
 
 import datetime as dt
 import re
+from zoneinfo import ZoneInfo
 
 CLIENT_ID = "client_id"
 MONTH = "month"
@@ -73,6 +74,18 @@ def parse_month(text: str) -> dt.date:
 def format_month(month: dt.date) -> str:
     """Format a month as ``YYYY-MM``."""
     return f"{month.year:04d}-{month.month:02d}"
+
+
+def previous_month(timezone: str, now: dt.datetime | None = None) -> dt.date:
+    """Return the first day of the month before ``now`` in ``timezone``.
+
+    The monthly job scores the month that has just ended: a run on 1 December
+    in the business timezone scores November, even when it is still
+    30 November in UTC. ``now`` defaults to the current time.
+    """
+    local = (now or dt.datetime.now(dt.UTC)).astimezone(ZoneInfo(timezone))
+    first_of_month = local.date().replace(day=1)
+    return (first_of_month - dt.timedelta(days=1)).replace(day=1)
 
 
 # Plain names of the features, for reports and tables people read.
