@@ -328,18 +328,21 @@ def _model_of_earlier_month(
     """Score a month that the champion's training has already passed, as it was scored.
 
     A rerun of an earlier month must not use a model trained on that month's
-    own outcomes or later ones. It loads the model of the month's published
-    run, or else the model trained on exactly the months before it, and
-    changes nothing in the registry.
+    own outcomes or later ones. A forward month loads the model of its
+    published run, or else the model trained on exactly the months before it.
+    A backtest month cross-validates on its own rows again, so that it
+    publishes the same out-of-fold scores. Neither changes the registry.
 
     Returns:
         None when the champion was trained only on months before this one.
     """
-    if champion is None or checked.mode != "forward":
+    if champion is None:
         return None
     trained_until = max(dt.date.fromisoformat(str(m)[:10]) for m in champion["training_months"])
     if trained_until < checked.month:
         return None
+    if checked.mode == "backtest":
+        return _backtest_again(engine, settings, checked, retrain, champion, trained_until)
     with engine.connect() as conn:
         published = db.execute(conn, "published_model_for_month", {"month": checked.month})
         version = published.scalar_one_or_none()
@@ -367,6 +370,39 @@ def _model_of_earlier_month(
         pipeline,
         metrics,
         None,
+        "loaded model of the month",
+        reason,
+        retrain,
+        last_month=_last_month_metrics(engine, checked, settings),
+    )
+
+
+def _backtest_again(
+    engine: Engine,
+    settings: Settings,
+    checked: CheckedData,
+    retrain: str,
+    champion: dict,
+    trained_until: dt.date,
+) -> ChosenModel:
+    """Rerun a backtest month whose outcomes a later champion was trained on.
+
+    Comparing that champion on the month's rows would measure it on clients it
+    learned from, so the month's out-of-fold scores are computed again instead.
+    """
+    version, algorithm, pipeline, metrics, out_of_fold = _train_or_reuse(engine, settings, checked)
+    reason = (
+        f"earlier month: the champion {champion['version']} was trained on months up to "
+        f"{format_month(trained_until)}, so the backtest publishes the out-of-fold scores "
+        f"of {version}, cross-validated on the month's own rows"
+    )
+    logger.info("model: %s", reason)
+    return ChosenModel(
+        version,
+        algorithm,
+        pipeline,
+        metrics,
+        out_of_fold,
         "loaded model of the month",
         reason,
         retrain,

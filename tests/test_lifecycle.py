@@ -271,6 +271,31 @@ def test_rerun_earlier_month_uses_its_model(module_database, simulated_runs):
     assert after == champion
 
 
+def test_rerun_backtest_month_keeps_out_of_fold_scores(module_database, simulated_runs):
+    query = (
+        "SELECT client_id, churn_probability, risk_tier FROM churn.scores WHERE month = :month"
+        " ORDER BY client_id"
+    )
+    before = _query(module_database, query, month=JAN)
+    champion = _query(
+        module_database, "SELECT version FROM churn.model_versions WHERE status = 'champion'"
+    )[0].version
+
+    again = _run_month(module_database, JAN)
+
+    assert simulated_runs[0].out_of_fold is not None
+    assert champion != simulated_runs[0].version
+    assert again.decision == "loaded model of the month"
+    assert again.version == simulated_runs[0].version
+    assert again.out_of_fold is not None
+    assert "out-of-fold scores" in again.reason
+    assert _query(module_database, query, month=JAN) == before
+    after = _query(
+        module_database, "SELECT version FROM churn.model_versions WHERE status = 'champion'"
+    )[0].version
+    assert after == champion
+
+
 def test_missing_champion_file_rebuilt(module_database, simulated_runs):
     row = _query(
         module_database,
