@@ -112,17 +112,19 @@ def _engine(force_upgrade: bool = False):
     settings = _settings()
     try:
         engine = db.get_engine(settings)
-        if force_upgrade:
-            db.upgrade(engine)
-        else:
-            db.ensure_schema(engine)
+        prepare = db.upgrade if force_upgrade else db.ensure_schema
+        db.retry_unreachable(lambda: prepare(engine), settings.db_retry_seconds, "connect")
     except db.DatabaseUrlError as err:
         raise _fail(str(err), 2) from None
     except Exception as err:
         if not db.is_transient(err):
             raise
-        reason = str(getattr(err, "orig", err)).strip().splitlines()[0]
-        raise _fail(f"cannot connect to the database: {reason}") from None
+        attempts = len(settings.db_retry_seconds) + 1
+        raise _fail(
+            f"cannot connect to the database after {attempts} attempt(s): "
+            f"{db.connection_error_reason(err)}; check that the server in DATABASE_URL is "
+            "running and reachable, and see GYMCHURN_DB_RETRY_SECONDS for the waits"
+        ) from None
     return engine
 
 
