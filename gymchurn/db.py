@@ -147,6 +147,11 @@ class MonthLock:
     The connection bypasses the engine's pool, so closing it always ends the
     session and releases the lock: also when the process is killed, because
     the server then sees the connection close.
+
+    NOTE: when only the lock's connection is lost, the run goes on without the
+    lock. A second run's publish then fails on the primary key of
+    ``churn.scores`` or on the one-succeeded-run-per-month index rather than
+    mixing rows, but it is not rejected up front.
     """
 
     def __init__(self, engine: Engine, month) -> None:
