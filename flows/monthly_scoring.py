@@ -165,10 +165,11 @@ def monthly_scoring(month: str | None = None, retrain: str = "auto") -> dict:
     engine = db.get_engine(settings)
     counts = {}
     staged = None
+    lock = None
     try:
         # Inside the try: a signal right after the run row is written must
         # still mark it failed.
-        steps.start_run(engine, run_id, run_month)
+        lock = steps.start_run(engine, run_id, run_month)
         data = extract(engine, run_month)
         counts["rows_read"] = len(data.scoring)
         checked = validate(data, settings)
@@ -195,6 +196,11 @@ def monthly_scoring(month: str | None = None, retrain: str = "auto") -> dict:
         if not steps.fail_run(engine, run_id, error, counts):
             runtime.published_before_stop.append(format_month(run_month))
         raise
+    finally:
+        # Released only after the outcome is recorded: the next holder marks
+        # any run still "running" as abandoned.
+        if lock is not None:
+            lock.release()
     create_markdown_artifact(_summary(run, at_risk_path, report, insights), key="churn-run-summary")
     create_table_artifact(
         _top_at_risk(insights),

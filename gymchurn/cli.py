@@ -3,6 +3,7 @@
 import datetime as dt
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -36,6 +37,20 @@ def _month(text: str) -> dt.date:
         return parse_month(text)
     except ValueError as err:
         raise typer.BadParameter(str(err)) from None
+
+
+# Model version names: those the job writes (v202610-798341c411) and any other
+# plain name, but no quotes, spaces or semicolons.
+_VERSION_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def _version(text: str) -> str:
+    if not _VERSION_PATTERN.fullmatch(text):
+        raise typer.BadParameter(
+            f"invalid model version {text!r}: expected letters, digits, '.', '_' and '-', "
+            "such as v202610-798341c411; list them with: gymchurn models list"
+        )
+    return text
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -112,17 +127,19 @@ def _engine(force_upgrade: bool = False):
     settings = _settings()
     try:
         engine = db.get_engine(settings)
-        if force_upgrade:
-            db.upgrade(engine)
-        else:
-            db.ensure_schema(engine)
+        prepare = db.upgrade if force_upgrade else db.ensure_schema
+        db.retry_unreachable(lambda: prepare(engine), settings.db_retry_seconds, "connect")
     except db.DatabaseUrlError as err:
         raise _fail(str(err), 2) from None
     except Exception as err:
         if not db.is_transient(err):
             raise
-        reason = str(getattr(err, "orig", err)).strip().splitlines()[0]
-        raise _fail(f"cannot connect to the database: {reason}") from None
+        attempts = len(settings.db_retry_seconds) + 1
+        raise _fail(
+            f"cannot connect to the database after {attempts} attempt(s): "
+            f"{db.connection_error_reason(err)}; check that the server in DATABASE_URL is "
+            "running and reachable, and see GYMCHURN_DB_RETRY_SECONDS for the waits"
+        ) from None
     return engine
 
 
@@ -169,7 +186,12 @@ def models_list() -> None:
 
 @models_app.command("evaluate")
 def models_evaluate(
-    csv_file: Annotated[Path, typer.Option("--csv", help="Questionnaire CSV with a Churn column.")],
+    csv_file: Annotated[
+        Path,
+        typer.Option(
+            "--csv", help="Questionnaire CSV with a Churn column.", exists=True, dir_okay=False
+        ),
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON.")] = False,
     plot: Annotated[
         Path | None,
@@ -241,7 +263,9 @@ def models_evaluate(
 
 @models_app.command("show")
 def models_show(
-    version: Annotated[str, typer.Argument(help="Model version, e.g. v202610-798341c411.")],
+    version: Annotated[
+        str, typer.Argument(help="Model version, e.g. v202610-798341c411.", callback=_version)
+    ],
 ) -> None:
     """Print everything the registry records about one model version, as JSON."""
     import json
@@ -258,7 +282,9 @@ def models_show(
 
 @models_app.command("promote")
 def models_promote(
-    version: Annotated[str, typer.Argument(help="Model version to make the champion.")],
+    version: Annotated[
+        str, typer.Argument(help="Model version to make the champion.", callback=_version)
+    ],
 ) -> None:
     """Make a registered version the champion after checking its file; retire the others."""
     from gymchurn import db, model, registry
@@ -283,7 +309,12 @@ def models_promote(
 @app.command("check-report")
 def check_report(
     report: Annotated[
-        Path, typer.Argument(help="Monthly report, e.g. output/reports/report_2026-10.html.")
+        Path,
+        typer.Argument(
+            help="Monthly report, e.g. output/reports/report_2026-10.html.",
+            exists=True,
+            dir_okay=False,
+        ),
     ],
     screenshot: Annotated[
         Path | None,
@@ -337,7 +368,10 @@ def _load_summary(file: Path, summary, has_outcomes: bool) -> str:
 
 @app.command("load-csv")
 def load_csv(
-    file: Annotated[Path, typer.Argument(help="Questionnaire CSV, one row a client.")],
+    file: Annotated[
+        Path,
+        typer.Argument(help="Questionnaire CSV, one row a client.", exists=True, dir_okay=False),
+    ],
     month: Annotated[str, typer.Option(help="Month the answers describe, YYYY-MM.")],
     replace: Annotated[
         bool,
@@ -481,7 +515,9 @@ def simulate(
         Path | None,
         typer.Option(
             help="Questionnaire CSV to start from; its Churn column gives the first "
-            "month's outcomes. Default: a first month drawn from the built-in figures."
+            "month's outcomes. Default: a first month drawn from the built-in figures.",
+            exists=True,
+            dir_okay=False,
         ),
     ] = None,
     seed: Annotated[
@@ -568,7 +604,10 @@ def _print_validation(report, findings) -> bool:
 @app.command("validate")
 def validate(
     file: Annotated[
-        Path | None, typer.Argument(help="Questionnaire CSV to check without loading it.")
+        Path | None,
+        typer.Argument(
+            help="Questionnaire CSV to check without loading it.", exists=True, dir_okay=False
+        ),
     ] = None,
     month: Annotated[
         str | None,
@@ -858,6 +897,8 @@ def demo(
     """
     from gymchurn.simulation.simulator import add_months
 
+    # Before the environment changes below, which a rejected --start must not leave behind.
+    first = _month(start)
     settings = _settings()
     demo_home = settings.home / "demo"
     if settings.database_url is not None:
@@ -868,7 +909,6 @@ def demo(
     os.environ["GYMCHURN_OUTPUT_DIR"] = str(settings.output_dir / "demo")
     get_settings.cache_clear()
 
-    first = _month(start)
     engine = _engine()
     simulator = _simulator(clients, seed, "steady", None, None)
     _simulate_into(engine, simulator, first, months, replace=True)

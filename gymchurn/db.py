@@ -10,6 +10,7 @@ import io
 import json
 import logging
 import os
+import time
 import warnings
 from collections.abc import Iterable, Sequence
 from functools import cache
@@ -19,6 +20,7 @@ import pandas as pd
 import psutil
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.pool import NullPool
 
 from gymchurn.settings import Settings
 
@@ -27,6 +29,10 @@ logger = logging.getLogger(__name__)
 # An advisory lock key for schema upgrades, so that two processes starting at
 # once do not race on CREATE statements.
 _UPGRADE_LOCK_KEY = 7_412_001
+
+# The first key of a run's month lock; the second is the month's number
+# (year * 12 + month - 1), so runs of different months never share a lock.
+_MONTH_LOCK_CLASS = 7_412_002
 
 
 def sql_dir() -> Path:
@@ -129,6 +135,90 @@ def is_transient(error: BaseException) -> bool:
 
     transient = (sa.exc.OperationalError, sa.exc.InterfaceError, psycopg.OperationalError)
     return isinstance(error, transient)
+
+
+class MonthBusyError(RuntimeError):
+    """Another run of the same month holds the month's lock."""
+
+
+class MonthLock:
+    """A session-level advisory lock on one month, on a connection of its own.
+
+    The connection bypasses the engine's pool, so closing it always ends the
+    session and releases the lock: also when the process is killed, because
+    the server then sees the connection close.
+
+    NOTE: when only the lock's connection is lost, the run goes on without the
+    lock. A second run's publish then fails on the primary key of
+    ``churn.scores`` or on the one-succeeded-run-per-month index rather than
+    mixing rows, but it is not rejected up front.
+    """
+
+    def __init__(self, engine: Engine, month) -> None:
+        self._engine = sa.create_engine(engine.url, poolclass=NullPool)
+        self._params = {
+            "lock_class": _MONTH_LOCK_CLASS,
+            "month_key": month.year * 12 + month.month - 1,
+        }
+        self._conn: Connection | None = None
+
+    def try_acquire(self) -> bool:
+        """Take the lock without waiting; return False when another session holds it."""
+        conn = self._engine.connect()
+        try:
+            acquired = bool(execute(conn, "try_month_lock", self._params).scalar_one())
+            # End the implicit transaction; the lock belongs to the session.
+            conn.commit()
+        except BaseException:
+            conn.close()
+            raise
+        if acquired:
+            self._conn = conn
+        else:
+            conn.close()
+        return acquired
+
+    def release(self) -> None:
+        """Release the lock by closing its connection; a lost connection needs nothing more."""
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception as error:
+                logger.debug("month lock connection already gone: %s", error)
+            self._conn = None
+        self._engine.dispose()
+
+
+def connection_error_reason(error: BaseException) -> str:
+    """Return the first line of a connection error's message, for logs and run records."""
+    text = str(getattr(error, "orig", None) or error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def retry_unreachable(action, delays: Sequence[float], what: str):
+    """Call ``action`` until it returns, waiting ``delays[i]`` seconds after failure i.
+
+    Only a lost or refused connection (:func:`is_transient`) is retried; any
+    other error, and the last failure, is raised.
+    """
+    attempts = len(delays) + 1
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except Exception as error:
+            if attempt == attempts or not is_transient(error):
+                raise
+            delay = delays[attempt - 1]
+            logger.warning(
+                "%s: database unreachable (attempt %d of %d): %s; retrying in %g s",
+                what,
+                attempt,
+                attempts,
+                connection_error_reason(error),
+                delay,
+            )
+            time.sleep(delay)
+    raise AssertionError("unreachable")
 
 
 def describe(engine: Engine) -> str:

@@ -590,8 +590,9 @@ def load(path: Path, expected_sha256: str, expected_sklearn: str) -> Pipeline:
     if actual != expected_sha256:
         raise ModelIntegrityError(
             f"model file {path} has sha256 {actual}, but the registry recorded "
-            f"{expected_sha256}: the file changed after it was written. Restore the "
-            "original file, or delete it and its churn.model_versions row to retrain."
+            f"{expected_sha256}: the file changed after it was written and is not loaded. "
+            "Restore the original file, promote another version with `gymchurn models "
+            "promote VERSION`, or train a new champion with `gymchurn run --retrain always`."
         )
     if expected_sklearn != sklearn.__version__:
         raise ModelIntegrityError(

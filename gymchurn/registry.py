@@ -161,8 +161,15 @@ def _last_month_metrics(engine: Engine, checked: CheckedData, settings: Settings
     return last, metrics, rows["model_version"].iloc[0]
 
 
-def _train_or_reuse(engine: Engine, settings: Settings, checked: CheckedData):
+def _train_or_reuse(
+    engine: Engine, settings: Settings, checked: CheckedData, rebuild_changed: bool = False
+):
     """Train on the run's labelled rows, or load the version already trained on them.
+
+    A registered file that fails a check of :func:`gymchurn.model.load` (its
+    sha256, scikit-learn version or types) raises ModelIntegrityError, unless
+    ``rebuild_changed`` is set. Then the version is trained again into a new
+    file, and the failing file is left where it is, unloaded.
 
     Returns:
         The version, the algorithm, the fitted pipeline, its metrics, and the
@@ -181,6 +188,11 @@ def _train_or_reuse(engine: Engine, settings: Settings, checked: CheckedData):
             pipeline = _load_registered(registered)
         except model.ModelFileMissingError as error:
             logger.warning("model: %s; training %s again to rebuild it", error, version)
+            missing_file = True
+        except model.ModelIntegrityError as error:
+            if not rebuild_changed:
+                raise
+            logger.warning("model: %s; --retrain always trains %s again", error, version)
             missing_file = True
     if registered is not None and checked.mode == "forward" and not missing_file:
         logger.info(
@@ -446,6 +458,15 @@ def _choose_model(
         except model.ModelFileMissingError as error:
             logger.warning("model: champion %s: %s", champion["version"], error)
             decision = lifecycle.RetrainDecision(True, f"the champion's file is missing: {error}")
+        except model.ModelIntegrityError as error:
+            # A changed file may have been tampered with: only an explicit
+            # --retrain always goes on, with a new model and without loading it.
+            if retrain != "always":
+                raise
+            logger.warning("model: champion %s not loaded: %s", champion["version"], error)
+            decision = lifecycle.RetrainDecision(
+                True, f"the champion's file failed its check: {error}"
+            )
     if not decision.retrain and checked.mode == "forward":
         pipeline = champion_pipeline
         logger.info(
@@ -467,7 +488,9 @@ def _choose_model(
         )
 
     reason = decision.reason if decision.retrain else f"backtest; {decision.reason}"
-    version, algorithm, pipeline, metrics, out_of_fold = _train_or_reuse(engine, settings, checked)
+    version, algorithm, pipeline, metrics, out_of_fold = _train_or_reuse(
+        engine, settings, checked, rebuild_changed=retrain == "always"
+    )
 
     def promoted(text: str) -> ChosenModel:
         return ChosenModel(

@@ -83,6 +83,17 @@ class Settings(BaseSettings):
     stops. The environment variable is a JSON list, and [0, 1000] accepts any change."""
     timezone: str = "Europe/Moscow"
     """Business timezone: decides which month a run on a given day scores."""
+    db_retry_seconds: list[float] = Field(default=[2.0, 5.0, 10.0], max_length=20)
+    """Seconds to wait before each further attempt when the database cannot be reached:
+    when a command connects, and when a run records its failure. The environment
+    variable is a JSON list; [] makes one attempt."""
+
+    @field_validator("db_retry_seconds")
+    @classmethod
+    def _check_retry_seconds(cls, value: list[float]) -> list[float]:
+        if any(not 0 <= seconds <= 600 for seconds in value):
+            raise ValueError(f"each wait must be 0 to 600 seconds, got {value}")
+        return value
 
     @field_validator("timezone")
     @classmethod

@@ -47,12 +47,58 @@ class NoDataError(RuntimeError):
     """The month has nothing the job can score or train on."""
 
 
-def start_run(engine: Engine, run_id: uuid.UUID, month: dt.date) -> None:
-    """Bring the schema up to date and record the run as running."""
+def start_run(engine: Engine, run_id: uuid.UUID, month: dt.date) -> db.MonthLock:
+    """Bring the schema up to date, take the month's lock and record the run as running.
+
+    Only the holder of the month's lock records a run as running, so a
+    ``running`` row of the month that the new holder finds belongs to a
+    process that died (SIGKILL, a lost machine): it is marked failed.
+
+    Returns:
+        The month's lock; the caller releases it once the run's outcome is
+        recorded.
+
+    Raises:
+        db.MonthBusyError: another run of the month holds the lock. The
+            rejected run is recorded as running, for the caller to mark failed.
+    """
     db.ensure_schema(engine)
-    with engine.begin() as conn:
-        db.execute(conn, "insert_run", {"run_id": run_id, "month": month})
+    lock = db.MonthLock(engine, month)
+    if not lock.try_acquire():
+        with engine.begin() as conn:
+            holder = db.execute(conn, "running_run_of_month", {"month": month}).first()
+            db.execute(conn, "insert_run", {"run_id": run_id, "month": month})
+        label = format_month(month)
+        other = "another run" if holder is None else f"run {holder.run_id}"
+        raise db.MonthBusyError(
+            f"{other} of {label} is in progress and has the month's lock; wait for it to "
+            f"end, then run --month {label} again if its outcome is not the one wanted"
+        )
+    try:
+        with engine.begin() as conn:
+            abandoned = db.execute(
+                conn,
+                "abandon_month_runs",
+                {
+                    "run_id": run_id,
+                    "month": month,
+                    "message": f"abandoned: the process stopped without recording an "
+                    f"outcome; found by run {run_id}",
+                },
+            ).all()
+            db.execute(conn, "insert_run", {"run_id": run_id, "month": month})
+    except BaseException:
+        lock.release()
+        raise
+    for row in abandoned:
+        logger.warning(
+            "run %s for %s, started %s, was still marked running: marked failed as abandoned",
+            row.run_id,
+            format_month(month),
+            row.started_at,
+        )
     logger.info("run %s for %s started on %s", run_id, format_month(month), db.describe(engine))
+    return lock
 
 
 def fail_run(
@@ -79,22 +125,49 @@ def fail_run(
         "rows_read": counts.get("rows_read"),
         "rows_quarantined": counts.get("rows_quarantined"),
     }
-    for attempt in (1, 2):
+    # Wait for a database that is gone for a while; every attempt uses new
+    # connections, because an interrupt can leave a pooled one half used.
+    delays = _record_retry_seconds()
+    for attempt, delay in enumerate([*delays, None], start=1):
         try:
             with engine.begin() as conn:
                 recorded = db.execute(conn, "fail_run", params).first() is not None
-            if not recorded:
-                logger.warning("run %s stopped after the month was published: %s", run_id, error)
-            return recorded
+                if not recorded:
+                    status = db.execute(conn, "run_status", {"run_id": run_id}).scalar()
+            if recorded or status != "succeeded":
+                # No row (the run stopped before it was recorded), or one
+                # already failed: the month's published rows are as before.
+                return True
+            logger.warning("run %s stopped after the month was published: %s", run_id, error)
+            return False
         except Exception as record_error:
-            # An interrupt can leave a pooled connection half used: retry once
-            # on new connections.
             engine.dispose()
-            if attempt == 2:
+            if delay is None:
                 logger.error(
-                    "run %s: could not record its failure in churn.runs: %s", run_id, record_error
+                    "run %s: could not record its failure in churn.runs after %d attempts: %s",
+                    run_id,
+                    attempt,
+                    db.connection_error_reason(record_error),
                 )
+                break
+            logger.warning(
+                "run %s: could not record its failure (attempt %d): %s; retrying in %g s",
+                run_id,
+                attempt,
+                db.connection_error_reason(record_error),
+                delay,
+            )
+            time.sleep(delay)
     return True
+
+
+def _record_retry_seconds() -> list[float]:
+    from gymchurn.settings import get_settings
+
+    try:
+        return [0.0, *get_settings().db_retry_seconds]
+    except Exception:  # an invalid setting must not hide the run's own error
+        return [0.0]
 
 
 def record_validation_failure(

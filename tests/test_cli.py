@@ -128,8 +128,9 @@ def test_load_csv_file_not_found(database, tmp_path):
 
     result = _invoke("load-csv", str(path), "--month", "2026-10")
 
-    assert result.exit_code == 1
-    assert f"{path}: file not found" in result.stderr
+    # A missing file is a bad argument, like a bad month.
+    assert result.exit_code == 2
+    assert "does not exist" in result.stderr
 
 
 def test_db_upgrade_creates_schemas(database):

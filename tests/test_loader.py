@@ -4,10 +4,15 @@ import csv
 import datetime as dt
 import io
 import logging
+import tempfile
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gymchurn import db
 from gymchurn.loader import (
@@ -18,6 +23,7 @@ from gymchurn.loader import (
     read_questionnaire_csv,
 )
 from gymchurn.schema import CHURNED, CLIENT_ID, FEATURES
+from gymchurn.validation import ROW_NUMBER, DataValidationError, validate_questionnaires
 from tests.conftest import CASES
 
 OCTOBER = dt.date(2026, 10, 1)
@@ -970,3 +976,99 @@ def test_repeated_header_line_rejected(tmp_path):
 
     with pytest.raises(CsvFormatError, match="line 12 repeats the header line"):
         read_questionnaire_csv(joined)
+
+
+# Cells a damaged export may hold: huge and tiny numbers, markers, text. No
+# separators, quotes or line breaks, so the damage stays inside one cell.
+_DAMAGED_CELLS = st.one_of(
+    st.sampled_from(["", "NaN", "-", "inf", "-inf", "1e308", "1e400", "-1e400", "9" * 40]),
+    st.sampled_from(["-0", "0x1F", "1_000", "٣", "１２", "1e-400", "29.0", "29.5"]),
+    st.integers(-(10**30), 10**30).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.text(
+        alphabet=st.characters(
+            blacklist_categories=("Cs", "Cc", "Zl", "Zp"), blacklist_characters=',;|"'
+        ),
+        max_size=8,
+    ),
+)
+_REFERENCE_LINES = (CASES / "00_clean_reference.csv").read_text(encoding="utf-8").splitlines()
+_N_COLUMNS = len(_REFERENCE_LINES[0].split(","))
+
+
+@st.composite
+def _damaged_text(draw) -> str:
+    """The reference file with cells replaced, blank lines added, and maybe cut short."""
+    rows = [line.split(",") for line in _REFERENCE_LINES[1:]]
+    for _ in range(draw(st.integers(0, 12))):
+        row = draw(st.integers(0, len(rows) - 1))
+        rows[row][draw(st.integers(0, _N_COLUMNS - 1))] = draw(_DAMAGED_CELLS)
+    lines = [_REFERENCE_LINES[0], *(",".join(row) for row in rows)]
+    for _ in range(draw(st.integers(0, 3))):
+        lines.insert(draw(st.integers(1, len(lines))), draw(st.sampled_from(["", " ", "\t"])))
+    text = "\n".join(lines) + "\n"
+    if draw(st.booleans()):
+        text = text[: draw(st.integers(0, len(text)))]
+    return text
+
+
+def _read_or_reject(data: bytes):
+    """Read ``data`` as a file; return the result, or None when it was rejected with the path."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "damaged.csv"
+        path.write_bytes(data)
+        try:
+            return read_questionnaire_csv(path)
+        except CsvFormatError as err:
+            assert str(path) in str(err)
+            return None
+
+
+def _assert_every_row_accounted_for(loaded) -> None:
+    """Every missing feature is a reported fault, and validation keeps or quarantines each row."""
+    questionnaires = loaded.questionnaires
+    faults = set(zip(loaded.faults[CLIENT_ID], loaded.faults["column"], strict=True))
+    for column in FEATURES:
+        missing = questionnaires.loc[questionnaires[column].isna(), CLIENT_ID]
+        assert {(client, column) for client in missing} <= faults
+    assert {client for client, _ in faults} <= set(questionnaires[CLIENT_ID])
+    if loaded.outcomes is not None:
+        assert set(loaded.outcomes[CLIENT_ID]) <= set(questionnaires[CLIENT_ID])
+    frame = questionnaires.assign(month=dt.date(2026, 10, 1), churned=np.nan)
+    frame[ROW_NUMBER] = np.arange(1, len(frame) + 1, dtype="int64")
+    try:
+        report = validate_questionnaires(
+            frame, dataset="damaged", max_invalid_share=1.0, faults=loaded.faults
+        )
+    except DataValidationError:
+        # A batch-level stop (every row bad, say) names its cause; nothing is lost.
+        return
+    assert report.n_valid + report.n_quarantined == len(frame)
+    kept = set(report.valid[CLIENT_ID])
+    quarantined = set(report.quarantined[CLIENT_ID])
+    assert kept.isdisjoint(quarantined)
+    assert kept | quarantined == set(frame[CLIENT_ID])
+    assert {client for client, _ in faults} <= quarantined
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=_damaged_text())
+def test_damaged_file_loaded_or_rejected(text):
+    loaded = _read_or_reject(text.encode("utf-8"))
+
+    if loaded is None:
+        return
+    data_lines = [line for line in text.splitlines()[1:] if line.strip()]
+    assert len(loaded.questionnaires) == len(data_lines)
+    _assert_every_row_accounted_for(loaded)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(header=st.booleans(), data=st.binary(max_size=600))
+def test_random_bytes_loaded_or_rejected(header, data):
+    prefix = (_REFERENCE_LINES[0] + "\n").encode() if header else b""
+
+    loaded = _read_or_reject(prefix + data)
+
+    if loaded is not None:
+        _assert_every_row_accounted_for(loaded)

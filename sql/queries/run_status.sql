@@ -1,0 +1,1 @@
+SELECT status FROM churn.runs WHERE run_id = %(run_id)s
