@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     """Clients scored and assigned to segments in one task; with the Dask task runner
     each chunk is one unit of work on the cluster."""
 
-    max_training_rows: int = Field(default=200_000, ge=100)
+    max_training_rows: int = Field(default=50_000, ge=100)
     """Labelled rows a model is trained on at most: past it, a seeded random sample of
     the valid labelled rows of earlier months, drawn after sorting them."""
 
