@@ -242,11 +242,14 @@ def with_task_runner(task_runner: str = "default", dask_address: str | None = No
     """Return the monthly flow with the task runner that scores and segments its chunks.
 
     ``default`` runs the chunks in threads of this process. ``dask`` sends them
-    to the Dask scheduler at ``dask_address`` (``tcp://host:8786``); without an
+    to the Dask scheduler at ``dask_address`` (``tcp://host:8786``). Without an
     address it starts a local cluster of threads, because each worker process of
     a cluster of processes would otherwise start a temporary Prefect server of
     its own. Workers of a remote cluster need gymchurn installed and
     ``PREFECT_API_URL`` set to a Prefect server this process uses too.
+
+    NOTE: the tests run the chunks on a two-worker cluster of threads reached by
+    its tcp address. Workers on other machines have not been tried.
     """
     if task_runner not in TASK_RUNNERS:
         raise ValueError(

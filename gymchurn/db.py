@@ -226,15 +226,20 @@ class _CopyStream(io.RawIOBase):
         return True
 
     def readinto(self, buffer) -> int:
-        while not self._pending:
-            block = next(self._blocks, None)
-            if block is None:
-                return 0
-            self._pending = memoryview(block)
-        size = min(len(buffer), len(self._pending))
-        buffer[:size] = self._pending[:size]
-        self._pending = self._pending[size:]
-        return size
+        # COPY TO yields one block a row: fill the buffer from as many as fit,
+        # so that the Python cost is per buffer, not per row.
+        filled = 0
+        while filled < len(buffer):
+            if not self._pending:
+                block = next(self._blocks, None)
+                if block is None:
+                    break
+                self._pending = memoryview(block)
+            size = min(len(buffer) - filled, len(self._pending))
+            buffer[filled : filled + size] = self._pending[:size]
+            self._pending = self._pending[size:]
+            filled += size
+        return filled
 
 
 def copy_rows(
