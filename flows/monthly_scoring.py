@@ -1,6 +1,7 @@
 """The monthly scoring flow: extract, validate, model, score, segment, publish, deliver."""
 
 import logging
+import time
 import uuid
 
 from prefect import flow, task
@@ -44,8 +45,8 @@ def train_or_load_model(engine, settings, checked, retrain):
 
 
 @task(cache_policy=NO_CACHE)
-def score(chosen, checked, settings):
-    return steps.score(chosen, checked, settings)
+def score_chunk(pipeline, clients, reference):
+    return steps.score_chunk(pipeline, clients, reference)
 
 
 @task(cache_policy=NO_CACHE, **_DB_RETRIES)
@@ -54,8 +55,29 @@ def previous_segments(engine, month):
 
 
 @task(cache_policy=NO_CACHE)
-def segment(checked, settings, previous):
-    return steps.segment(checked, settings, previous)
+def fit_segments(checked, settings, previous):
+    return steps.fit_segments(checked, settings, previous)
+
+
+@task(cache_policy=NO_CACHE)
+def assign_segments(fitted, clients):
+    return steps.assign_segments(fitted, clients)
+
+
+def score(chosen, checked, settings, chunks):
+    """Score the chunks as tasks of the flow's task runner, then rank the whole month."""
+    started = time.perf_counter()
+    reference = steps.reason_reference(checked)
+    futures = [score_chunk.submit(chosen.pipeline, chunk, reference) for chunk in chunks]
+    return steps.combine_scores(chosen, settings, [f.result() for f in futures], started)
+
+
+def segment(checked, settings, previous, chunks):
+    """Fit the segments once, assign the chunks as tasks, then profile the segments."""
+    started = time.perf_counter()
+    fitted = fit_segments(checked, settings, previous)
+    futures = [assign_segments.submit(fitted, chunk) for chunk in chunks]
+    return steps.describe_segments(fitted, checked, [f.result() for f in futures], started)
 
 
 @task(cache_policy=NO_CACHE)
@@ -176,8 +198,9 @@ def monthly_scoring(month: str | None = None, retrain: str = "auto") -> dict:
         counts["rows_quarantined"] = checked.scoring.n_quarantined
         data_docs = document(settings, run_id, checked)
         chosen = train_or_load_model(engine, settings, checked, retrain)
-        scores = score(chosen, checked, settings)
-        segments = segment(checked, settings, previous_segments(engine, run_month))
+        chunks = steps.client_chunks(checked, settings.chunk_rows)
+        scores = score(chosen, checked, settings, chunks)
+        segments = segment(checked, settings, previous_segments(engine, run_month), chunks)
         drivers = explain(chosen, checked, settings)
         insights = advise(checked, scores, segments, drivers, settings)
         staged = render_report(settings, run_id, checked, chosen, scores, insights, data_docs)
@@ -216,3 +239,38 @@ def monthly_scoring(month: str | None = None, retrain: str = "auto") -> dict:
         "at_risk_path": str(at_risk_path),
         "report_path": str(report),
     }
+
+
+TASK_RUNNERS = ("default", "dask")
+
+
+def with_task_runner(task_runner: str = "default", dask_address: str | None = None):
+    """Return the monthly flow with the task runner that scores and segments its chunks.
+
+    ``default`` runs the chunks in threads of this process. ``dask`` sends them
+    to the Dask scheduler at ``dask_address`` (``tcp://host:8786``). Without an
+    address it starts a local cluster of threads, because each worker process of
+    a cluster of processes would otherwise start a temporary Prefect server of
+    its own. Workers of a remote cluster need gymchurn installed and
+    ``PREFECT_API_URL`` set to a Prefect server this process uses too.
+
+    NOTE: the tests run the chunks on a two-worker cluster of threads reached by
+    its tcp address. Workers on other machines have not been tried.
+    """
+    if task_runner not in TASK_RUNNERS:
+        raise ValueError(
+            f"invalid task runner {task_runner!r}: expected one of {', '.join(TASK_RUNNERS)}"
+        )
+    if task_runner == "default":
+        if dask_address:
+            raise ValueError("a Dask address needs the dask task runner: add --task-runner dask")
+        return monthly_scoring
+    from prefect_dask import DaskTaskRunner
+
+    if dask_address:
+        runner = DaskTaskRunner(address=dask_address)
+    else:
+        runner = DaskTaskRunner(
+            cluster_kwargs={"processes": False, "host": "127.0.0.1", "dashboard_address": None}
+        )
+    return monthly_scoring.with_options(task_runner=runner)

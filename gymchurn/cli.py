@@ -779,7 +779,12 @@ def _stop_on_signal(signum, frame):
 _JOB_PROCESS = "GYMCHURN_JOB_PROCESS"
 
 
-def _run_in_own_session(labels: list[str], retrain: str = "auto") -> int:
+def _run_in_own_session(
+    labels: list[str],
+    retrain: str = "auto",
+    task_runner: str = "default",
+    dask_address: str | None = None,
+) -> int:
     """Run the months in a child process with a session of its own.
 
     Ctrl-C in a terminal signals the whole foreground process group, Prefect's
@@ -792,6 +797,9 @@ def _run_in_own_session(labels: list[str], retrain: str = "auto") -> int:
         stopped a run that then failed.
     """
     command = [sys.executable, "-m", "gymchurn.cli", "run", "--retrain", retrain]
+    command += ["--task-runner", task_runner]
+    if dask_address:
+        command += ["--dask-address", dask_address]
     for label in labels:
         command += ["--month", label]
     child = subprocess.Popen(command, env={**os.environ, _JOB_PROCESS: "1"}, start_new_session=True)
@@ -829,6 +837,20 @@ def run(
             "drift or a falling realised ROC-AUC; always; never: load the champion."
         ),
     ] = "auto",
+    task_runner: Annotated[
+        str,
+        typer.Option(
+            help="default: score and segment the chunks of clients in threads of this "
+            "process; dask: on a Dask cluster, the one at --dask-address or a local one."
+        ),
+    ] = "default",
+    dask_address: Annotated[
+        str | None,
+        typer.Option(
+            help="Address of the Dask scheduler for --task-runner dask, such as "
+            "tcp://10.0.0.5:8786. Default: a local cluster of threads."
+        ),
+    ] = None,
 ) -> None:
     """Run the monthly scoring flow for one month, or for several in turn."""
     settings = _settings()
@@ -839,11 +861,15 @@ def run(
     labels = [format_month(m) for m in run_months]
     if retrain not in ("auto", "always", "never"):
         raise _fail(f"invalid --retrain {retrain!r}: expected auto, always or never", 2)
+    if task_runner not in ("default", "dask"):
+        raise _fail(f"invalid --task-runner {task_runner!r}: expected default or dask", 2)
+    if dask_address and task_runner != "dask":
+        raise _fail("--dask-address needs --task-runner dask", 2)
     if os.environ.get(_JOB_PROCESS) != "1":
         # Check the database here, so that a bad URL gives one line before
         # any Prefect start; the job process's flow upgrades the schema itself.
         _engine()
-        raise typer.Exit(_run_in_own_session(labels, retrain))
+        raise typer.Exit(_run_in_own_session(labels, retrain, task_runner, dask_address))
 
     # Set each: a job started in the background by a shell inherits an ignored
     # SIGINT, and SIGTERM also comes straight to this process when a
@@ -851,12 +877,15 @@ def run(
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
         signal.signal(signum, _stop_on_signal)
     for label in labels:
-        typer.echo(_run_summary(_run_month(label, retrain)))
+        typer.echo(_run_summary(_run_month(label, retrain, task_runner, dask_address)))
 
 
-def _run_month(label: str, retrain: str) -> dict:
-    from flows.monthly_scoring import monthly_scoring
+def _run_month(
+    label: str, retrain: str, task_runner: str = "default", dask_address: str | None = None
+) -> dict:
+    from flows.monthly_scoring import with_task_runner
 
+    monthly_scoring = with_task_runner(task_runner, dask_address)
     try:
         return monthly_scoring(month=label, retrain=retrain)
     except BaseException as err:

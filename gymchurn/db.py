@@ -298,13 +298,38 @@ def read_frame(conn: Connection, name: str, params: dict | None = None) -> pd.Da
     statement on the client, quoting each value as a literal.
     """
     statement = f"COPY ({read_sql(name).strip().rstrip(';')}) TO STDOUT (FORMAT CSV, HEADER)"
-    buffer = io.BytesIO()
     raw = conn.connection.driver_connection
     with raw.cursor() as cursor, cursor.copy(statement, params or None) as copy:
-        for block in copy:
-            buffer.write(block)
-    buffer.seek(0)
-    return pd.read_csv(buffer)
+        # pandas parses the blocks as they arrive, so the CSV text is never
+        # held whole next to the frame.
+        return pd.read_csv(io.BufferedReader(_CopyStream(copy), buffer_size=1 << 20))
+
+
+class _CopyStream(io.RawIOBase):
+    """Read-only file over the blocks of a ``COPY ... TO STDOUT``."""
+
+    def __init__(self, copy):
+        self._blocks = iter(copy)
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        # COPY TO yields one block a row: fill the buffer from as many as fit,
+        # so that the Python cost is per buffer, not per row.
+        filled = 0
+        while filled < len(buffer):
+            if not self._pending:
+                block = next(self._blocks, None)
+                if block is None:
+                    break
+                self._pending = memoryview(block)
+            size = min(len(buffer) - filled, len(self._pending))
+            buffer[filled : filled + size] = self._pending[:size]
+            self._pending = self._pending[size:]
+            filled += size
+        return filled
 
 
 def copy_rows(
@@ -355,6 +380,16 @@ def copy_frame(conn: Connection, table: str, frame: pd.DataFrame, chunk_rows: in
             chunk = frame.iloc[start : start + chunk_rows]
             copy.write(chunk.to_csv(index=False, header=False))
     return len(frame)
+
+
+def array_literal(values: Sequence[str]) -> str:
+    """Write a list of strings as a PostgreSQL ``text[]`` literal, each element quoted.
+
+    Used to send array columns through :func:`copy_frame`'s CSV, which quotes
+    the literal once more as a CSV field.
+    """
+    quoted = ('"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"' for value in values)
+    return "{" + ",".join(quoted) + "}"
 
 
 def frame_rows(frame: pd.DataFrame, columns: Sequence[str]) -> Iterable[list]:

@@ -198,8 +198,24 @@ def attribute(predict: Predict, clients: pd.DataFrame, reference: pd.DataFrame) 
         ValueError: when a column is missing, or ``predict`` does not return one
             probability in [0, 1] per row.
     """
+    return attribute_against(predict, clients, reference_values(reference))
+
+
+def attribute_against(
+    predict: Predict, clients: pd.DataFrame, values: Mapping[str, float]
+) -> Attribution:
+    """Score the clients and measure each factor's contribution against given reference values.
+
+    This is :func:`attribute` with the reference values computed once, by
+    :func:`reference_values`, so that chunks of clients can be attributed apart
+    and give the rows that one call on all of them gives.
+
+    Raises:
+        ValueError: when a column is missing, or ``predict`` does not return one
+            probability in [0, 1] per row.
+    """
     _require_columns(clients, FEATURES, "clients")
-    values = reference_values(reference)
+    values = dict(values)
     if clients.empty:
         empty = pd.DataFrame(0.0, index=clients.index, columns=list(FACTORS))
         return Attribution(np.empty(0, dtype="float64"), empty, values)

@@ -261,6 +261,24 @@ def _names(trait_features: dict, differences: pd.DataFrame, members: dict) -> di
     return {c: text[c] + (f" (segment {c})" if c in clashes else "") for c in names}
 
 
+@dataclass(frozen=True)
+class SegmentModel:
+    """Fitted segments of one month: what assigns a client to a segment, and their ids."""
+
+    scaler: StandardScaler
+    kmeans: KMeans
+    ids: np.ndarray
+    """Segment id of each k-means centroid."""
+    matched: bool
+    """True when the ids were matched to an earlier month's segments."""
+    reference_ids: np.ndarray
+    """Segment id of each labelled reference row, in the order of ``reference``."""
+    reference: pd.DataFrame
+    """The labelled reference rows whose churn rate each segment reports."""
+    silhouette: pd.DataFrame
+    linkage: np.ndarray
+
+
 def segment_clients(
     clients: pd.DataFrame,
     reference: pd.DataFrame,
@@ -281,6 +299,23 @@ def segment_clients(
         previous: the earlier month's segments, ``cluster_id`` and the mean of
             each feature, whose ids the matching segments keep.
     """
+    fitted = fit_segments(clients, reference, n_clusters=n_clusters, seed=seed, previous=previous)
+    return describe_segments(fitted, clients, assign_segments(fitted, clients))
+
+
+def fit_segments(
+    clients: pd.DataFrame,
+    reference: pd.DataFrame,
+    *,
+    n_clusters: int | str,
+    seed: int,
+    previous: pd.DataFrame | None = None,
+) -> SegmentModel:
+    """Fit the month's segments and give them ids; the arguments are those of ``segment_clients``.
+
+    k-means is fitted on at most ``MAX_FIT_ROWS`` clients, so the clients can
+    then be assigned in chunks by :func:`assign_segments`.
+    """
     if clients.empty:
         raise ValueError("no clients to segment")
     clients = _sorted(clients)
@@ -300,7 +335,6 @@ def segment_clients(
         k = distinct
     fit_rows = _sample(len(clients), MAX_FIT_ROWS, seed)
     kmeans = _fit_kmeans(standardised[fit_rows], k, seed, previous, scaler)
-    raw = kmeans.predict(standardised)
 
     reference = reference.dropna(subset=[CHURNED]) if not reference.empty else reference
     reference_raw = (
@@ -312,7 +346,55 @@ def segment_clients(
     matched = ids is not None
     if ids is None:
         ids = _ids_by_churn(reference_raw, reference, k)
-    cluster_of_client = ids[raw]
+    linkage = ward_linkage(standardised[_sample(len(clients), LINKAGE_SAMPLE, seed)], "ward")
+    return SegmentModel(
+        scaler=scaler,
+        kmeans=kmeans,
+        ids=ids,
+        matched=matched,
+        reference_ids=ids[reference_raw],
+        reference=reference,
+        silhouette=silhouette,
+        linkage=linkage,
+    )
+
+
+def assign_segments(fitted: SegmentModel, clients: pd.DataFrame) -> pd.DataFrame:
+    """Assign each client to the segment of the nearest centroid.
+
+    Each row is assigned on its own, so chunks of clients give the rows that
+    one call on all of them gives.
+
+    Returns:
+        One row a client, in the order of ``clients``: ``client_id``, ``cluster_id``.
+    """
+    if clients.empty:
+        return pd.DataFrame({CLIENT_ID: clients[CLIENT_ID], CLUSTER_ID: np.empty(0, dtype="int64")})
+    raw = fitted.kmeans.predict(fitted.scaler.transform(feature_matrix(clients)))
+    return pd.DataFrame({CLIENT_ID: clients[CLIENT_ID].to_numpy(), CLUSTER_ID: fitted.ids[raw]})
+
+
+def describe_segments(
+    fitted: SegmentModel, clients: pd.DataFrame, assignments: pd.DataFrame
+) -> Segmentation:
+    """Profile and name the segments of the month's clients.
+
+    Args:
+        fitted: the month's segments, from :func:`fit_segments`.
+        clients: the clients that were segmented, in any order.
+        assignments: ``client_id`` and ``cluster_id`` of each of ``clients``,
+            in any order, as :func:`assign_segments` returns them.
+    """
+    clients = _sorted(clients)
+    assignments = assignments.sort_values(CLIENT_ID, kind="stable").reset_index(drop=True)
+    if not np.array_equal(assignments[CLIENT_ID].to_numpy(), clients[CLIENT_ID].to_numpy()):
+        raise ValueError(
+            f"assignments cover {len(assignments)} clients but clients has {len(clients)} "
+            "other ones; assign every client of the month exactly once"
+        )
+    cluster_of_client = assignments[CLUSTER_ID].to_numpy()
+    ids = fitted.ids
+    reference = fitted.reference
 
     base_mean = clients[FEATURES].mean()
     base_std = clients[FEATURES].std(ddof=0).replace(0, 1.0)
@@ -324,7 +406,7 @@ def segment_clients(
     names = _names(trait_features, differences, members)
 
     churn = (
-        reference[CHURNED].astype("float64").groupby(ids[reference_raw]).mean()
+        reference[CHURNED].astype("float64").groupby(fitted.reference_ids).mean()
         if len(reference)
         else pd.Series(dtype="float64")
     )
@@ -339,12 +421,11 @@ def segment_clients(
         [_trait(f, means.loc[c], members[c], clients) for f in trait_features[c][:MAX_TRAITS]]
         for c in profiles[CLUSTER_ID]
     ]
-    linkage = ward_linkage(standardised[_sample(len(clients), LINKAGE_SAMPLE, seed)], "ward")
     return Segmentation(
         assignments=pd.DataFrame({CLIENT_ID: clients[CLIENT_ID], CLUSTER_ID: cluster_of_client}),
         profiles=profiles,
         differences=differences.reindex(profiles[CLUSTER_ID]),
-        silhouette=silhouette,
-        linkage=linkage,
-        matched=matched,
+        silhouette=fitted.silhouette,
+        linkage=fitted.linkage,
+        matched=fitted.matched,
     )

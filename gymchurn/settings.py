@@ -52,6 +52,14 @@ class Settings(BaseSettings):
     random_seed: int = Field(default=42, ge=0)
     """Seed of every random step: folds, tree ensembles, k-means."""
 
+    chunk_rows: int = Field(default=100_000, ge=1)
+    """Clients scored and assigned to segments in one task; with the Dask task runner
+    each chunk is one unit of work on the cluster."""
+
+    max_training_rows: int = Field(default=50_000, ge=100)
+    """Labelled rows a model is trained on at most: past it, a seeded random sample of
+    the valid labelled rows of earlier months, drawn after sorting them."""
+
     max_invalid_share: float = Field(default=0.5, gt=0, le=1)
     """Share of rows breaking a row rule above which the whole batch is rejected."""
 

@@ -305,3 +305,18 @@ def test_status_spinner_only_on_terminal(monkeypatch):
     # Rich treats the console as a terminal when FORCE_COLOR is set.
     monkeypatch.setenv("FORCE_COLOR", "1")
     assert isinstance(_status("reading"), Status)
+
+
+def test_cli_run_invalid_task_runner_exits_2():
+    result = _invoke("run", "--month", "2026-10", "--task-runner", "ray")
+
+    assert result.exit_code == 2
+    assert "invalid --task-runner 'ray'" in result.stderr
+    assert "expected default or dask" in result.stderr
+
+
+def test_cli_run_dask_address_needs_dask_runner():
+    result = _invoke("run", "--month", "2026-10", "--dask-address", "tcp://127.0.0.1:8786")
+
+    assert result.exit_code == 2
+    assert "--dask-address needs --task-runner dask" in result.stderr

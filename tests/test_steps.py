@@ -86,3 +86,36 @@ def test_risk_tiers_by_capacity():
     probabilities = np.array([0.3, 0.9, 0.6, 0.7, 0.1])
     tiers = steps.risk_tiers(probabilities, settings).tolist()
     assert tiers == ["medium", "high", "medium", "high", "low"]
+
+
+def _labelled_rows(n_rows: int) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "client_id": np.arange(n_rows),
+            "month": pd.to_datetime(["2026-01-01", "2026-02-01"] * (n_rows // 2)).date,
+            "churned": np.tile([0.0, 1.0, 0.0, 0.0], n_rows // 4),
+        }
+    )
+
+
+def test_training_sample_keeps_rows_below_bound():
+    rows = _labelled_rows(400)
+    sample = steps.training_sample(rows, Settings(max_training_rows=400))
+    assert sample is rows
+
+
+def test_training_sample_bounds_rows():
+    rows = _labelled_rows(1000)
+    sample = steps.training_sample(rows, Settings(max_training_rows=300))
+    assert len(sample) == 300
+    assert sample.set_index(["month", "client_id"]).index.is_unique
+
+
+def test_training_sample_ignores_row_order():
+    rows = _labelled_rows(1000)
+    shuffled = rows.sample(frac=1.0, random_state=3)
+    settings = Settings(max_training_rows=300)
+    first = steps.training_sample(rows, settings)
+    second = steps.training_sample(shuffled, settings)
+    assert first["client_id"].to_list() == second["client_id"].to_list()
+    assert first["month"].to_list() == second["month"].to_list()

@@ -1,0 +1,133 @@
+"""The monthly flow on a Dask cluster gives the scores of the default task runner."""
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from gymchurn.loader import load_questionnaire_file, read_questionnaire_csv
+from gymchurn.schema import parse_month
+from gymchurn.settings import get_settings
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+MONTH = "2026-11"
+# 4,000 clients in chunks of 1,500: three chunks, the last one short.
+CHUNK_ROWS = 1500
+
+SCORES = """
+    SELECT client_id, churn_probability, risk_tier, cluster_id, reasons, model_version
+    FROM churn.scores WHERE month = '2026-11-01' ORDER BY client_id
+"""
+CLUSTERS = """
+    SELECT cluster_id, name, size, churn_rate, expected_churners
+    FROM churn.clusters WHERE month = '2026-11-01' ORDER BY cluster_id
+"""
+
+
+def _read(engine, query: str) -> pd.DataFrame:
+    with engine.connect() as conn:
+        return pd.read_sql(sa.text(query), conn)
+
+
+def _run(engine, monkeypatch, chunk_rows: int, task_runner="default", address=None):
+    from flows.monthly_scoring import with_task_runner
+
+    monkeypatch.setenv("GYMCHURN_CHUNK_ROWS", str(chunk_rows))
+    get_settings.cache_clear()
+    result = with_task_runner(task_runner, address)(month=MONTH)
+    return result, _read(engine, SCORES), _read(engine, CLUSTERS)
+
+
+@pytest.fixture(scope="module")
+def dask_cluster():
+    """Two Dask workers of one thread each, on 127.0.0.1, in this process.
+
+    Threads share this process's Prefect API; worker processes would each
+    start a temporary Prefect server of their own.
+    """
+    from distributed import LocalCluster
+
+    cluster = LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=False,
+        protocol="tcp",
+        host="127.0.0.1",
+        dashboard_address=None,
+    )
+    yield cluster
+    cluster.close(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def runs(module_database, real_data, tmp_path_factory, dask_cluster):
+    """November scored three times: one chunk, three chunks, three chunks on Dask."""
+    features_only = tmp_path_factory.mktemp("csv") / "november.csv"
+    pd.read_csv(real_data).drop(columns="Churn").to_csv(features_only, index=False)
+    load_questionnaire_file(
+        module_database, read_questionnaire_csv(real_data), parse_month("2026-10")
+    )
+    load_questionnaire_file(
+        module_database, read_questionnaire_csv(features_only), parse_month(MONTH)
+    )
+    monkeypatch = pytest.MonkeyPatch()
+    try:
+        whole = _run(module_database, monkeypatch, 100_000)
+        chunked = _run(module_database, monkeypatch, CHUNK_ROWS)
+        on_dask = _run(
+            module_database, monkeypatch, CHUNK_ROWS, "dask", dask_cluster.scheduler_address
+        )
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    return {"whole": whole, "chunked": chunked, "dask": on_dask}
+
+
+def test_dask_cluster_listens_on_loopback(dask_cluster):
+    assert dask_cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+    assert len(dask_cluster.workers) == 2
+
+
+def test_dask_run_scores_every_client(runs):
+    result, scores, _ = runs["dask"]
+    assert result["rows_scored"] == 4000
+    assert len(scores) == 4000
+    assert scores["client_id"].is_unique
+
+
+def test_dask_scores_equal_default_row_by_row(runs):
+    _, default_scores, _ = runs["chunked"]
+    _, dask_scores, _ = runs["dask"]
+    assert dask_scores["client_id"].to_list() == default_scores["client_id"].to_list()
+    assert (dask_scores["churn_probability"] == default_scores["churn_probability"]).all()
+    assert dask_scores["risk_tier"].to_list() == default_scores["risk_tier"].to_list()
+    assert dask_scores["cluster_id"].to_list() == default_scores["cluster_id"].to_list()
+    assert dask_scores["reasons"].to_list() == default_scores["reasons"].to_list()
+    assert dask_scores["model_version"].to_list() == default_scores["model_version"].to_list()
+
+
+def test_dask_segments_equal_default(runs):
+    _, _, default_clusters = runs["chunked"]
+    _, _, dask_clusters = runs["dask"]
+    pd.testing.assert_frame_equal(dask_clusters, default_clusters)
+
+
+def test_chunked_scores_equal_one_chunk(runs):
+    _, whole_scores, whole_clusters = runs["whole"]
+    _, chunked_scores, chunked_clusters = runs["chunked"]
+    pd.testing.assert_frame_equal(chunked_scores, whole_scores)
+    pd.testing.assert_frame_equal(chunked_clusters, whole_clusters)
+
+
+def test_with_task_runner_rejects_unknown_name():
+    from flows.monthly_scoring import with_task_runner
+
+    with pytest.raises(ValueError, match="invalid task runner 'ray'"):
+        with_task_runner("ray")
+
+
+def test_with_task_runner_rejects_address_without_dask():
+    from flows.monthly_scoring import with_task_runner
+
+    with pytest.raises(ValueError, match="needs the dask task runner"):
+        with_task_runner("default", "tcp://127.0.0.1:8786")
