@@ -182,7 +182,10 @@ def monthly_scoring(month: str | None = None, retrain: str = "auto") -> dict:
     ``always`` or ``never`` (load the champion).
     """
     settings = get_settings()
-    run_month = parse_month(month) if month else previous_month(settings.timezone)
+    # Without a month, the month before the run was due: a scheduled run that
+    # starts late (serve was down) still scores the month it was due for.
+    due = flow_run.scheduled_start_time
+    run_month = parse_month(month) if month else previous_month(settings.timezone, due)
     run_id = uuid.UUID(flow_run.id) if flow_run.id else uuid.uuid4()
     engine = db.get_engine(settings)
     counts = {}

@@ -717,8 +717,9 @@ def at_risk_command(
     output: Annotated[
         Path | None,
         typer.Option(
-            help="File to write. Default: at_risk_YYYY-MM.csv in GYMCHURN_OUTPUT_DIR, with "
-            "the filters in the name when any is given."
+            help="File or folder to write to. Default: at_risk_YYYY-MM.csv in "
+            "GYMCHURN_OUTPUT_DIR, with the filters in the name when any is given; a folder "
+            "gets that name inside it."
         ),
     ] = None,
 ) -> None:
@@ -729,7 +730,8 @@ def at_risk_command(
     Without filters the rows are those of the view churn.at_risk.
 
     Exit codes: 0 the file is written (also when the filters leave no rows);
-    2 an invalid argument; 3 no published scores for the month.
+    1 the database or the file could not be reached or written; 2 an invalid
+    argument; 3 no published scores for the month.
     """
     from gymchurn import at_risk
 
@@ -738,11 +740,14 @@ def at_risk_command(
         filters = at_risk.AtRiskFilters(tier, cluster, min_probability, limit)
     except ValueError as err:
         raise _fail(str(err), 2) from None
-    chosen_format = _at_risk_format(file_format, output)
+    folder = output if output is not None and output.is_dir() else None
+    chosen_format = _at_risk_format(file_format, None if folder else output)
     label = format_month(report_month)
-    path = output or _settings().output_dir / at_risk.file_name(
-        report_month, filters, chosen_format
-    )
+    default_name = at_risk.file_name(report_month, filters, chosen_format)
+    if folder is not None:
+        path = folder / default_name
+    else:
+        path = output or _settings().output_dir / default_name
     engine = _engine()
     with _status(f"reading the at-risk list of {label}"), engine.connect() as conn:
         if at_risk.count_scores(conn, report_month) == 0:
@@ -752,8 +757,14 @@ def at_risk_command(
                 EXIT_NO_SCORES,
             )
         clients = at_risk.read_at_risk(conn, report_month, filters)
-    with _status(f"writing {len(clients)} rows to {path.name}"):
-        at_risk.write_at_risk(clients, path, chosen_format)
+    try:
+        with _status(f"writing {len(clients)} rows to {path.name}"):
+            at_risk.write_at_risk(clients, path, chosen_format)
+    except OSError as err:
+        raise _fail(
+            f"cannot write {path}: {err.strerror or err}; give --output a file in a "
+            "folder you may write to"
+        ) from None
     if clients.empty:
         typer.echo(f"{label}: no clients match the filters ({filters.describe()})", err=True)
     typer.echo(f"{label}: {len(clients)} rows ({filters.describe()}) written to {path.resolve()}")
@@ -1034,5 +1045,25 @@ def _run_summary(result: dict) -> str:
     )
 
 
+def run_cli() -> None:
+    """Run the command line; a database permission error ends in one line, not a traceback."""
+    import psycopg
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        app()
+    except DBAPIError as err:
+        if not isinstance(err.orig, psycopg.errors.InsufficientPrivilege):
+            raise
+        reason = str(err.orig).strip().splitlines()[0]
+        typer.echo(
+            f"error: the database role may not do this: {reason}; loading questionnaires "
+            "and gymchurn db upgrade need the schema owner's login, scoring needs a login "
+            "in churn_job",
+            err=True,
+        )
+        sys.exit(EXIT_FAILED)
+
+
 if __name__ == "__main__":
-    app()
+    run_cli()

@@ -403,6 +403,9 @@ def write_csv(frame: pd.DataFrame, path: Path) -> Path:
     """Write ``frame`` to ``path`` atomically: a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
-    frame.to_csv(partial, index=False, quoting=csv.QUOTE_MINIMAL)
-    os.replace(partial, path)
+    try:
+        frame.to_csv(partial, index=False, quoting=csv.QUOTE_MINIMAL)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
     return path

@@ -894,7 +894,42 @@ def _drivers(insights: MonthInsights) -> dict:
     top = [f for f in _top_features(influence) if (drivers.churn_by_value["feature"] == f).any()]
     if top:
         plots.append(_churn_by_value_plot(drivers.churn_by_value, top, overall))
-    return {"facts": facts, "tables": [("Influence of each feature", table)], "plots": plots}
+    return {
+        "facts": facts,
+        "tables": [("Influence of each feature", table)],
+        "notes": _sign_notes(influence, drivers.churn_by_value, insights.reference),
+        "plots": plots,
+    }
+
+
+def _sign_notes(
+    influence: pd.DataFrame, churn_by_value: pd.DataFrame, reference: pd.DataFrame
+) -> list[str]:
+    """Name each feature whose coefficient's sign differs from its churn rate alone.
+
+    The coefficient holds the other features fixed, so a feature strongly
+    correlated with another can take the opposite sign of its own trend.
+    """
+    correlation = reference[list(FEATURES)].astype("float64").corr()
+    notes = []
+    for row in influence.itertuples(index=False):
+        rates = churn_by_value[churn_by_value["feature"] == row.feature]["churn_rate"]
+        if len(rates) < 2 or rates.iloc[-1] == rates.iloc[0] or row.lr_coefficient == 0:
+            continue
+        rises = rates.iloc[-1] > rates.iloc[0]
+        if rises == (row.lr_coefficient > 0):
+            continue
+        partners = correlation[row.feature].drop(row.feature).abs().dropna()
+        text = (
+            f"{_label(row.feature)}: the coefficient says it {row.direction} with the other "
+            f"features held fixed, but alone churn {'rises' if rises else 'falls'} from "
+            f"{rates.iloc[0]:.0%} to {rates.iloc[-1]:.0%} across its values"
+        )
+        if not partners.empty:
+            partner = partners.idxmax()
+            text += f"; it is {partners[partner]:.2f} correlated with {_label(partner)}"
+        notes.append(text + ".")
+    return notes
 
 
 def _portraits(insights: MonthInsights) -> dict:

@@ -175,6 +175,26 @@ def test_filters_leaving_no_rows_exit_0(monthly_run):
     assert len(pd.read_csv(path)) == 0
 
 
+def test_output_folder_gets_default_name(monthly_run, tmp_path):
+    result = _invoke("at-risk", "--month", MONTH, "--output", str(tmp_path))
+
+    assert result.exit_code == 0, result.output
+    assert sorted(path.name for path in tmp_path.iterdir()) == [f"at_risk_{MONTH}.csv"]
+    assert len(pd.read_csv(tmp_path / f"at_risk_{MONTH}.csv")) == 1019
+
+
+def test_unwritable_output_exits_1_without_leftovers(monthly_run, tmp_path):
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where a folder is expected")
+
+    result = _invoke("at-risk", "--month", MONTH, "--output", str(blocked / "list.csv"))
+
+    assert result.exit_code == 1
+    assert f"cannot write {blocked / 'list.csv'}" in result.stderr
+    assert "Traceback" not in result.output
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["blocked"]
+
+
 def test_high_tier_clients_get_actions(module_database, monthly_run):
     clients = _frame(
         module_database,

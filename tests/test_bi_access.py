@@ -6,7 +6,10 @@ the view tests. The access tests connect as temporary login roles.
 
 import contextlib
 import logging
+import os
 import re
+import subprocess
+import sys
 import uuid
 
 import pandas as pd
@@ -17,7 +20,7 @@ import sqlalchemy as sa
 from gymchurn import db
 from gymchurn.loader import load_questionnaire_file, read_questionnaire_csv
 from gymchurn.schema import parse_month
-from tests.conftest import REPO
+from tests.conftest import CASES, REPO
 
 MONTH = "2026-10-01"
 BI_VIEWS = ["latest_scores", "cluster_summary", "monthly_trend"]
@@ -497,3 +500,34 @@ def test_run_skips_upgrade_of_current_schema(database):
     with database.begin() as conn:
         conn.exec_driver_sql("UPDATE churn.schema_migrations SET sha256 = 'changed'")
     assert db.ensure_schema(database) == files
+
+
+def test_job_role_load_denied_in_one_line(admin_engine, module_database, backtest):
+    with _login_in(admin_engine, module_database.url, "churn_job") as engine:
+        env = {**os.environ, "DATABASE_URL": engine.url.render_as_string(hide_password=False)}
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "gymchurn.cli",
+                "load-csv",
+                str(CASES / "00_clean_reference.csv"),
+                "--month",
+                "2027-05",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    assert result.returncode == 1
+    assert "error: the database role may not do this: permission denied" in result.stderr
+    assert "schema owner" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert (
+        _scalar(
+            module_database, "SELECT count(*) FROM crm.questionnaires WHERE month = '2027-05-01'"
+        )
+        == 0
+    )

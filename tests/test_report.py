@@ -289,6 +289,23 @@ def test_report_names_top_driver(inputs, document):
     assert top in _visible_text(document)
 
 
+def test_report_explains_opposite_coefficient_signs(inputs, document):
+    influence = inputs.insights.drivers.influence.set_index("feature")
+    rates = inputs.insights.drivers.churn_by_value
+    total = rates[rates["feature"] == "avg_class_frequency_total"]["churn_rate"]
+    text = _visible_text(document)
+
+    # On the real file the lifetime visit rate's coefficient is positive although
+    # churn falls as the rate grows, because the last month's rate carries that.
+    assert influence.loc["avg_class_frequency_total", "lr_coefficient"] > 0
+    assert total.iloc[-1] < total.iloc[0]
+    assert (
+        "visits a week since the first visit: the coefficient says it raises churn with "
+        "the other features held fixed, but alone churn falls from"
+    ) in text
+    assert "correlated with visits a week last month" in text
+
+
 def test_report_lists_conclusions_and_patterns(inputs, document):
     text = _visible_text(document)
     assert inputs.insights.conclusions

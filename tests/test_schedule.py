@@ -276,6 +276,22 @@ def test_run_without_month_picks_previous_month(served, module_database):
     assert f"no questionnaires for {expected}" in flow_run.state.message
 
 
+def test_late_scheduled_run_scores_month_it_was_due_for(served, module_database):
+    from prefect.deployments import run_deployment
+
+    # 06:00 on 1 November 2024 in São Paulo: a run that waited while serve was down.
+    due = dt.datetime(2024, 11, 1, 9, 0, tzinfo=dt.UTC)
+    flow_run = run_deployment(
+        FULL_NAME, parameters={}, scheduled_time=due, timeout=RUN_LIMIT, poll_interval=1
+    )
+    month = _count(
+        module_database, "SELECT month FROM churn.runs WHERE run_id = :run_id", run_id=flow_run.id
+    )
+
+    assert flow_run.state.is_completed(), flow_run.state.message
+    assert month == dt.date(2024, 10, 1)
+
+
 def test_serve_without_api_url_rejected(tmp_path):
     env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
     # An empty Prefect home: no profile that could set the URL either.
