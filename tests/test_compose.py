@@ -142,7 +142,7 @@ def test_compose_prefect_ui_uses_published_port(services):
     server = services["prefect-server"]
     host, host_port, container_port = _published_port(server)
     assert container_port == int(re.search(r"--port (\d+)", server["command"])[1])
-    ui_api = urlparse(server["environment"]["PREFECT_UI_API_URL"])
+    ui_api = urlparse(_with_defaults(server["environment"]["PREFECT_UI_API_URL"]))
     assert (ui_api.hostname, ui_api.port, ui_api.path) == (host, host_port, "/api")
 
 
