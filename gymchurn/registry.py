@@ -353,61 +353,26 @@ def _model_of_earlier_month(
     trained_until = max(dt.date.fromisoformat(str(m)[:10]) for m in champion["training_months"])
     if trained_until < checked.month:
         return None
-    if checked.mode == "backtest":
-        return _backtest_again(engine, settings, checked, retrain, champion, trained_until)
-    with engine.connect() as conn:
-        published = db.execute(conn, "published_model_for_month", {"month": checked.month})
-        version = published.scalar_one_or_none()
-    registered = _registered(engine, version) if version else None
     reason = (
         f"earlier month: the champion {champion['version']} was trained on months up to "
         f"{format_month(trained_until)}"
     )
-    pipeline = None
-    if registered is not None:
-        try:
-            pipeline = _load_registered(registered)
-        except model.ModelFileMissingError as error:
-            logger.warning("model: %s", error)
-    if pipeline is not None:
-        reason += f", so the month is scored again with {version}, the model of its published run"
-        algorithm, metrics = registered["algorithm"], registered["metrics"]
+    out_of_fold = None
+    if checked.mode == "backtest":
+        # Comparing that champion on the month's rows would measure it on
+        # clients it learned from, so the out-of-fold scores are computed again.
+        version, algorithm, pipeline, metrics, out_of_fold = _train_or_reuse(
+            engine, settings, checked
+        )
+        reason += (
+            f", so the backtest publishes the out-of-fold scores of {version}, "
+            "cross-validated on the month's own rows"
+        )
     else:
-        version, algorithm, pipeline, metrics, _ = _train_or_reuse(engine, settings, checked)
-        reason += f", so the month is scored with {version}, trained on the months before it"
-    logger.info("model: %s", reason)
-    return ChosenModel(
-        version,
-        algorithm,
-        pipeline,
-        metrics,
-        None,
-        "loaded model of the month",
-        reason,
-        retrain,
-        last_month=_last_month_metrics(engine, checked, settings),
-    )
-
-
-def _backtest_again(
-    engine: Engine,
-    settings: Settings,
-    checked: CheckedData,
-    retrain: str,
-    champion: dict,
-    trained_until: dt.date,
-) -> ChosenModel:
-    """Rerun a backtest month whose outcomes a later champion was trained on.
-
-    Comparing that champion on the month's rows would measure it on clients it
-    learned from, so the month's out-of-fold scores are computed again instead.
-    """
-    version, algorithm, pipeline, metrics, out_of_fold = _train_or_reuse(engine, settings, checked)
-    reason = (
-        f"earlier month: the champion {champion['version']} was trained on months up to "
-        f"{format_month(trained_until)}, so the backtest publishes the out-of-fold scores "
-        f"of {version}, cross-validated on the month's own rows"
-    )
+        version, algorithm, pipeline, metrics, how = _model_of_published_run(
+            engine, settings, checked
+        )
+        reason += how
     logger.info("model: %s", reason)
     return ChosenModel(
         version,
@@ -420,6 +385,29 @@ def _backtest_again(
         retrain,
         last_month=_last_month_metrics(engine, checked, settings),
     )
+
+
+def _model_of_published_run(engine: Engine, settings: Settings, checked: CheckedData):
+    """Load the model of the month's published run, or train on the months before it.
+
+    Returns:
+        (version, algorithm, pipeline, metrics, the clause the run's reason ends with).
+    """
+    with engine.connect() as conn:
+        published = db.execute(conn, "published_model_for_month", {"month": checked.month})
+        version = published.scalar_one_or_none()
+    registered = _registered(engine, version) if version else None
+    if registered is not None:
+        try:
+            pipeline = _load_registered(registered)
+        except model.ModelFileMissingError as error:
+            logger.warning("model: %s", error)
+        else:
+            how = f", so the month is scored again with {version}, the model of its published run"
+            return version, registered["algorithm"], pipeline, registered["metrics"], how
+    version, algorithm, pipeline, metrics, _ = _train_or_reuse(engine, settings, checked)
+    how = f", so the month is scored with {version}, trained on the months before it"
+    return version, algorithm, pipeline, metrics, how
 
 
 def _choose_model(
