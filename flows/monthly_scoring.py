@@ -176,14 +176,14 @@ def _top_at_risk(insights, rows: int = 20) -> list[dict]:
 def monthly_scoring(month: str | None = None, retrain: str = "auto") -> dict:
     """Score month ``month`` (YYYY-MM) and publish its tables and at-risk list.
 
-    Without ``month`` the run scores the month before today in the business
-    timezone (``GYMCHURN_TIMEZONE``), as a scheduled run on the 1st should.
+    Without ``month`` the run scores the month before its scheduled start in
+    the business timezone (``GYMCHURN_TIMEZONE``): a run due on 1 December
+    scores November, even when it starts late.
     ``retrain`` is ``auto`` (train a challenger when the data calls for it),
     ``always`` or ``never`` (load the champion).
     """
     settings = get_settings()
-    # Without a month, the month before the run was due: a scheduled run that
-    # starts late (serve was down) still scores the month it was due for.
+    # A run called outright, not through a deployment, is due now.
     due = flow_run.scheduled_start_time
     run_month = parse_month(month) if month else previous_month(settings.timezone, due)
     run_id = uuid.UUID(flow_run.id) if flow_run.id else uuid.uuid4()
