@@ -362,7 +362,7 @@ def _model_of_earlier_month(
         # Comparing that champion on the month's rows would measure it on
         # clients it learned from, so the out-of-fold scores are computed again.
         version, algorithm, pipeline, metrics, out_of_fold = _train_or_reuse(
-            engine, settings, checked
+            engine, settings, checked, rebuild_changed=retrain == "always"
         )
         reason += (
             f", so the backtest publishes the out-of-fold scores of {version}, "
@@ -370,7 +370,7 @@ def _model_of_earlier_month(
         )
     else:
         version, algorithm, pipeline, metrics, how = _model_of_published_run(
-            engine, settings, checked
+            engine, settings, checked, rebuild_changed=retrain == "always"
         )
         reason += how
     logger.info("model: %s", reason)
@@ -387,8 +387,13 @@ def _model_of_earlier_month(
     )
 
 
-def _model_of_published_run(engine: Engine, settings: Settings, checked: CheckedData):
+def _model_of_published_run(
+    engine: Engine, settings: Settings, checked: CheckedData, rebuild_changed: bool = False
+):
     """Load the model of the month's published run, or train on the months before it.
+
+    With ``rebuild_changed``, a changed file of the published run's model is
+    left unloaded and the model is trained again, as :func:`_train_or_reuse` does.
 
     Returns:
         (version, algorithm, pipeline, metrics, the clause the run's reason ends with).
@@ -402,10 +407,16 @@ def _model_of_published_run(engine: Engine, settings: Settings, checked: Checked
             pipeline = _load_registered(registered)
         except model.ModelFileMissingError as error:
             logger.warning("model: %s", error)
+        except model.ModelIntegrityError as error:
+            if not rebuild_changed:
+                raise
+            logger.warning("model: %s; --retrain always trains the month's model again", error)
         else:
             how = f", so the month is scored again with {version}, the model of its published run"
             return version, registered["algorithm"], pipeline, registered["metrics"], how
-    version, algorithm, pipeline, metrics, _ = _train_or_reuse(engine, settings, checked)
+    version, algorithm, pipeline, metrics, _ = _train_or_reuse(
+        engine, settings, checked, rebuild_changed
+    )
     how = f", so the month is scored with {version}, trained on the months before it"
     return version, algorithm, pipeline, metrics, how
 

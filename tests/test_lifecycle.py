@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from gymchurn import lifecycle, registry, steps
+from gymchurn import lifecycle, model, registry, steps
 from gymchurn.settings import get_settings
 from gymchurn.simulation.simulator import ClientSimulator
 from gymchurn.simulation.store import write_simulation
@@ -453,3 +453,47 @@ def test_models_promote_rejects_changed_file(module_database, simulated_runs, tm
 
     assert result.exit_code == 1
     assert f"cannot promote {version}" in result.output
+
+
+def test_rerun_earlier_month_changed_file(module_database, simulated_runs, tmp_path):
+    # February is an earlier month only for a champion trained on it: earlier
+    # tests may have promoted another version.
+    later = _query(
+        module_database,
+        "SELECT version FROM churn.model_versions WHERE :month = ANY (training_months)",
+        month=FEB,
+    )[0].version
+    with module_database.begin() as conn:
+        registry.promote(conn, later, "a champion trained on February")
+    version = simulated_runs[1].version
+    query = (
+        "SELECT client_id, churn_probability FROM churn.scores WHERE month = :month"
+        " ORDER BY client_id"
+    )
+    before = _query(module_database, query, month=FEB)
+    path = _query(
+        module_database,
+        "SELECT artifact_path FROM churn.model_versions WHERE version = :version",
+        version=version,
+    )[0].artifact_path
+    backup = tmp_path / "backup.skops"
+    shutil.copyfile(path, backup)
+    with open(path, "ab") as handle:
+        handle.write(b"tampered")
+    try:
+        with pytest.raises(model.ModelIntegrityError, match="changed after it was written"):
+            _run_month(module_database, FEB)
+        again = _run_month(module_database, FEB, retrain="always")
+    finally:
+        shutil.copyfile(backup, path)
+    rebuilt = _query(
+        module_database,
+        "SELECT artifact_path FROM churn.model_versions WHERE version = :version",
+        version=version,
+    )[0].artifact_path
+
+    assert again.decision == "loaded model of the month"
+    assert again.version == version
+    assert "trained on the months before it" in again.reason
+    assert rebuilt != path
+    assert _query(module_database, query, month=FEB) == before
