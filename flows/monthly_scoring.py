@@ -155,7 +155,7 @@ def _summary(run: steps.PublishedRun, at_risk_path, report, insights) -> str:
 
 
 def _top_at_risk(insights, rows: int = 20) -> list[dict]:
-    """The month's most likely leavers, for the flow run's table artifact."""
+    """Return the month's most likely leavers as rows of the flow run's table artifact."""
     names = insights.clusters.set_index("cluster_id")["name"]
     top = insights.scores.sort_values(
         ["churn_probability", "client_id"], ascending=[False, True]

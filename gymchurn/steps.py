@@ -1056,7 +1056,7 @@ def deliver(engine: Engine, settings: Settings, run: PublishedRun) -> Path:
 
 
 def report_path(settings: Settings, month: dt.date) -> Path:
-    """Where the month's report is published."""
+    """Return the path the month's report is published at."""
     return (settings.output_dir / "reports" / f"report_{format_month(month)}.html").resolve()
 
 

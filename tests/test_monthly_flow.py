@@ -125,7 +125,8 @@ def test_forward_run_describes_segments_drivers_and_measures(module_database, fo
     )
     findings = _frame(module_database, "SELECT * FROM churn.findings WHERE month = '2026-11-01'")
 
-    assert clusters["name"].notna().all() and clusters["name"].is_unique
+    assert clusters["name"].notna().all()
+    assert clusters["name"].is_unique
     assert clusters["expected_churners"].sum() == pytest.approx(
         _frame(
             module_database,

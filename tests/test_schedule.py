@@ -276,7 +276,7 @@ def test_run_without_month_picks_previous_month(served, module_database):
     assert f"no questionnaires for {expected}" in flow_run.state.message
 
 
-def test_late_scheduled_run_scores_month_it_was_due_for(served, module_database):
+def test_late_run_scores_due_month(served, module_database):
     from prefect.deployments import run_deployment
 
     # 06:00 on 1 November 2024 in São Paulo: a run that waited while serve was down.
