@@ -31,8 +31,10 @@ else
 	$(BIN)/gymchurn run --month $(MONTH)
 endif
 
+# One worker a core; each test file runs whole on one worker, so that its
+# module-wide fixtures are built once.
 test: install browser
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n auto --dist loadfile $(PYTEST_ARGS)
 
 # The report's browser test needs Chromium: install it when this user can,
 # else say that the test will be skipped.
