@@ -1040,7 +1040,8 @@ def _run_summary(result: dict) -> str:
         f"model choice: {result['decision_reason']}\n"
         f"tables: churn.scores, churn.clusters, churn.feature_influence, "
         f"churn.recommendations, churn.findings, churn.runs (run {result['run_id']})\n"
-        f"at-risk list: {Path(result['at_risk_path']).resolve()}\n"
+        f"at-risk list: {Path(result['at_risk_path']).resolve()} "
+        f"({result['held_out']} clients held out as the control group)\n"
         f"report: {Path(result['report_path']).resolve()}"
     )
 

@@ -167,7 +167,7 @@ def test_forward_run_writes_the_monthly_report(module_database, forward_run):
 
 
 def test_rerun_same_month_gives_same_rows(module_database, forward_run):
-    columns = "client_id, churn_probability, risk_tier, cluster_id, model_version, reasons"
+    columns = "client_id, churn_probability, risk_tier, cluster_id, model_version, reasons, holdout"
     query = f"SELECT {columns} FROM churn.scores WHERE month = '2026-11-01' ORDER BY client_id"
     before = _frame(module_database, query)
     clusters_query = "SELECT * FROM churn.clusters WHERE month = '2026-11-01' ORDER BY cluster_id"
