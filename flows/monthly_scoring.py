@@ -9,7 +9,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from gymchurn import db, holdout, registry, runtime, steps
+from gymchurn import campaigns, db, holdout, registry, runtime, steps
 from gymchurn.schema import format_month, parse_month, previous_month
 from gymchurn.settings import get_settings
 from gymchurn.validation import DataValidationError
@@ -97,9 +97,21 @@ def advise(checked, scores, segments, drivers, settings):
     return steps.advise(checked, scores, segments, drivers, settings)
 
 
+@task(cache_policy=NO_CACHE, **_DB_RETRIES)
+def measure_campaigns(engine, month):
+    return campaigns.measure_before(engine, month)
+
+
+@task(cache_policy=NO_CACHE, **_DB_RETRIES)
+def store_campaign_results(engine, measurement):
+    return campaigns.store_results(engine, measurement.results, measurement.months)
+
+
 @task(cache_policy=NO_CACHE)
-def render_report(settings, run_id, checked, chosen, scores, insights, data_docs):
-    return steps.render_report(settings, run_id, checked, chosen, scores, insights, data_docs)
+def render_report(settings, run_id, checked, chosen, scores, insights, data_docs, campaign):
+    return steps.render_report(
+        settings, run_id, checked, chosen, scores, insights, data_docs, campaign
+    )
 
 
 @task(cache_policy=NO_CACHE)
@@ -215,13 +227,17 @@ def monthly_scoring(month: str | None = None, retrain: str = "auto") -> dict:
         scores = hold_out(scores, segments, run_month, settings)
         drivers = explain(chosen, checked, settings)
         insights = advise(checked, scores, segments, drivers, settings)
-        staged = render_report(settings, run_id, checked, chosen, scores, insights, data_docs)
+        campaign = measure_campaigns(engine, run_month)
+        staged = render_report(
+            settings, run_id, checked, chosen, scores, insights, data_docs, campaign
+        )
         report = steps.report_path(settings, run_month)
         run = publish(
             engine, run_id, checked, chosen, scores, segments, data_docs, insights, report
         )
         steps.place_report(staged, report)
         at_risk_path = deliver(engine, settings, run)
+        store_campaign_results(engine, campaign)
     except BaseException as error:
         if staged is not None and staged.exists():
             staged.unlink()

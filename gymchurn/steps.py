@@ -1092,8 +1092,12 @@ def render_report(
     scores: pd.DataFrame,
     insights: MonthInsights,
     data_docs: Path | None = None,
+    campaign=None,
 ) -> Path:
     """Write the month's report beside its final place, to be moved there on publishing.
+
+    ``campaign`` is the :class:`gymchurn.campaigns.Measurement` of the run, whose
+    previous month's results the report shows; None leaves that section empty.
 
     Returns:
         The staged file; :func:`place_report` moves it once the month is published,
@@ -1128,6 +1132,7 @@ def render_report(
         model=model_facts,
         quality=_quality_rows(checked),
         findings=list(checked.findings),
+        campaign=campaign,
     )
 
 
