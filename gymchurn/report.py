@@ -1128,8 +1128,15 @@ def _campaign_plot(results: pd.DataFrame) -> Plot:
         ]
     )
     colours = [_LEFT_COLOUR if level == "overall" else _STAYED_COLOUR for level in shown["level"]]
-    axes.errorbar(difference, positions, xerr=errors, fmt="none", ecolor=colours, capsize=3)
-    axes.scatter(difference, positions, color=colours, zorder=3)
+    for position, colour in enumerate(colours):
+        axes.errorbar(
+            difference[position],
+            position,
+            xerr=errors[:, position : position + 1],
+            fmt="o",
+            color=colour,
+            capsize=3,
+        )
     axes.axvline(0, color="black", linewidth=0.8)
     axes.set_yticks(positions, labels)
     axes.set_xlabel("churn of held-out clients minus churn of contacted clients, points")
