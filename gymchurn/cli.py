@@ -659,6 +659,13 @@ def simulate(
     from gymchurn.simulation.simulator import add_months
 
     first = _month(start)
+    if scenario == "intervention":
+        raise _fail(
+            "the intervention scenario needs the monthly job between the months, to know "
+            "whom the campaign contacted; it runs through "
+            "gymchurn.simulation.campaign.simulate_campaign (see the README), not simulate",
+            2,
+        )
     if first.year * 12 + first.month - 1 + months > 9999 * 12:
         raise typer.BadParameter(
             f"{months} months from {start} end after 9999-12; use fewer months or an earlier start",

@@ -98,7 +98,8 @@ def test_forward_run_at_risk_file_matches_view(module_database, forward_run):
     )
     high = _frame(
         module_database,
-        "SELECT count(*) AS n FROM churn.scores WHERE month = '2026-11-01' AND risk_tier = 'high'",
+        "SELECT count(*) AS n FROM churn.scores WHERE month = '2026-11-01' AND risk_tier = 'high'"
+        " AND NOT holdout",
     )
     exported = pd.read_csv(forward_run["at_risk_path"])
     assert len(view) == high["n"].iloc[0]
