@@ -9,7 +9,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from gymchurn import db, registry, runtime, steps
+from gymchurn import campaigns, db, holdout, registry, runtime, steps
 from gymchurn.schema import format_month, parse_month, previous_month
 from gymchurn.settings import get_settings
 from gymchurn.validation import DataValidationError
@@ -81,6 +81,13 @@ def segment(checked, settings, previous, chunks):
 
 
 @task(cache_policy=NO_CACHE)
+def hold_out(scores, segments, month, settings):
+    return holdout.mark_holdout(
+        scores, segments.assignments, month, settings.holdout_share, settings.random_seed
+    )
+
+
+@task(cache_policy=NO_CACHE)
 def explain(chosen, checked, settings):
     return steps.explain(chosen, checked, settings)
 
@@ -90,9 +97,21 @@ def advise(checked, scores, segments, drivers, settings):
     return steps.advise(checked, scores, segments, drivers, settings)
 
 
+@task(cache_policy=NO_CACHE, **_DB_RETRIES)
+def measure_campaigns(engine, month):
+    return campaigns.measure_before(engine, month)
+
+
+@task(cache_policy=NO_CACHE, **_DB_RETRIES)
+def store_campaign_results(engine, measurement):
+    return campaigns.store_results(engine, measurement.results, measurement.months)
+
+
 @task(cache_policy=NO_CACHE)
-def render_report(settings, run_id, checked, chosen, scores, insights, data_docs):
-    return steps.render_report(settings, run_id, checked, chosen, scores, insights, data_docs)
+def render_report(settings, run_id, checked, chosen, scores, insights, data_docs, campaign):
+    return steps.render_report(
+        settings, run_id, checked, chosen, scores, insights, data_docs, campaign
+    )
 
 
 @task(cache_policy=NO_CACHE)
@@ -123,7 +142,7 @@ def _record_rejection(engine, run_id, month, error, settings) -> None:
         )
 
 
-def _summary(run: steps.PublishedRun, at_risk_path, report, insights) -> str:
+def _summary(run: steps.PublishedRun, at_risk_path, report, insights, held_out: int) -> str:
     auc = "n/a" if run.realised_roc_auc is None else f"{run.realised_roc_auc:.4f}"
     lines = [
         f"# Churn scores for {format_month(run.month)}",
@@ -149,17 +168,18 @@ def _summary(run: steps.PublishedRun, at_risk_path, report, insights) -> str:
         "",
         f"Report: `{report}`",
         "",
-        f"At-risk list: `{at_risk_path}`",
+        f"At-risk list: `{at_risk_path}`; {held_out} clients of the high and medium tiers "
+        "held out as the control group and left off the list",
     ]
     return "\n".join(lines)
 
 
-def _top_at_risk(insights, rows: int = 20) -> list[dict]:
-    """Return the month's most likely leavers as rows of the flow run's table artifact."""
+def _top_at_risk(insights, scores, rows: int = 20) -> list[dict]:
+    """Return the month's most likely leavers off the holdout, for the flow run's table artifact."""
     names = insights.clusters.set_index("cluster_id")["name"]
-    top = insights.scores.sort_values(
-        ["churn_probability", "client_id"], ascending=[False, True]
-    ).head(rows)
+    held_out = scores.loc[scores[holdout.HOLDOUT], "client_id"]
+    listed = insights.scores[~insights.scores["client_id"].isin(held_out)]
+    top = listed.sort_values(["churn_probability", "client_id"], ascending=[False, True]).head(rows)
     return [
         {
             "client_id": int(row.client_id),
@@ -204,15 +224,20 @@ def monthly_scoring(month: str | None = None, retrain: str = "auto") -> dict:
         chunks = steps.client_chunks(checked, settings.chunk_rows)
         scores = score(chosen, checked, settings, chunks)
         segments = segment(checked, settings, previous_segments(engine, run_month), chunks)
+        scores = hold_out(scores, segments, run_month, settings)
         drivers = explain(chosen, checked, settings)
         insights = advise(checked, scores, segments, drivers, settings)
-        staged = render_report(settings, run_id, checked, chosen, scores, insights, data_docs)
+        campaign = measure_campaigns(engine, run_month)
+        staged = render_report(
+            settings, run_id, checked, chosen, scores, insights, data_docs, campaign
+        )
         report = steps.report_path(settings, run_month)
         run = publish(
             engine, run_id, checked, chosen, scores, segments, data_docs, insights, report
         )
         steps.place_report(staged, report)
         at_risk_path = deliver(engine, settings, run)
+        store_campaign_results(engine, campaign)
     except BaseException as error:
         if staged is not None and staged.exists():
             staged.unlink()
@@ -227,9 +252,12 @@ def monthly_scoring(month: str | None = None, retrain: str = "auto") -> dict:
         # any run still "running" as abandoned.
         if lock is not None:
             lock.release()
-    create_markdown_artifact(_summary(run, at_risk_path, report, insights), key="churn-run-summary")
+    n_held_out = int(scores[holdout.HOLDOUT].sum())
+    create_markdown_artifact(
+        _summary(run, at_risk_path, report, insights, n_held_out), key="churn-run-summary"
+    )
     create_table_artifact(
-        _top_at_risk(insights),
+        _top_at_risk(insights, scores),
         key="churn-at-risk-top",
         description=f"The 20 clients most likely to leave after {format_month(run_month)}",
     )
@@ -241,6 +269,7 @@ def monthly_scoring(month: str | None = None, retrain: str = "auto") -> dict:
         "month": format_month(run_month),
         "at_risk_path": str(at_risk_path),
         "report_path": str(report),
+        "held_out": n_held_out,
     }
 
 

@@ -25,6 +25,10 @@ db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 app.add_typer(db_app, name="db")
 models_app = typer.Typer(no_args_is_help=True, help="Registry of churn models.")
 app.add_typer(models_app, name="models")
+contacts_app = typer.Typer(
+    no_args_is_help=True, help="Contacts made with the at-risk list, and their measured effect."
+)
+app.add_typer(contacts_app, name="contacts")
 
 logger = logging.getLogger("gymchurn.cli")
 
@@ -426,6 +430,113 @@ def load_csv(
     typer.echo(f"database: {db.describe(engine)}")
 
 
+@contacts_app.command("load")
+def contacts_load(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV of contacts: client_id, date, channel, outcome.", exists=True, dir_okay=False
+        ),
+    ],
+    month: Annotated[str, typer.Option(help="Scored month whose at-risk list was contacted.")],
+) -> None:
+    """Load the contacts made with a month's at-risk list into crm.contacts.
+
+    Rows that break a rule go to crm.contact_quarantine with their reasons.
+    Loading a file of the same name for the month again replaces its rows.
+    When the month's outcomes are already loaded, its results in
+    churn.campaign_results are recomputed.
+
+    Exit codes: 0 loaded (also with quarantined rows); 1 the file cannot be
+    read, the month has no published scores, or the database failed; 2 an
+    invalid argument.
+    """
+    from gymchurn import campaigns, contacts, db
+    from gymchurn.loader import CsvFormatError
+
+    load_month = _month(month)
+    engine = _engine()
+    try:
+        load = contacts.load_contacts(engine, file, load_month)
+    except (CsvFormatError, contacts.NoPublishedScoresError) as err:
+        raise _fail(str(err)) from None
+    label = format_month(load_month)
+    text = (
+        f"{file}: {load.rows_read} rows for the list of {label}; {load.loaded} contacts "
+        f"loaded ({load.clients} clients), {load.quarantined} quarantined"
+    )
+    if load.reason_counts:
+        text += " (" + ", ".join(f"{n} {r}" for r, n in load.reason_counts.items()) + ")"
+    if load.replaced:
+        text += f"; {load.replaced} contacts of an earlier load of {file.name} replaced"
+    typer.echo(text)
+    if load.held_out_contacted:
+        typer.echo(
+            f"warning: {load.held_out_contacted} held-out client(s) were contacted; they stay in "
+            "the control group and shrink the measured effect",
+            err=True,
+        )
+    results = campaigns.refresh_month(engine, load_month)
+    if results is not None:
+        typer.echo(f"churn.campaign_results: {len(results)} rows of {label} recomputed")
+    typer.echo(f"database: {db.describe(engine)}")
+
+
+def _format_share(value) -> str:
+    import math
+
+    return "n/a" if value is None or math.isnan(value) else f"{100 * value:.1f}%"
+
+
+def _format_points(value) -> str:
+    import math
+
+    return "n/a" if value is None or math.isnan(value) else f"{100 * value:+.1f}"
+
+
+@contacts_app.command("results")
+def contacts_results(
+    month: Annotated[str, typer.Option(help="Scored month whose list was contacted, YYYY-MM.")],
+) -> None:
+    """Recompute and print the measured effect of the contacts with a month's list.
+
+    Each row: contacted and held-out clients with known outcomes, their churn
+    rates, the difference (held out minus contacted, in percentage points)
+    with its 95 % confidence interval, the clients kept and the smallest
+    effect the group sizes can detect.
+
+    Exit codes: 0 printed; 1 nothing to measure yet (the reason is printed) or
+    the database failed; 2 an invalid argument.
+    """
+    from gymchurn import campaigns
+
+    report_month = _month(month)
+    engine = _engine()
+    results = campaigns.refresh_month(engine, report_month)
+    if results is None:
+        with engine.connect() as conn:
+            reason = campaigns.missing_reason(conn, report_month)
+        raise _fail(reason)
+    label = format_month(report_month)
+    typer.echo(f"effect of the contacts with the at-risk list of {label}:")
+    for row in results.itertuples():
+        group = (
+            "overall"
+            if row.level == "overall"
+            else f"{row.risk_tier}, segment {row.cluster_id}, "
+            f"{row.suggested_action if isinstance(row.suggested_action, str) else 'no measure'}"
+        )
+        typer.echo(
+            f"{group}: {row.contacted} contacted "
+            f"(churn {_format_share(row.churn_rate_contacted)}), "
+            f"{row.held_out} held out (churn {_format_share(row.churn_rate_held_out)}); "
+            f"difference {_format_points(row.difference)} points, 95% CI "
+            f"{_format_points(row.ci_lower)} to {_format_points(row.ci_upper)}; "
+            f"clients kept {_format_points(row.clients_kept / 100)}; detectable "
+            f"{_format_points(row.min_detectable_effect)} points"
+        )
+
+
 def _simulator(
     clients: int,
     seed: int,
@@ -548,6 +659,13 @@ def simulate(
     from gymchurn.simulation.simulator import add_months
 
     first = _month(start)
+    if scenario == "intervention":
+        raise _fail(
+            "the intervention scenario needs the monthly job between the months, to know "
+            "whom the campaign contacted; it runs through "
+            "gymchurn.simulation.campaign.simulate_campaign (see the README), not simulate",
+            2,
+        )
     if first.year * 12 + first.month - 1 + months > 9999 * 12:
         raise typer.BadParameter(
             f"{months} months from {start} end after 9999-12; use fewer months or an earlier start",
@@ -1040,7 +1158,8 @@ def _run_summary(result: dict) -> str:
         f"model choice: {result['decision_reason']}\n"
         f"tables: churn.scores, churn.clusters, churn.feature_influence, "
         f"churn.recommendations, churn.findings, churn.runs (run {result['run_id']})\n"
-        f"at-risk list: {Path(result['at_risk_path']).resolve()}\n"
+        f"at-risk list: {Path(result['at_risk_path']).resolve()} "
+        f"({result['held_out']} clients held out as the control group)\n"
         f"report: {Path(result['report_path']).resolve()}"
     )
 

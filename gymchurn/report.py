@@ -83,6 +83,7 @@ SECTIONS = {
     "drivers": "Churn drivers",
     "portraits": "Client portraits",
     "targets": "Target groups and measures",
+    "campaign": "Did last month's actions work?",
     "patterns": "Other patterns",
     "quality": "Data quality",
 }
@@ -150,6 +151,7 @@ def write_report(
     model: dict,
     quality: pd.DataFrame,
     findings: list,
+    campaign=None,
 ) -> Path:
     """Render the month's report and write it to ``path`` atomically.
 
@@ -166,6 +168,9 @@ def write_report(
         quality: the row rules of the run's validation, with the columns of
             ``QUALITY_COLUMNS``.
         findings: batch-level findings with ``rule``, ``severity`` and ``message``.
+        campaign: the run's :class:`gymchurn.campaigns.Measurement`, whose
+            previous month's results fill the section on last month's actions;
+            None says that nothing was measured.
 
     Returns:
         ``path``.
@@ -175,7 +180,9 @@ def write_report(
             missing, or ``run["month"]`` is not the month of ``insights``.
     """
     started = time.perf_counter()
-    document = render_report(insights, run=run, model=model, quality=quality, findings=findings)
+    document = render_report(
+        insights, run=run, model=model, quality=quality, findings=findings, campaign=campaign
+    )
     data = document.encode("utf-8")
     path = Path(path)
     _write_atomically(path, data)
@@ -212,6 +219,7 @@ def render_report(
     model: dict,
     quality: pd.DataFrame,
     findings: list,
+    campaign=None,
 ) -> str:
     """Render the report's HTML. ``write_report`` documents the arguments and errors."""
     _check_inputs(insights, run, model, quality)
@@ -224,6 +232,7 @@ def render_report(
         "drivers": _drivers(insights),
         "portraits": _portraits(insights),
         "targets": _targets(insights),
+        "campaign": _campaign(campaign),
         "patterns": _listed(insights.patterns, "No other patterns were found this month."),
         "quality": _quality(run, quality, findings),
     }
@@ -1044,6 +1053,182 @@ def _targets(insights: MonthInsights) -> dict:
         ),
     ]
     return {"tables": [(title, table) for title, table in tables if table.rows], "notes": notes}
+
+
+def _interval(lower, upper) -> str:
+    if _is_missing(lower) or _is_missing(upper):
+        return _MISSING
+    return f"{100 * float(lower):+.1f} to {100 * float(upper):+.1f} points"
+
+
+def _points(value) -> str:
+    if _is_missing(value):
+        return _MISSING
+    return f"{100 * float(value):+.1f} points"
+
+
+def _campaign_verdict(overall: pd.Series) -> str:
+    """Say in one sentence what the overall interval shows."""
+    lower, upper = overall["ci_lower"], overall["ci_upper"]
+    detectable = overall["min_detectable_effect"]
+    if _is_missing(lower):
+        return (
+            "The effect cannot be measured: the month has no contacted clients or no "
+            "held-out clients with a known outcome."
+        )
+    if lower > 0:
+        return (
+            f"The contacts kept clients: the held-out clients left more often, by "
+            f"{_interval(lower, upper)} (95 % confidence), about "
+            f"{_count(overall['clients_kept'])} of {_count(overall['contacted'])} contacted "
+            "clients kept."
+        )
+    if upper < 0:
+        return (
+            f"The contacted clients left more often than the held-out ones, by "
+            f"{_interval(-upper, -lower)}: the contacts did not keep clients."
+        )
+    smallest = (
+        f"; at this list size only a fall of the churn rate of at least "
+        f"{_percent(detectable)} would likely have been seen"
+        if not _is_missing(detectable)
+        else ""
+    )
+    return (
+        "The difference cannot be told from chance: its interval "
+        f"({_interval(lower, upper)}) contains 0{smallest}."
+    )
+
+
+def _action(title) -> str:
+    return title if isinstance(title, str) else "no measure"
+
+
+def _campaign_plot(results: pd.DataFrame) -> Plot:
+    shown = results[results["ci_lower"].notna()].iloc[::-1]
+    labels = [
+        "overall"
+        if row["level"] == "overall"
+        else _wrapped(
+            f"{row['risk_tier']}, segment {row['cluster_id']}, {_action(row['suggested_action'])}",
+            45,
+        )
+        for _, row in shown.iterrows()
+    ]
+    figure = _new_figure(10, 0.45 * len(shown) + 1.4)
+    axes = figure.subplots()
+    positions = np.arange(len(shown))
+    difference = 100 * shown["difference"].to_numpy(dtype="float64")
+    errors = 100 * np.vstack(
+        [
+            shown["difference"].to_numpy(dtype="float64")
+            - shown["ci_lower"].to_numpy(dtype="float64"),
+            shown["ci_upper"].to_numpy(dtype="float64")
+            - shown["difference"].to_numpy(dtype="float64"),
+        ]
+    )
+    colours = [_LEFT_COLOUR if level == "overall" else _STAYED_COLOUR for level in shown["level"]]
+    for position, colour in enumerate(colours):
+        axes.errorbar(
+            difference[position],
+            position,
+            xerr=errors[:, position : position + 1],
+            fmt="o",
+            color=colour,
+            capsize=3,
+        )
+    axes.axvline(0, color="black", linewidth=0.8)
+    axes.set_yticks(positions, labels)
+    axes.set_xlabel("churn of held-out clients minus churn of contacted clients, points")
+    axes.tick_params(labelsize=8)
+    return Plot(
+        "plot-campaign",
+        _encoded_png(figure),
+        f"Measured effect of the contacts with 95 % intervals for {len(shown)} groups",
+        "Each point is the held-out clients' churn rate minus the contacted clients' churn "
+        "rate, in percentage points; the bars are 95 % confidence intervals. A bar right of "
+        "0 means the contacts kept clients; a bar across 0 cannot be told from chance.",
+    )
+
+
+def _campaign(campaign) -> dict:
+    if campaign is None:
+        return {"notes": ["The effect of last month's contacts was not measured for this report."]}
+    label = format_month(campaign.previous_month)
+    if campaign.previous_note is not None:
+        return {"notes": [campaign.previous_note]}
+    results = campaign.previous_results()
+    overall = results[results["level"] == "overall"].iloc[0]
+    facts = [
+        ("List measured", f"{label}, contacted in the month after it"),
+        (
+            "Contacted",
+            f"{_count(overall['contacted'])} clients, "
+            f"churn {_percent(overall['churn_rate_contacted'])}",
+        ),
+        (
+            "Held out",
+            f"{_count(overall['held_out'])} clients, "
+            f"churn {_percent(overall['churn_rate_held_out'])}",
+        ),
+        ("Difference (held out minus contacted)", _points(overall["difference"])),
+        ("95 % confidence interval", _interval(overall["ci_lower"], overall["ci_upper"])),
+        ("Clients kept", _decimal(overall["clients_kept"], 1)),
+        ("Smallest detectable effect", _points(overall["min_detectable_effect"]).lstrip("+")),
+        (
+            "Listed clients, contacted or not",
+            f"{_count(overall['listed'])} clients, churn {_percent(overall['churn_rate_listed'])}, "
+            f"difference {_points(overall['difference_listed'])} "
+            f"({_interval(overall['ci_lower_listed'], overall['ci_upper_listed'])})",
+        ),
+    ]
+    notes = [_campaign_verdict(overall)]
+    if overall["held_out_contacted"]:
+        notes.append(
+            f"{_count(overall['held_out_contacted'])} held-out clients were contacted all the "
+            "same; they stay in the control group and make the measured effect smaller."
+        )
+    strata = results[results["level"] == "stratum"]
+    rows = tuple(
+        (
+            str(row["risk_tier"]),
+            _cluster_label(row["cluster_id"], row["segment"]),
+            _action(row["suggested_action"]),
+            _count(row["contacted"]),
+            _count(row["held_out"]),
+            _percent(row["churn_rate_contacted"]),
+            _percent(row["churn_rate_held_out"]),
+            _points(row["difference"]),
+            _interval(row["ci_lower"], row["ci_upper"]),
+            _decimal(row["clients_kept"], 1),
+            _points(row["min_detectable_effect"]).lstrip("+"),
+        )
+        for _, row in strata.iterrows()
+    )
+    table = Table(
+        (
+            "tier",
+            "segment",
+            "suggested action",
+            "contacted",
+            "held out",
+            "churn contacted",
+            "churn held out",
+            "difference",
+            "95 % interval",
+            "clients kept",
+            "detectable",
+        ),
+        rows,
+        (False, False, False, True, True, True, True, True, True, True, True),
+    )
+    plots = [_campaign_plot(results)] if results["ci_lower"].notna().any() else []
+    return {
+        "facts": facts,
+        "notes": notes,
+        "tables": [("By risk tier, segment and suggested action", table)] if rows else [],
+        "plots": plots,
+    }
 
 
 def _quality(run: dict, quality: pd.DataFrame, findings: list) -> dict:

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     n_clusters: int | Literal["auto"] = Field(default=5)
     """Number of client segments, 2 to 20, or ``auto``: the number from 2 to 8 with the
     highest silhouette score on the month's clients."""
+    holdout_share: float = Field(default=0.10, ge=0, le=0.5)
+    """Share of each risk tier and segment of the at-risk list (high and medium tiers)
+    held out as the month's control group, 0 to 0.5; 0 holds nobody out."""
     measures_file: Path | None = None
     """TOML file of the measures the job may recommend; unset: the file shipped with
     the package (``gymchurn/measures.toml``)."""

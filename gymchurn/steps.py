@@ -22,6 +22,7 @@ from sqlalchemy.engine import Engine
 from gymchurn import at_risk, batch_rules, db, lifecycle, model, reasons, runtime
 from gymchurn import segments as segments_module
 from gymchurn.drivers import Drivers, find_drivers
+from gymchurn.holdout import HOLDOUT
 from gymchurn.insights import MonthInsights, build_insights
 from gymchurn.measures import load_measures
 from gymchurn.registry import ChosenModel, promote
@@ -760,6 +761,9 @@ def publish(
     auc = realised_roc_auc(scores, checked)
     table = scores.merge(segments.assignments, on=CLIENT_ID, validate="one_to_one")
     table = table.assign(month=month, model_version=chosen.version, run_id=run_id)
+    if HOLDOUT not in table:
+        # Scores not marked by holdout.mark_holdout hold nobody out.
+        table[HOLDOUT] = False
     table["suggested_action"] = _suggested_actions(table, insights)
     clusters = _cluster_rows(segments, table).assign(month=month, run_id=run_id)
     keys = {"month": month, "run_id": run_id}
@@ -973,6 +977,7 @@ SCORE_COLUMNS = [
     "run_id",
     "reasons",
     "suggested_action",
+    HOLDOUT,
 ]
 CLUSTER_COLUMNS = [
     "month",
@@ -1087,8 +1092,12 @@ def render_report(
     scores: pd.DataFrame,
     insights: MonthInsights,
     data_docs: Path | None = None,
+    campaign=None,
 ) -> Path:
     """Write the month's report beside its final place, to be moved there on publishing.
+
+    ``campaign`` is the :class:`gymchurn.campaigns.Measurement` of the run, whose
+    previous month's results the report shows; None leaves that section empty.
 
     Returns:
         The staged file; :func:`place_report` moves it once the month is published,
@@ -1123,6 +1132,7 @@ def render_report(
         model=model_facts,
         quality=_quality_rows(checked),
         findings=list(checked.findings),
+        campaign=campaign,
     )
 
 

@@ -7,7 +7,13 @@
 -- Views. They run with their owner's rights (security_invoker is off), so
 -- churn_bi can read churn.monthly_trend although it reads crm.churn_outcomes.
 
-CREATE OR REPLACE VIEW churn.latest_scores AS
+-- Later schema files append columns to churn.latest_scores, and CREATE OR
+-- REPLACE here would try to drop them, which PostgreSQL rejects: the view
+-- is created here only when it is missing.
+DO $latest_scores$
+BEGIN
+IF to_regclass('churn.latest_scores') IS NULL THEN
+CREATE VIEW churn.latest_scores AS
 SELECT
     s.month,
     s.client_id,
@@ -24,6 +30,9 @@ LEFT JOIN churn.clusters AS c
 WHERE s.month = (
     SELECT max(r.month) FROM churn.runs AS r WHERE r.status = 'succeeded'
 );
+END IF;
+END
+$latest_scores$;
 
 CREATE OR REPLACE VIEW churn.cluster_summary AS
 SELECT

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from gymchurn import holdout
 from gymchurn.at_risk import COLUMNS
 from gymchurn.loader import load_questionnaire_file, read_questionnaire_csv
 from gymchurn.measures import load_measures
@@ -108,7 +109,7 @@ def test_filtered_export_keeps_matching_rows(module_database, monthly_run):
     expected = _frame(
         module_database,
         "SELECT client_id FROM churn.scores WHERE month = '2026-10-01' AND risk_tier = 'medium'"
-        " AND cluster_id = :cluster AND churn_probability >= 0.3"
+        " AND cluster_id = :cluster AND churn_probability >= 0.3 AND NOT holdout"
         " ORDER BY churn_probability DESC, client_id LIMIT 50",
         cluster=cluster,
     )
@@ -175,12 +176,15 @@ def test_filters_leaving_no_rows_exit_0(monthly_run):
     assert len(pd.read_csv(path)) == 0
 
 
-def test_output_folder_gets_default_name(monthly_run, tmp_path):
+def test_output_folder_gets_default_name(monthly_run, scores, tmp_path):
     result = _invoke("at-risk", "--month", MONTH, "--output", str(tmp_path))
+    # The real month has 1019 clients in the high tier, and the holdout takes some.
+    n_held_out = int(scores.holdout[scores.risk_tier == "high"].sum())
 
     assert result.exit_code == 0, result.output
     assert sorted(path.name for path in tmp_path.iterdir()) == [f"at_risk_{MONTH}.csv"]
-    assert len(pd.read_csv(tmp_path / f"at_risk_{MONTH}.csv")) == 1019
+    assert n_held_out > 0
+    assert len(pd.read_csv(tmp_path / f"at_risk_{MONTH}.csv")) == 1019 - n_held_out
 
 
 def test_unwritable_output_exits_1_without_leftovers(monthly_run, tmp_path):
@@ -279,3 +283,66 @@ def test_rows_equal_view_after_rerun(module_database, monthly_run):
 
     assert result.exit_code == 0, result.output
     assert _rows(exported) == _rows(_view_rows(module_database))
+
+
+@pytest.fixture(scope="module")
+def scores(module_database, monthly_run) -> pd.DataFrame:
+    return _frame(
+        module_database,
+        "SELECT client_id, risk_tier, cluster_id, holdout FROM churn.scores WHERE month = :month",
+        month="2026-10-01",
+    )
+
+
+def test_real_month_holds_out_a_tenth_of_each_stratum(scores):
+    listed = scores[scores.risk_tier.isin(["high", "medium"])]
+    strata = listed.groupby(["risk_tier", "cluster_id"])["holdout"].agg(["size", "sum"])
+
+    assert len(scores) == 4000
+    assert len(strata) >= 5
+    for (tier, cluster), row in strata.iterrows():
+        assert row["sum"] == holdout.held_out_count(row["size"], 0.1), (tier, cluster)
+    assert not scores.loc[scores.risk_tier == "low", "holdout"].any()
+    assert 0.08 * len(listed) < strata["sum"].sum() < 0.12 * len(listed)
+
+
+def test_real_month_holdout_matches_recomputed_choice(scores):
+    shuffled = scores.sample(frac=1, random_state=7)
+    flags = holdout.select_holdout(shuffled, parse_month(MONTH), 0.1, get_settings().random_seed)
+
+    assert set(shuffled.client_id[flags]) == set(scores.client_id[scores.holdout])
+
+
+def test_run_result_counts_held_out(monthly_run, scores):
+    assert monthly_run["held_out"] == int(scores.holdout.sum())
+
+
+def test_view_and_export_leave_out_holdout(module_database, monthly_run, scores):
+    view = _frame(
+        module_database,
+        "SELECT client_id, rank FROM churn.at_risk WHERE month = :month",
+        month="2026-10-01",
+    )
+    exported = pd.read_csv(monthly_run["at_risk_path"])
+    high = scores[scores.risk_tier == "high"]
+    held_out = set(scores.client_id[scores.holdout])
+
+    assert len(view) == int((~high.holdout).sum())
+    assert not held_out & set(view.client_id)
+    assert sorted(view["rank"]) == list(range(1, len(view) + 1))
+    assert set(exported.client_id) == set(view.client_id)
+
+
+def test_at_risk_command_medium_leaves_out_holdout(monthly_run, scores, tmp_path):
+    output = tmp_path / "medium.csv"
+    result = _invoke("at-risk", "--month", MONTH, "--tier", "medium", "--output", str(output))
+    listed = pd.read_csv(output)
+    medium = scores[scores.risk_tier == "medium"]
+
+    assert result.exit_code == 0, result.output
+    assert set(listed.client_id) == set(medium.client_id[~medium.holdout])
+
+
+def test_latest_scores_shows_holdout(module_database, monthly_run, scores):
+    latest = _frame(module_database, "SELECT count(*) AS n FROM churn.latest_scores WHERE holdout")
+    assert latest.n.iloc[0] == int(scores.holdout.sum())

@@ -18,6 +18,8 @@ import pytest
 import sqlalchemy as sa
 
 from gymchurn import db
+from gymchurn.campaigns import refresh_month
+from gymchurn.contacts import load_contacts
 from gymchurn.loader import load_questionnaire_file, read_questionnaire_csv
 from gymchurn.schema import parse_month
 from tests.conftest import CASES, REPO
@@ -37,14 +39,26 @@ def _scalar(engine, query: str, **params):
 
 
 @pytest.fixture(scope="module")
-def backtest(module_database, real_data, prefect_harness):
-    """The real file loaded as 2026-10 with its outcomes, and that month scored."""
+def backtest(module_database, real_data, prefect_harness, tmp_path_factory):
+    """The real file loaded as 2026-10 with its outcomes, that month scored, and its
+    listed clients contacted, so that churn.campaign_results has rows."""
     from flows.monthly_scoring import monthly_scoring
 
     load_questionnaire_file(
         module_database, read_questionnaire_csv(real_data), parse_month("2026-10")
     )
-    return monthly_scoring(month="2026-10")
+    result = monthly_scoring(month="2026-10")
+    listed = _frame(
+        module_database,
+        "SELECT client_id FROM churn.scores WHERE month = :month AND NOT holdout"
+        " AND risk_tier IN ('high', 'medium')",
+        month=MONTH,
+    )
+    calls = tmp_path_factory.mktemp("contacts") / "calls.csv"
+    listed.assign(date="2026-11-02", channel="call", outcome="reached").to_csv(calls, index=False)
+    load_contacts(module_database, calls, parse_month("2026-10"))
+    refresh_month(module_database, parse_month("2026-10"))
+    return result
 
 
 @contextlib.contextmanager

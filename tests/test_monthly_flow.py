@@ -98,7 +98,8 @@ def test_forward_run_at_risk_file_matches_view(module_database, forward_run):
     )
     high = _frame(
         module_database,
-        "SELECT count(*) AS n FROM churn.scores WHERE month = '2026-11-01' AND risk_tier = 'high'",
+        "SELECT count(*) AS n FROM churn.scores WHERE month = '2026-11-01' AND risk_tier = 'high'"
+        " AND NOT holdout",
     )
     exported = pd.read_csv(forward_run["at_risk_path"])
     assert len(view) == high["n"].iloc[0]
@@ -167,7 +168,7 @@ def test_forward_run_writes_the_monthly_report(module_database, forward_run):
 
 
 def test_rerun_same_month_gives_same_rows(module_database, forward_run):
-    columns = "client_id, churn_probability, risk_tier, cluster_id, model_version, reasons"
+    columns = "client_id, churn_probability, risk_tier, cluster_id, model_version, reasons, holdout"
     query = f"SELECT {columns} FROM churn.scores WHERE month = '2026-11-01' ORDER BY client_id"
     before = _frame(module_database, query)
     clusters_query = "SELECT * FROM churn.clusters WHERE month = '2026-11-01' ORDER BY cluster_id"

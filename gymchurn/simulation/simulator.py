@@ -18,7 +18,7 @@ snapshot cannot show them; they are the constants below.
 
 import datetime as dt
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from importlib import resources
 
@@ -68,6 +68,9 @@ class Scenario:
     """Added to every client's churn log-odds."""
     extra_friend_joiners: float = 0.0
     """Extra new bring-a-friend clients in the start month, as a share of the client count."""
+    contact_effect: float = 0.0
+    """Relative fall of a contacted client's probability of leaving: 0.3 keeps 30 % of
+    the contacted clients who would have left."""
 
 
 SCENARIOS = {
@@ -84,6 +87,12 @@ SCENARIOS = {
         "in the start month new bring-a-friend clients join on top of the usual "
         "newcomers, 20 % of the client count",
         extra_friend_joiners=0.20,
+    ),
+    "intervention": Scenario(
+        "intervention",
+        "from the start month a contacted client's probability of leaving falls by 30 % "
+        "(relative); the clients to contact come from the monthly job's at-risk list",
+        contact_effect=0.30,
     ),
 }
 
@@ -184,6 +193,7 @@ class ClientSimulator:
         first_month: pd.DataFrame | None = None,
         first_outcomes: pd.Series | None = None,
         figures: dict | None = None,
+        contact_effect: float | None = None,
     ):
         if n_clients < 1:
             raise ValueError(f"invalid client count {n_clients}: expected at least 1")
@@ -191,16 +201,36 @@ class ClientSimulator:
             raise ValueError(
                 f"unknown scenario {scenario!r}: expected one of {', '.join(SCENARIOS)}"
             )
+        if contact_effect is not None and not 0 <= contact_effect <= 1:
+            raise ValueError(f"invalid contact effect {contact_effect}: expected 0 to 1")
         self.n_clients = n_clients
         self.scenario = SCENARIOS[scenario]
+        self.contact_effect = (
+            self.scenario.contact_effect if contact_effect is None else contact_effect
+        )
+        self.true_effects: dict[dt.date, float] = {}
+        """Per month with contacts: the expected fall of the contacted clients' churn
+        rate, the mean of effect * probability of leaving without the contact."""
         self.scenario_start = scenario_start
         self.figures = figures or load_figures()
         self.rng = np.random.default_rng(seed)
         self.first_month = first_month
         self.first_outcomes = first_outcomes
 
-    def months(self, start: dt.date, n_months: int) -> Iterator[SimulatedMonth]:
-        """Yield ``n_months`` snapshots from ``start``, one at a time."""
+    def months(
+        self,
+        start: dt.date,
+        n_months: int,
+        contacts: Callable[[dt.date, pd.DataFrame], Collection[int]] | None = None,
+    ) -> Iterator[SimulatedMonth]:
+        """Yield ``n_months`` snapshots from ``start``, one at a time.
+
+        Args:
+            contacts: called with each month and its questionnaires before the
+                month's outcomes are drawn; returns the ids of the clients
+                contacted in the month after it. Their probability of leaving
+                falls by ``contact_effect`` from the scenario's start month.
+        """
         clients = self._first_clients()
         joined = None
         for index in range(n_months):
@@ -209,7 +239,12 @@ class ClientSimulator:
             if index > 0:
                 clients = self._advance(clients, month)
                 clients, joined = self._add_joiners(clients, month, active)
+            contacted = None
+            if contacts is not None:
+                contacted = contacts(month, self._questionnaires(clients, month))
             churned = self._draw_outcomes(clients, active, first=index == 0)
+            if contacted is not None:
+                churned = self._apply_contacts(clients, churned, contacted, month, active)
             clients["churned"] = churned
             yield self._snapshot(clients, month, joined)
             clients = clients[~clients["churned"]].reset_index(drop=True)
@@ -264,6 +299,37 @@ class ClientSimulator:
             known = self.first_outcomes.reindex(clients[CLIENT_ID]).to_numpy(dtype="float64")
             churned = np.where(np.isnan(known), churned, known == 1)
         return churned
+
+    def _apply_contacts(
+        self,
+        clients: pd.DataFrame,
+        churned: np.ndarray,
+        contacted: Collection[int],
+        month: dt.date,
+        active: bool,
+    ) -> np.ndarray:
+        """Let each contacted leaver stay with probability ``contact_effect``.
+
+        That lowers a contacted client's probability of leaving by the same
+        relative amount, whatever made the client leave (hazard or lapse).
+        """
+        effect = self.contact_effect if active else 0.0
+        reached = clients[CLIENT_ID].isin(set(contacted)).to_numpy()
+        kept = self.rng.random(len(clients)) < effect
+        if reached.any():
+            shift = self.scenario.hazard_shift if active else 0.0
+            hazard = churn_probability(clients, self.figures, shift)
+            ending = (clients["month_to_end_contract"].to_numpy() == 1) & (
+                clients["contract_period"].to_numpy() > 1
+            )
+            lapse = ending * np.where(
+                clients["disengaged"].to_numpy(),
+                LAPSE_PROBABILITY_DISENGAGED,
+                LAPSE_PROBABILITY_ENGAGED,
+            )
+            leaving = 1 - (1 - hazard) * (1 - lapse)
+            self.true_effects[month] = float(effect * leaving[reached].mean())
+        return churned & ~(reached & kept)
 
     def _contract_lengths(self, count: int, active: bool) -> np.ndarray:
         drawn = sample_population(self.figures, count, self.rng)["contract_period"].to_numpy()
@@ -349,7 +415,7 @@ class ClientSimulator:
         joiners = self._with_hidden_state(joiners.astype({name: "float64" for name in FEATURES}))
         return pd.concat([clients, joiners], ignore_index=True), len(joiners)
 
-    def _snapshot(self, clients: pd.DataFrame, month: dt.date, joined: int) -> SimulatedMonth:
+    def _questionnaires(self, clients: pd.DataFrame, month: dt.date) -> pd.DataFrame:
         questionnaires = pd.DataFrame({CLIENT_ID: clients[CLIENT_ID].to_numpy(), MONTH: month})
         for name in FEATURES:
             values = clients[name].to_numpy()
@@ -357,6 +423,10 @@ class ClientSimulator:
                 questionnaires[name] = np.round(values, _DECIMALS)
             else:
                 questionnaires[name] = np.rint(values).astype("int64")
+        return questionnaires
+
+    def _snapshot(self, clients: pd.DataFrame, month: dt.date, joined: int) -> SimulatedMonth:
+        questionnaires = self._questionnaires(clients, month)
         outcomes = pd.DataFrame(
             {
                 CLIENT_ID: questionnaires[CLIENT_ID],

@@ -16,7 +16,7 @@ FROM (
         ON c.month = s.month AND c.cluster_id = s.cluster_id
     LEFT JOIN crm.questionnaires AS q
         ON q.month = s.month AND q.client_id = s.client_id
-    WHERE s.month = %(month)s AND s.risk_tier = %(risk_tier)s
+    WHERE s.month = %(month)s AND s.risk_tier = %(risk_tier)s AND NOT s.holdout
 ) AS tier_list
 WHERE (CAST(%(cluster_id)s AS integer) IS NULL OR cluster_id = %(cluster_id)s)
     AND churn_probability >= %(min_probability)s

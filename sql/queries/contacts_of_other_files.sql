@@ -1,0 +1,3 @@
+SELECT client_id, contact_date, channel
+FROM crm.contacts
+WHERE month = %(month)s AND source_file <> %(source_file)s

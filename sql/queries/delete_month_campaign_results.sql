@@ -1,0 +1,1 @@
+DELETE FROM churn.campaign_results WHERE month = %(month)s

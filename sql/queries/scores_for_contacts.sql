@@ -1,0 +1,3 @@
+SELECT client_id, risk_tier, holdout
+FROM churn.scores
+WHERE month = %(month)s

@@ -1,0 +1,308 @@
+"""Contacts loading and the measured effect of a campaign, on a small hand-made month.
+
+The month 2026-10 has 22 scored clients, published without a model run:
+
+| clients | tier, segment, action | held out | contacted | left |
+|---|---|---|---|---|
+| 1-10 | high, 0, Call | no | 1-8 | 1, 2, 9 |
+| 11-14 | high, 0, Call | yes | none | 11, 12 |
+| 21-25 | medium, 1, no measure | no | 21, 22 | 21 |
+| 26-27 | medium, 1, no measure | yes | 26 | none |
+| 30 | low, 1 | no | 30 | none |
+"""
+
+import math
+import uuid
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from scipy.stats import norm
+
+from gymchurn import campaigns
+from tests.test_cli import _invoke
+
+MONTH = "2026-10"
+RUN_ID = uuid.uuid4()
+CLIENTS = (
+    [(i, "high", 0, "Call", False) for i in range(1, 11)]
+    + [(i, "high", 0, "Call", True) for i in range(11, 15)]
+    + [(i, "medium", 1, None, False) for i in range(21, 26)]
+    + [(i, "medium", 1, None, True) for i in (26, 27)]
+    + [(30, "low", 1, None, False)]
+)
+CONTACTED = [*range(1, 9), 21, 22, 26, 30]
+CHURNED = {1, 2, 9, 11, 12, 21}
+Z = norm.ppf(0.975)
+
+
+def _execute(engine, statement: str, rows: list[dict] | dict | None = None) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.text(statement), rows or {})
+
+
+def _frame(engine, query: str, **params) -> pd.DataFrame:
+    with engine.connect() as conn:
+        return pd.read_sql(sa.text(query), conn, params=params)
+
+
+@pytest.fixture
+def scored_month(database):
+    """The hand-made month of the module docstring, published."""
+    _execute(
+        database,
+        "INSERT INTO churn.model_versions (version, algorithm, params, features, metrics, "
+        "training_months, training_rows, sklearn_version, artifact_path, artifact_sha256, "
+        "status) VALUES ('v-test', 'logistic_regression', '{}', '{}', '{}', '{}', 0, '1', "
+        "'-', '-', 'champion')",
+    )
+    _execute(
+        database,
+        "INSERT INTO churn.runs (run_id, month, status, started_at) "
+        "VALUES (:run_id, '2026-10-01', 'succeeded', now())",
+        {"run_id": RUN_ID},
+    )
+    _execute(
+        database,
+        "INSERT INTO churn.clusters (month, cluster_id, size, name, run_id) "
+        "VALUES ('2026-10-01', :cluster, 10, :name, :run_id)",
+        [
+            {"cluster": 0, "name": "new clients", "run_id": RUN_ID},
+            {"cluster": 1, "name": "loyal clients", "run_id": RUN_ID},
+        ],
+    )
+    _execute(
+        database,
+        "INSERT INTO churn.scores (month, client_id, churn_probability, risk_tier, cluster_id, "
+        "model_version, run_id, suggested_action, holdout) VALUES ('2026-10-01', :client, 0.5, "
+        ":tier, :cluster, 'v-test', :run_id, :action, :holdout)",
+        [
+            {"client": c, "tier": t, "cluster": k, "action": a, "holdout": h, "run_id": RUN_ID}
+            for c, t, k, a, h in CLIENTS
+        ],
+    )
+    return database
+
+
+def _load_outcomes(engine) -> None:
+    _execute(
+        engine,
+        "INSERT INTO crm.churn_outcomes (client_id, month, churned) "
+        "VALUES (:client, '2026-10-01', :churned)",
+        [{"client": c, "churned": c in CHURNED} for c, *_ in CLIENTS],
+    )
+
+
+def _contact_file(folder, rows: list[str], name: str = "calls.csv"):
+    path = folder / name
+    path.write_text("client_id,date,channel,outcome\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def _good_rows() -> list[str]:
+    return [f"{client},2026-11-0{1 + client % 9},Call,reached" for client in CONTACTED]
+
+
+# Loading contacts
+
+
+def test_contacts_load_writes_good_rows(scored_month, tmp_path):
+    result = _invoke(
+        "contacts", "load", str(_contact_file(tmp_path, _good_rows())), "--month", MONTH
+    )
+    loaded = _frame(scored_month, "SELECT * FROM crm.contacts ORDER BY line")
+
+    assert result.exit_code == 0, result.output
+    assert "12 rows for the list of 2026-10; 12 contacts loaded (12 clients), 0 quarantined" in (
+        result.stdout
+    )
+    assert loaded["client_id"].to_list() == CONTACTED
+    assert set(loaded["channel"]) == {"call"}
+    assert loaded["line"].to_list() == list(range(2, 14))
+
+
+def test_contacts_load_quarantines_with_reasons(scored_month, tmp_path):
+    rows = [
+        "1,2026-11-03,call,reached",
+        "999,2026-11-03,call,reached",  # line 3: nobody scored by that id
+        "abc,2026-11-03,call,reached",  # line 4
+        "2,2026-10-20,call,reached",  # line 5: in the scored month, before the list
+        "3,someday,sms,",  # line 6
+        "4,2026-11-04, ,reached",  # line 7
+        "1,2026-11-03,CALL,again",  # line 8: line 2 once more
+        "-5,2026-12-01,,",  # line 9: three faults at once
+    ]
+    result = _invoke("contacts", "load", str(_contact_file(tmp_path, rows)), "--month", MONTH)
+    quarantine = _frame(
+        scored_month, "SELECT line, reasons FROM crm.contact_quarantine ORDER BY line"
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "1 contacts loaded (1 clients), 7 quarantined" in result.stdout
+    assert dict(zip(quarantine["line"], quarantine["reasons"], strict=True)) == {
+        3: ["unknown_client"],
+        4: ["invalid_client_id"],
+        5: ["date_outside_month"],
+        6: ["invalid_date"],
+        7: ["empty_channel"],
+        8: ["duplicate"],
+        9: ["invalid_client_id", "date_outside_month", "empty_channel"],
+    }
+    assert "calls.csv: line 3 (client_id '999'" in result.stderr
+
+
+def test_contacts_reload_replaces_rows(scored_month, tmp_path):
+    path = _contact_file(tmp_path, _good_rows())
+    _invoke("contacts", "load", str(path), "--month", MONTH)
+    result = _invoke("contacts", "load", str(path), "--month", MONTH)
+
+    assert result.exit_code == 0, result.output
+    assert "12 contacts of an earlier load of calls.csv replaced" in result.stdout
+    assert _frame(scored_month, "SELECT count(*) AS n FROM crm.contacts").n.iloc[0] == 12
+
+
+def test_contacts_in_another_file_are_duplicates(scored_month, tmp_path):
+    _invoke("contacts", "load", str(_contact_file(tmp_path, _good_rows())), "--month", MONTH)
+    again = _contact_file(tmp_path, ["1,2026-11-02,call,reached", "2,2026-11-20,sms,"], "sms.csv")
+    result = _invoke("contacts", "load", str(again), "--month", MONTH)
+
+    assert result.exit_code == 0, result.output
+    assert "1 contacts loaded (1 clients), 1 quarantined (1 duplicate)" in result.stdout
+    assert _frame(scored_month, "SELECT count(*) AS n FROM crm.contacts").n.iloc[0] == 13
+
+
+def test_contacts_held_out_client_warns(scored_month, tmp_path):
+    result = _invoke(
+        "contacts", "load", str(_contact_file(tmp_path, _good_rows())), "--month", MONTH
+    )
+
+    assert "warning: 1 held-out client(s) were contacted" in result.stderr
+    assert "1 contacted client(s) were in the low tier of 2026-10" in result.stderr
+
+
+def test_contacts_missing_column_exits_1(scored_month, tmp_path):
+    path = tmp_path / "calls.csv"
+    path.write_text("client_id,date,outcome\n1,2026-11-03,reached\n")
+    result = _invoke("contacts", "load", str(path), "--month", MONTH)
+
+    assert result.exit_code == 1
+    assert "line 1: missing column(s) channel" in result.stderr
+    assert _frame(scored_month, "SELECT count(*) AS n FROM crm.contacts").n.iloc[0] == 0
+
+
+def test_contacts_month_without_scores_exits_1(scored_month, tmp_path):
+    path = _contact_file(tmp_path, _good_rows())
+    result = _invoke("contacts", "load", str(path), "--month", "2026-09")
+
+    assert result.exit_code == 1
+    assert "no published scores for 2026-09" in result.stderr
+
+
+def test_contacts_invalid_month_exits_2(scored_month, tmp_path):
+    path = _contact_file(tmp_path, _good_rows())
+    assert _invoke("contacts", "load", str(path), "--month", "2026-13").exit_code == 2
+
+
+# Results
+
+
+def _wilson(churned: int, clients: int) -> tuple[float, float]:
+    rate = churned / clients
+    centre = (rate + Z**2 / (2 * clients)) / (1 + Z**2 / clients)
+    half = Z * math.sqrt(rate * (1 - rate) / clients + Z**2 / (4 * clients**2))
+    return centre - half / (1 + Z**2 / clients), centre + half / (1 + Z**2 / clients)
+
+
+def _newcombe(churned_a: int, clients_a: int, churned_b: int, clients_b: int):
+    """Newcombe's hybrid score interval of rate a - rate b, written out by hand."""
+    rate_a, rate_b = churned_a / clients_a, churned_b / clients_b
+    low_a, high_a = _wilson(churned_a, clients_a)
+    low_b, high_b = _wilson(churned_b, clients_b)
+    difference = rate_a - rate_b
+    return (
+        difference - math.sqrt((rate_a - low_a) ** 2 + (high_b - rate_b) ** 2),
+        difference + math.sqrt((high_a - rate_a) ** 2 + (rate_b - low_b) ** 2),
+    )
+
+
+def test_results_before_outcomes_exits_1(scored_month, tmp_path):
+    _invoke("contacts", "load", str(_contact_file(tmp_path, _good_rows())), "--month", MONTH)
+    result = _invoke("contacts", "results", "--month", MONTH)
+
+    assert result.exit_code == 1
+    assert "outcomes of 2026-10" in result.stderr
+    assert "not loaded yet" in result.stderr
+
+
+def test_results_without_contacts_exits_1(scored_month):
+    _load_outcomes(scored_month)
+    result = _invoke("contacts", "results", "--month", MONTH)
+
+    assert result.exit_code == 1
+    assert "No contacts were loaded for the at-risk list of 2026-10" in result.stderr
+
+
+def test_results_match_hand_computation(scored_month, tmp_path):
+    _load_outcomes(scored_month)
+    loaded = _invoke(
+        "contacts", "load", str(_contact_file(tmp_path, _good_rows())), "--month", MONTH
+    )
+    result = _invoke("contacts", "results", "--month", MONTH)
+    assert loaded.exit_code == 0, loaded.output
+    assert result.exit_code == 0, result.output
+    rows = _frame(
+        scored_month,
+        "SELECT * FROM churn.campaign_results ORDER BY level, risk_tier",
+    ).set_index(["level", "risk_tier"], drop=False)
+    overall = rows.iloc[0]
+    high = rows.loc[("stratum", "high")]
+    medium = rows.loc[("stratum", "medium")]
+
+    assert "churn.campaign_results: 3 rows of 2026-10 recomputed" in loaded.stdout
+    assert len(rows) == 3
+    # High tier: 2 of 8 contacted left, 2 of 4 held out; 3 of 10 listed.
+    assert (high.listed, high.contacted, high.held_out) == (10, 8, 4)
+    assert (high.churned_listed, high.churned_contacted, high.churned_held_out) == (3, 2, 2)
+    assert high.segment == "new clients"
+    assert high.suggested_action == "Call"
+    assert high.difference == pytest.approx(0.5 - 0.25)
+    assert high.clients_kept == pytest.approx(0.25 * 8)
+    assert (high.ci_lower, high.ci_upper) == pytest.approx(_newcombe(2, 4, 2, 8))
+    assert (high.ci_lower_listed, high.ci_upper_listed) == pytest.approx(_newcombe(2, 4, 3, 10))
+    # Medium tier: 1 of 2 contacted left, none of the 2 held out; client 26 was contacted.
+    assert medium.held_out_contacted == 1
+    assert pd.isna(medium.suggested_action)
+    assert medium.difference == pytest.approx(0 - 0.5)
+    # Overall: 3 of 10 contacted, 2 of 6 held out; the low-tier contact is not counted.
+    assert overall.level == "overall"
+    assert (overall.contacted, overall.held_out, overall.held_out_contacted) == (10, 6, 1)
+    assert overall.difference == pytest.approx(2 / 6 - 3 / 10)
+    assert (overall.ci_lower, overall.ci_upper) == pytest.approx(_newcombe(2, 6, 3, 10))
+    # Groups this small cannot detect even a fall to no churn at all.
+    assert pd.isna(overall.min_detectable_effect)
+    assert "overall: 10 contacted (churn 30.0%), 6 held out (churn 33.3%)" in result.stdout
+
+
+def test_results_recomputed_not_doubled(scored_month, tmp_path):
+    _load_outcomes(scored_month)
+    _invoke("contacts", "load", str(_contact_file(tmp_path, _good_rows())), "--month", MONTH)
+    _invoke("contacts", "results", "--month", MONTH)
+    _invoke("contacts", "results", "--month", MONTH)
+
+    assert _frame(scored_month, "SELECT count(*) AS n FROM churn.campaign_results").n.iloc[0] == 3
+
+
+def test_min_detectable_effect_by_hand():
+    # Cohen's h for 80 % power at the 5 % level; the far tail adds nothing at this size.
+    h = (norm.ppf(0.975) + norm.ppf(0.8)) / math.sqrt(1000 * 100 / 1100)
+    expected = 0.3 - math.sin(math.asin(math.sqrt(0.3)) - h / 2) ** 2
+
+    assert campaigns.min_detectable_effect(1000, 100, 0.3) == pytest.approx(expected, rel=1e-4)
+    assert 0.12 < expected < 0.13
+
+
+@pytest.mark.parametrize(
+    ("contacted", "held_out", "rate"), [(0, 10, 0.3), (10, 0, 0.3), (10, 10, 0.0)]
+)
+def test_min_detectable_effect_undefined(contacted, held_out, rate):
+    assert math.isnan(campaigns.min_detectable_effect(contacted, held_out, rate))

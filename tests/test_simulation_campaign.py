@@ -1,0 +1,76 @@
+"""The intervention scenario: the measured effect of the contacts recovers the planted one."""
+
+import datetime as dt
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from gymchurn import campaigns
+from gymchurn.settings import get_settings
+from gymchurn.simulation.campaign import simulate_campaign
+from gymchurn.simulation.simulator import ClientSimulator
+
+START = dt.date(2026, 1, 1)
+CLIENTS = 2000
+MONTHS = 3  # the first only gives outcomes, the other two are scored and contacted
+
+
+def _simulate(engine, effect: float, seed: int):
+    from flows.monthly_scoring import monthly_scoring
+
+    def run_month(label: str) -> dict:
+        # Train once, then score with the champion: the test is about the campaign.
+        retrain = "auto" if label == "2026-02" else "never"
+        return monthly_scoring(month=label, retrain=retrain)
+
+    simulator = ClientSimulator(
+        CLIENTS, seed=seed, scenario="intervention", scenario_start=START, contact_effect=effect
+    )
+    return simulate_campaign(engine, simulator, START, MONTHS, run_month)
+
+
+def _pooled_overall(engine) -> pd.Series:
+    with engine.connect() as conn:
+        overall = pd.read_sql(
+            sa.text("SELECT * FROM churn.campaign_results WHERE level = 'overall' ORDER BY month"),
+            conn,
+        )
+    return overall
+
+
+@pytest.fixture
+def fast_training(monkeypatch):
+    monkeypatch.setenv("GYMCHURN_CV_FOLDS", "2")
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.mark.parametrize(("effect", "seed"), [(0.3, 7), (0.0, 8)])
+def test_measured_effect_covers_planted_effect(
+    database, prefect_harness, fast_training, effect, seed
+):
+    simulation = _simulate(database, effect, seed)
+    overall = _pooled_overall(database)
+    contacted = overall["contacted"].sum()
+    held_out = overall["held_out"].sum()
+    lower, upper = campaigns.difference_interval(
+        overall["churned_held_out"].sum(), held_out, overall["churned_contacted"].sum(), contacted
+    )
+    months = [dt.date(2026, 2, 1), dt.date(2026, 3, 1)]
+    planted = sum(simulation.true_effects[m] * simulation.contacted[m] for m in months) / sum(
+        simulation.contacted[m] for m in months
+    )
+
+    assert [str(m) for m in overall["month"]] == ["2026-02-01", "2026-03-01"]
+    assert held_out > 100
+    assert contacted > 5 * held_out
+    assert (overall["held_out_contacted"] == 0).all()
+    assert lower <= planted <= upper
+    if effect:
+        # About a third of the contacted leavers stay: a fall of 10 points or more.
+        assert planted > 0.1
+        assert lower > 0
+    else:
+        assert planted == 0
