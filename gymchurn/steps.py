@@ -25,7 +25,7 @@ from gymchurn.drivers import Drivers, find_drivers
 from gymchurn.insights import MonthInsights, build_insights
 from gymchurn.measures import load_measures
 from gymchurn.registry import ChosenModel, promote
-from gymchurn.schema import CHURNED, CLIENT_ID, FEATURES, MONTH, format_month
+from gymchurn.schema import CHURNED, CLIENT_ID, FEATURES, INTEGER_FEATURES, MONTH, format_month
 from gymchurn.segments import CLUSTER_ID, Segmentation
 from gymchurn.settings import Settings, get_settings
 from gymchurn.validation import (
@@ -231,6 +231,19 @@ def _tidy_extract(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def _compact_integers(frame: pd.DataFrame) -> None:
+    """Store each integer feature without nulls in the smallest integer dtype that fits.
+
+    A month's frame lives for the whole run: the flags, contract lengths, ages and
+    lifetimes then take 1 or 2 bytes a row instead of 8, 69 MB less at 1,000,000
+    clients. A feature with a null stays float64, as read. The model and the
+    reasons convert the features to float64 before computing with them.
+    """
+    for column in INTEGER_FEATURES:
+        if pd.api.types.is_integer_dtype(frame[column].dtype):
+            frame[column] = pd.to_numeric(frame[column], downcast="integer")
+
+
 @dataclass(frozen=True)
 class MonthData:
     """Questionnaires of a run: the month to score, and what it needs of earlier months."""
@@ -270,6 +283,7 @@ def extract(engine: Engine, month: dt.date, settings: Settings | None = None) ->
     started = time.perf_counter()
     with engine.connect() as conn:
         scoring = _tidy_extract(db.read_frame(conn, "questionnaires_for_month", {"month": month}))
+        _compact_integers(scoring)
         earlier = history.read_month_profiles(conn, month)
         months = _training_months(earlier, settings)
         if months:
