@@ -19,10 +19,10 @@ the month as a whole against its history, and return findings instead of raising
 Severities: ``error`` stops the run, ``warning`` lets it go on, and ``block_training``
 scores the month but keeps its labels out of training until they are confirmed.
 
-The rules see earlier months only as ``MonthProfile`` values: row, null, label and
+The rules see earlier months only as ``MonthProfile`` values: the row, null, label and
 churner counts and the category values of each month. A run reads them from SQL
-aggregates (``gymchurn.history``), so that no earlier row is held in memory; tests and
-callers holding frames build them with :func:`profile_months`. The functions are pure:
+aggregates (``gymchurn.history``), so that no earlier row is kept in memory. Tests and
+callers with frames build them with :func:`profile_months`. The functions are pure:
 they read the profiles and the month's frame and return findings.
 """
 
@@ -92,7 +92,7 @@ DEFAULT_LIMITS = BatchRuleLimits()
 
 @dataclass(frozen=True)
 class MonthProfile:
-    """What the batch rules need to know of one month's questionnaires.
+    """Counts and category values of one month's questionnaires, for the batch rules.
 
     ``null_counts`` and ``category_values`` have a key for each column the month's
     rows have: a feature for nulls, a column of ``CATEGORY_COLUMNS`` for values.
@@ -188,7 +188,7 @@ def check_batch(
         ValueError: When ``questionnaires`` has no rows or more than one month.
     """
     profile = profile_month(questionnaires)
-    earlier = [month for month in history if month.month < profile.month]
+    earlier = [past for past in history if past.month < profile.month]
     if not earlier:
         return ()
     findings = [

@@ -235,7 +235,7 @@ def _compact_integers(frame: pd.DataFrame) -> None:
     """Store each integer feature without nulls in the smallest integer dtype that fits.
 
     A month's frame lives for the whole run: the flags, contract lengths, ages and
-    lifetimes then take 1 or 2 bytes a row instead of 8, 69 MB less at 1,000,000
+    lifetimes then take 1 or 2 bytes a row instead of 8, about 69 MB less at 1,000,000
     clients. A feature with a null stays float64, as read. The model and the
     reasons convert the features to float64 before computing with them.
     """

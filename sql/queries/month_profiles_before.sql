@@ -1,9 +1,9 @@
 -- One row per month before %(month)s: what the batch rules compare a month with
 -- (gymchurn.batch_rules.MonthProfile). <feature>_nulls counts the null cells of each
--- feature. <column>_bits has bit v set when the category column holds the value v,
--- for v from 0 to 62; <column>_min and <column>_max tell whether it holds values
--- outside that range, which gymchurn.history then reads separately. No DISTINCT
--- aggregate, so that PostgreSQL hashes the months instead of sorting every row.
+-- feature. <column>_bits has bit v set when the category column contains the value
+-- v, for v from 0 to 62. <column>_min and <column>_max show whether it contains
+-- values outside that range, which gymchurn.history then reads separately. No
+-- DISTINCT aggregate, so that PostgreSQL hashes the months instead of sorting rows.
 -- n_labelled and n_churned count the month's outcomes. Questionnaires and outcomes
 -- are aggregated apart and joined by month, which takes half the time of joining
 -- their rows.

@@ -1,7 +1,7 @@
 -- Values outside 0 to 62 of the category columns in the months before %(month)s,
 -- one row a month, column and value. month_profiles_before.sql records the values
--- from 0 to 62 as bits; gymchurn.history reads these only when its min or max shows
--- that a month holds such a value.
+-- from 0 to 62 as bits, and gymchurn.history runs this query only when a month's
+-- min or max shows a value outside that range.
 SELECT DISTINCT month, 'gender' AS column_name, gender AS value
 FROM crm.questionnaires WHERE month < %(month)s AND gender NOT BETWEEN 0 AND 62
 UNION ALL
