@@ -30,8 +30,8 @@ _DB_RETRIES = {
 
 
 @task(cache_policy=NO_CACHE, **_DB_RETRIES)
-def extract(engine, month):
-    return steps.extract(engine, month)
+def extract(engine, month, settings):
+    return steps.extract(engine, month, settings)
 
 
 @task(cache_policy=NO_CACHE)
@@ -215,7 +215,7 @@ def monthly_scoring(month: str | None = None, retrain: str = "auto") -> dict:
         # Inside the try: a signal right after the run row is written must
         # still mark it failed.
         lock = steps.start_run(engine, run_id, run_month)
-        data = extract(engine, run_month)
+        data = extract(engine, run_month, settings)
         counts["rows_read"] = len(data.scoring)
         checked = validate(data, settings)
         counts["rows_quarantined"] = checked.scoring.n_quarantined

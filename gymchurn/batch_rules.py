@@ -19,11 +19,16 @@ the month as a whole against its history, and return findings instead of raising
 Severities: ``error`` stops the run, ``warning`` lets it go on, and ``block_training``
 scores the month but keeps its labels out of training until they are confirmed.
 
-The functions are pure: they read the frames and return findings.
+The rules see earlier months only as ``MonthProfile`` values: the row, null, label and
+churner counts and the category values of each month. A run reads them from SQL
+aggregates (``gymchurn.history``), so that no earlier row is kept in memory. Tests and
+callers with frames build them with :func:`profile_months`. The functions are pure:
+they read the profiles and the month's frame and return findings.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,9 +90,78 @@ class BatchRuleLimits:
 DEFAULT_LIMITS = BatchRuleLimits()
 
 
+@dataclass(frozen=True)
+class MonthProfile:
+    """Counts and category values of one month's questionnaires, for the batch rules.
+
+    ``null_counts`` and ``category_values`` have a key for each column the month's
+    rows have: a feature for nulls, a column of ``CATEGORY_COLUMNS`` for values.
+    """
+
+    month: dt.date
+    n_rows: int
+    null_counts: Mapping[str, int]
+    """Null cells of each feature."""
+    category_values: Mapping[str, frozenset[float]]
+    """Distinct non-null values of each category column."""
+    n_labelled: int = 0
+    """Rows with a known outcome (``churned`` not null)."""
+    n_churned: int = 0
+    """Labelled rows with ``churned`` 1."""
+
+
+def profile_months(questionnaires: pd.DataFrame) -> tuple[MonthProfile, ...]:
+    """Profile each month of ``questionnaires``, in month order.
+
+    Args:
+        questionnaires: Rows with ``month``, any of the features and, where outcomes
+            are known, ``churned`` (1, 0 or null). Rows without a month are left out.
+
+    Returns:
+        One profile a month, the same as the run reads for stored months with the
+        SQL aggregates of ``gymchurn.history``.
+    """
+    if questionnaires.empty:
+        return ()
+    months = _as_timestamps(questionnaires[MONTH])
+    return tuple(
+        _profile_rows(questionnaires[(months == month).to_numpy()], month.date())
+        for month in sorted(months.dropna().unique())
+    )
+
+
+def profile_month(questionnaires: pd.DataFrame) -> MonthProfile:
+    """Profile the rows of one month.
+
+    Raises:
+        ValueError: When ``questionnaires`` has no rows or more than one month.
+    """
+    return _profile_rows(questionnaires, _single_month(questionnaires).date())
+
+
+def _profile_rows(rows: pd.DataFrame, month: dt.date) -> MonthProfile:
+    null_counts = {
+        column: int(rows[column].isna().sum()) for column in FEATURES if column in rows.columns
+    }
+    category_values = {
+        column: frozenset(np.unique(_known_values(rows[column])).tolist())
+        for column in CATEGORY_COLUMNS
+        if column in rows.columns
+    }
+    labels = _known_values(rows[CHURNED]) if CHURNED in rows.columns else np.empty(0)
+    return MonthProfile(
+        month,
+        len(rows),
+        null_counts,
+        category_values,
+        n_labelled=len(labels),
+        n_churned=int((labels == 1).sum()),
+    )
+
+
 def check_batch(
     questionnaires: pd.DataFrame,
-    history: pd.DataFrame,
+    history: Sequence[MonthProfile],
     *,
     labels_confirmed: bool = False,
     limits: BatchRuleLimits = DEFAULT_LIMITS,
@@ -98,10 +172,10 @@ def check_batch(
         questionnaires: The month's rows as they were loaded, before validation, so
             that null cells count: ``month`` (one value), the features, and
             ``churned`` (1, 0 or null) where outcomes are known.
-        history: Rows of earlier months with ``month``, the features and ``churned``
-            where known. Rows of the same or later months are ignored. Pass every
-            questionnaire of those months, not only the labelled ones, because the
-            row-count rule counts them.
+        history: Profiles of earlier months (:func:`profile_months`). Profiles of
+            the same or later months are ignored. Profile every questionnaire of
+            those months, not only the labelled ones, because the row-count rule
+            counts them.
         labels_confirmed: True when someone confirmed the month's labels (the setting
             named in ``CONFIRM_LABELS_SETTING``): a label shift is then a warning.
         limits: The rules' bands and thresholds.
@@ -113,48 +187,44 @@ def check_batch(
     Raises:
         ValueError: When ``questionnaires`` has no rows or more than one month.
     """
-    month = _single_month(questionnaires)
-    earlier = history[_as_timestamps(history[MONTH]) < month] if len(history) else history
-    if earlier.empty:
+    profile = profile_month(questionnaires)
+    earlier = [past for past in history if past.month < profile.month]
+    if not earlier:
         return ()
     findings = [
-        *check_row_count(questionnaires, earlier, limits=limits),
-        *check_null_shares(questionnaires, earlier, limits=limits),
+        *check_row_count(profile, earlier, limits=limits),
+        *check_null_shares(profile, earlier, limits=limits),
         *check_new_values(questionnaires, earlier),
-        *check_label_share(
-            questionnaires, earlier, labels_confirmed=labels_confirmed, limits=limits
-        ),
+        *check_label_share(profile, earlier, labels_confirmed=labels_confirmed, limits=limits),
     ]
     return tuple(findings)
 
 
 def check_row_count(
-    questionnaires: pd.DataFrame,
-    history: pd.DataFrame,
+    month: MonthProfile,
+    history: Sequence[MonthProfile],
     *,
     limits: BatchRuleLimits = DEFAULT_LIMITS,
 ) -> list[Finding]:
     """Compare the month's number of rows with the latest earlier month's."""
-    if history.empty:
+    if not history:
         return []
-    month = _single_month(questionnaires)
-    history_months = _as_timestamps(history[MONTH])
-    previous = history_months.max()
-    n_rows = len(questionnaires)
-    n_previous = int((history_months == previous).sum())
+    previous = max(history, key=lambda profile: profile.month)
+    n_rows = month.n_rows
+    n_previous = previous.n_rows
     ratio = n_rows / n_previous
 
     numbers = {
         "rows": n_rows,
         "previous_rows": n_previous,
-        "previous_month": format_month(previous.date()),
+        "previous_month": format_month(previous.month),
         "ratio": ratio,
         "error_band": list(limits.row_count_error_band),
         "warning_band": list(limits.row_count_warning_band),
     }
     text = (
-        f"{format_month(month.date())}: {n_rows} rows, {ratio:.2f}x the {n_previous} rows "
-        f"of {format_month(previous.date())}"
+        f"{format_month(month.month)}: {n_rows} rows, {ratio:.2f}x the {n_previous} rows "
+        f"of {format_month(previous.month)}"
     )
 
     low, high = limits.row_count_error_band
@@ -174,27 +244,27 @@ def check_row_count(
 
 
 def check_null_shares(
-    questionnaires: pd.DataFrame,
-    history: pd.DataFrame,
+    month: MonthProfile,
+    history: Sequence[MonthProfile],
     *,
     limits: BatchRuleLimits = DEFAULT_LIMITS,
 ) -> list[Finding]:
     """Compare each feature's share of nulls with its highest share in an earlier month."""
-    if history.empty:
+    if not history:
         return []
     findings = []
-    n_rows = len(questionnaires)
-    history_months = _as_timestamps(history[MONTH])
+    n_rows = month.n_rows
     for column in FEATURES:
-        if column not in questionnaires.columns:
+        if column not in month.null_counts:
             continue
-        n_null = int(questionnaires[column].isna().sum())
+        n_null = month.null_counts[column]
         share = n_null / n_rows
-        if column in history.columns:
-            monthly = history[column].isna().groupby(history_months).mean()
-            baseline = float(monthly.max())
-        else:
-            baseline = 0.0
+        monthly = [
+            profile.null_counts[column] / profile.n_rows
+            for profile in history
+            if column in profile.null_counts and profile.n_rows
+        ]
+        baseline = max(monthly, default=0.0)
         excess = share - baseline
         if excess > limits.null_share_error_excess:
             severity = ERROR
@@ -223,16 +293,22 @@ def check_null_shares(
     return findings
 
 
-def check_new_values(questionnaires: pd.DataFrame, history: pd.DataFrame) -> list[Finding]:
+def check_new_values(
+    questionnaires: pd.DataFrame, history: Sequence[MonthProfile]
+) -> list[Finding]:
     """Report category values of the month that no earlier month has."""
     findings = []
     n_rows = len(questionnaires)
     for column in CATEGORY_COLUMNS:
-        if column not in questionnaires.columns or column not in history.columns:
+        known = [
+            profile.category_values[column]
+            for profile in history
+            if column in profile.category_values
+        ]
+        if column not in questionnaires.columns or not known:
             continue
         values = _float_values(questionnaires[column])
-        history_values = _float_values(history[column])
-        seen = np.unique(history_values[~np.isnan(history_values)])
+        seen = np.array(sorted(frozenset().union(*known)), dtype="float64")
         is_new = ~np.isnan(values) & ~np.isin(values, seen)
         if not is_new.any():
             continue
@@ -262,34 +338,30 @@ def check_new_values(questionnaires: pd.DataFrame, history: pd.DataFrame) -> lis
 
 
 def check_label_share(
-    questionnaires: pd.DataFrame,
-    history: pd.DataFrame,
+    month: MonthProfile,
+    history: Sequence[MonthProfile],
     *,
     labels_confirmed: bool = False,
     limits: BatchRuleLimits = DEFAULT_LIMITS,
 ) -> list[Finding]:
     """Compare the churn share of the month's labelled rows with the earlier months'.
 
-    To check a month whose outcomes arrived later, pass that month's rows as
-    ``questionnaires`` and the months before it as ``history``.
+    To check a month whose outcomes arrived later, pass that month's profile as
+    ``month`` and the profiles of the months before it as ``history``.
     """
-    if CHURNED not in questionnaires.columns or CHURNED not in history.columns:
+    n_history_labelled = sum(profile.n_labelled for profile in history)
+    if month.n_labelled < limits.min_labelled_rows or n_history_labelled == 0:
         return []
-    labels = questionnaires[CHURNED].dropna().astype("float64")
-    history_labels = history[CHURNED].dropna().astype("float64")
-    if len(labels) < limits.min_labelled_rows or history_labels.empty:
-        return []
-    share = float(labels.mean())
-    history_share = float(history_labels.mean())
+    share = month.n_churned / month.n_labelled
+    history_share = sum(profile.n_churned for profile in history) / n_history_labelled
     difference = share - history_share
     if abs(difference) <= limits.label_share_max_difference:
         return []
 
-    month = format_month(_single_month(questionnaires).date())
-    n_churned = int(labels.sum())
+    label = format_month(month.month)
     message = (
-        f"{CHURNED}: {share:.1%} of the {len(labels)} labelled rows of {month} churned, "
-        f"against {history_share:.1%} of {len(history_labels)} labelled rows of earlier "
+        f"{CHURNED}: {share:.1%} of the {month.n_labelled} labelled rows of {label} churned, "
+        f"against {history_share:.1%} of {n_history_labelled} labelled rows of earlier "
         f"months ({abs(difference) * 100:.1f} points apart, allowed "
         f"{limits.label_share_max_difference * 100:.0f})."
     )
@@ -298,8 +370,8 @@ def check_label_share(
     numbers = {
         "churn_share": share,
         "history_churn_share": history_share,
-        "labelled_rows": len(labels),
-        "history_labelled_rows": len(history_labels),
+        "labelled_rows": month.n_labelled,
+        "history_labelled_rows": n_history_labelled,
         "max_difference": limits.label_share_max_difference,
     }
     if labels_confirmed:
@@ -309,7 +381,7 @@ def check_label_share(
         message += (
             f" The month is scored, but its labels stay out of training until confirmed: "
             f"check the Churn column of the export and reload the month if it is wrong, "
-            f"or set {CONFIRM_LABELS_SETTING}={month} and rerun to train on them as they are."
+            f"or set {CONFIRM_LABELS_SETTING}={label} and rerun to train on them as they are."
         )
         severity = BLOCK_TRAINING
     return [
@@ -318,7 +390,7 @@ def check_label_share(
             severity,
             message,
             column=CHURNED,
-            count=n_churned,
+            count=month.n_churned,
             share=share,
             numbers=numbers,
         )
@@ -363,6 +435,11 @@ def _as_timestamps(months: pd.Series) -> pd.Series:
 
 def _float_values(column: pd.Series) -> np.ndarray:
     return column.to_numpy(dtype="float64", na_value=np.nan)
+
+
+def _known_values(column: pd.Series) -> np.ndarray:
+    values = _float_values(column)
+    return values[~np.isnan(values)]
 
 
 def _new_value_example(

@@ -778,7 +778,7 @@ def validate(
                 faults=loaded.faults,
             )
         else:
-            data = steps.extract(_engine(), _month(month))
+            data = steps.extract(_engine(), _month(month), settings)
             findings, _, report = steps.validate_month(data, settings)
     except DataValidationError as err:
         error = err

@@ -60,8 +60,9 @@ class Settings(BaseSettings):
     each chunk is one unit of work on the cluster."""
 
     max_training_rows: int = Field(default=50_000, ge=100)
-    """Labelled rows a model is trained on at most: past it, a seeded random sample of
-    the valid labelled rows of earlier months, drawn after sorting them."""
+    """Labelled rows a model is trained on at most. Past it, a seeded sample of the
+    labelled rows of earlier months: the valid ones with the lowest sample keys
+    (see ``gymchurn.history``)."""
 
     max_invalid_share: float = Field(default=0.5, gt=0, le=1)
     """Share of rows breaking a row rule above which the whole batch is rejected."""

@@ -890,9 +890,21 @@ def _build_report(
         dataset=dataset,
         n_rows=len(questionnaires),
         rules=tuple(results),
-        valid=questionnaires.iloc[np.flatnonzero(~is_quarantined)].copy(),
+        valid=_valid_rows(questionnaires, is_quarantined),
         quarantined=quarantined,
     )
+
+
+def _valid_rows(questionnaires: pd.DataFrame, is_quarantined: np.ndarray) -> pd.DataFrame:
+    """Return the rows no quarantine rule flagged, without copying their data.
+
+    With pandas' copy-on-write (always on from pandas 3), a shallow copy shares the
+    caller's columns until either frame changes, so a clean month of a million rows
+    is not held twice. ``iloc`` with positions makes the new arrays itself.
+    """
+    if not is_quarantined.any():
+        return questionnaires.copy(deep=False)
+    return questionnaires.iloc[np.flatnonzero(~is_quarantined)]
 
 
 def _rule_result(

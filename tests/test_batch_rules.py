@@ -19,6 +19,8 @@ from gymchurn.batch_rules import (
     check_new_values,
     check_null_shares,
     check_row_count,
+    profile_month,
+    profile_months,
     raise_for_errors,
     stops_run,
 )
@@ -48,18 +50,20 @@ def history(real_rows) -> pd.DataFrame:
 
 
 def test_check_batch_real_months_pass(month, history):
-    assert check_batch(month, history) == ()
+    assert check_batch(month, profile_months(history)) == ()
 
 
 def test_check_batch_without_history(month):
-    assert check_batch(month, month.iloc[0:0]) == ()
+    assert check_batch(month, profile_months(month.iloc[0:0])) == ()
 
 
 def test_check_batch_ignores_same_and_later_months(month, history):
     later = month.iloc[:100].assign(month=dt.date(2026, 11, 1))
     same = month.iloc[:100]
 
-    findings = check_batch(month, pd.concat([history, same, later], ignore_index=True))
+    findings = check_batch(
+        month, profile_months(pd.concat([history, same, later], ignore_index=True))
+    )
 
     assert findings == ()
 
@@ -68,7 +72,7 @@ def test_check_batch_two_months_rejected(month, history):
     frame = pd.concat([month, history.iloc[:10]], ignore_index=True)
 
     with pytest.raises(ValueError, match="found 2 month"):
-        check_batch(frame, history)
+        check_batch(frame, profile_months(history))
 
 
 # ---------------------------------------------------------------------------
@@ -76,11 +80,11 @@ def test_check_batch_two_months_rejected(month, history):
 
 
 def test_row_count_within_band(month, history):
-    assert check_row_count(month.iloc[:3300], history) == []
+    assert check_row_count(profile_month(month.iloc[:3300]), profile_months(history)) == []
 
 
 def test_row_count_warning(month, history):
-    findings = check_row_count(month.iloc[:3000], history)
+    findings = check_row_count(profile_month(month.iloc[:3000]), profile_months(history))
 
     assert [(f.rule, f.severity) for f in findings] == [("row_count", WARNING)]
     assert findings[0].numbers["ratio"] == 0.75
@@ -89,7 +93,7 @@ def test_row_count_warning(month, history):
 
 
 def test_row_count_halved_is_error(month, history):
-    findings = check_row_count(month.iloc[:1900], history)
+    findings = check_row_count(profile_month(month.iloc[:1900]), profile_months(history))
 
     assert [(f.rule, f.severity) for f in findings] == [("row_count", ERROR)]
     assert "0.47x the 4000 rows of 2026-09" in findings[0].message
@@ -99,7 +103,7 @@ def test_row_count_halved_is_error(month, history):
 def test_row_count_doubled_is_error(month, history):
     doubled = pd.concat([month, month.assign(client_id=month["client_id"] + 4000)] * 2)
 
-    findings = check_row_count(doubled, history)
+    findings = check_row_count(profile_month(doubled), profile_months(history))
 
     assert findings[0].severity == ERROR
     assert findings[0].numbers["ratio"] == 4.0
@@ -108,7 +112,9 @@ def test_row_count_doubled_is_error(month, history):
 def test_row_count_band_from_limits(month, history):
     limits = BatchRuleLimits(row_count_error_band=(0.4, 3.0))
 
-    findings = check_row_count(month.iloc[:1900], history, limits=limits)
+    findings = check_row_count(
+        profile_month(month.iloc[:1900]), profile_months(history), limits=limits
+    )
 
     assert [f.severity for f in findings] == [WARNING]
 
@@ -123,14 +129,14 @@ def test_null_share_usual_nulls_pass(month, history):
     month = month.copy()
     month.loc[:99, "lifetime"] = np.nan
 
-    assert check_null_shares(month, history) == []
+    assert check_null_shares(profile_month(month), profile_months(history)) == []
 
 
 def test_null_share_warning(month, history):
     month = month.copy()
     month.loc[:399, "lifetime"] = np.nan
 
-    findings = check_null_shares(month, history)
+    findings = check_null_shares(profile_month(month), profile_months(history))
 
     assert [(f.rule, f.severity) for f in findings] == [("lifetime_null_share", WARNING)]
     assert findings[0].count == 400
@@ -143,7 +149,7 @@ def test_null_share_error(month, history):
     month = month.copy()
     month.loc[:1999, "age"] = np.nan
 
-    findings = check_null_shares(month, history)
+    findings = check_null_shares(profile_month(month), profile_months(history))
 
     assert [(f.rule, f.severity) for f in findings] == [("age_null_share", ERROR)]
     assert findings[0].numbers == {"null_share": 0.5, "history_max_null_share": 0.0}
@@ -156,7 +162,7 @@ def test_null_share_compares_worst_earlier_month(month, history):
     month = month.copy()
     month.loc[:499, "age"] = np.nan  # 12.5 %
 
-    assert check_null_shares(month, history) == []
+    assert check_null_shares(profile_month(month), profile_months(history)) == []
 
 
 # ---------------------------------------------------------------------------
@@ -164,14 +170,14 @@ def test_null_share_compares_worst_earlier_month(month, history):
 
 
 def test_new_values_none(month, history):
-    assert check_new_values(month, history) == []
+    assert check_new_values(month, profile_months(history)) == []
 
 
 def test_new_values_contract_period_three(month, history):
     month = month.copy()
     month.loc[[4, 9], "contract_period"] = 3
 
-    findings = check_new_values(month, history)
+    findings = check_new_values(month, profile_months(history))
 
     assert [(f.rule, f.severity) for f in findings] == [("contract_period_new_values", WARNING)]
     assert findings[0].count == 2
@@ -185,7 +191,7 @@ def test_new_values_ignore_nulls(month, history):
     month = month.copy()
     month.loc[4, "gender"] = np.nan
 
-    assert check_new_values(month, history) == []
+    assert check_new_values(month, profile_months(history)) == []
 
 
 # ---------------------------------------------------------------------------
@@ -193,13 +199,13 @@ def test_new_values_ignore_nulls(month, history):
 
 
 def test_label_share_usual(month, history):
-    assert check_label_share(month, history) == []
+    assert check_label_share(profile_month(month), profile_months(history)) == []
 
 
 def test_label_share_inverted_blocks_training(month, history):
     month = month.assign(churned=1 - month["churned"])
 
-    findings = check_label_share(month, history)
+    findings = check_label_share(profile_month(month), profile_months(history))
 
     assert [(f.rule, f.severity) for f in findings] == [("churned_share", BLOCK_TRAINING)]
     finding = findings[0]
@@ -216,7 +222,9 @@ def test_label_share_inverted_blocks_training(month, history):
 def test_label_share_confirmed_is_warning(month, history):
     month = month.assign(churned=1 - month["churned"])
 
-    findings = check_label_share(month, history, labels_confirmed=True)
+    findings = check_label_share(
+        profile_month(month), profile_months(history), labels_confirmed=True
+    )
 
     assert [f.severity for f in findings] == [WARNING]
     assert "confirmed" in findings[0].message
@@ -228,7 +236,7 @@ def test_label_share_shift_not_inverted(month, history):
     churned = month.index[month["churned"] == 0][:1000]
     month.loc[churned, "churned"] = 1  # 51.5 % churn
 
-    findings = check_label_share(month, history)
+    findings = check_label_share(profile_month(month), profile_months(history))
 
     assert [f.severity for f in findings] == [BLOCK_TRAINING]
     assert "inverted" not in findings[0].message
@@ -238,11 +246,14 @@ def test_label_share_too_few_labels(month, history):
     month = month.assign(churned=1 - month["churned"]).astype({"churned": "float64"})
     month.loc[40:, "churned"] = np.nan
 
-    assert check_label_share(month, history) == []
+    assert check_label_share(profile_month(month), profile_months(history)) == []
 
 
 def test_label_share_unlabelled_month(month, history):
-    assert check_label_share(month.drop(columns=["churned"]), history) == []
+    assert (
+        check_label_share(profile_month(month.drop(columns=["churned"])), profile_months(history))
+        == []
+    )
 
 
 def test_check_batch_collects_every_rule(month, history):
@@ -250,7 +261,7 @@ def test_check_batch_collects_every_rule(month, history):
     month.loc[:999, "lifetime"] = np.nan
     month.loc[5, "contract_period"] = 3
 
-    findings = check_batch(month, history)
+    findings = check_batch(month, profile_months(history))
 
     assert [(f.rule, f.severity) for f in findings] == [
         ("row_count", ERROR),
@@ -265,7 +276,7 @@ def test_check_batch_collects_every_rule(month, history):
 
 
 def test_raise_for_errors(month, history):
-    findings = check_batch(month.iloc[:1900], history)
+    findings = check_batch(month.iloc[:1900], profile_months(history))
 
     with pytest.raises(DataValidationError, match="0.47x the 4000 rows") as error:
         raise_for_errors(findings, dataset="questionnaires of 2026-10")
@@ -275,7 +286,7 @@ def test_raise_for_errors(month, history):
 
 
 def test_raise_for_errors_warnings_only(month, history):
-    findings = check_batch(month.iloc[:3000], history)
+    findings = check_batch(month.iloc[:3000], profile_months(history))
 
     assert [f.severity for f in findings] == [WARNING]
     assert raise_for_errors(findings, dataset="questionnaires of 2026-10") is None
@@ -284,7 +295,7 @@ def test_raise_for_errors_warnings_only(month, history):
 def test_result_rows_of_findings(month, history):
     month = month.copy()
     month.loc[[4, 9], "contract_period"] = 3
-    findings = check_batch(month, history)
+    findings = check_batch(month, profile_months(history))
 
     rows = validation_result_rows(OCTOBER, findings=findings)
 

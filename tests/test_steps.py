@@ -89,26 +89,31 @@ def test_risk_tiers_by_capacity():
 
 
 def _labelled_rows(n_rows: int) -> pd.DataFrame:
-    return pd.DataFrame(
+    rows = pd.DataFrame(
         {
             "client_id": np.arange(n_rows),
             "month": pd.to_datetime(["2026-01-01", "2026-02-01"] * (n_rows // 2)).date,
             "churned": np.tile([0.0, 1.0, 0.0, 0.0], n_rows // 4),
         }
     )
+    rows["sample_key"] = np.random.default_rng(5).permutation(n_rows)
+    return rows
 
 
 def test_training_sample_keeps_rows_below_bound():
     rows = _labelled_rows(400)
     sample = steps.training_sample(rows, Settings(max_training_rows=400))
-    assert sample is rows
+    assert len(sample) == 400
+    assert "sample_key" not in sample.columns
 
 
-def test_training_sample_bounds_rows():
+def test_training_sample_takes_lowest_keys():
     rows = _labelled_rows(1000)
     sample = steps.training_sample(rows, Settings(max_training_rows=300))
+    lowest = rows.nsmallest(300, "sample_key")
     assert len(sample) == 300
-    assert sample.set_index(["month", "client_id"]).index.is_unique
+    # The client ids are unique across both months.
+    assert sorted(sample["client_id"]) == sorted(lowest["client_id"])
 
 
 def test_training_sample_ignores_row_order():
