@@ -321,6 +321,32 @@ def test_missing_champion_file_rebuilt(module_database, simulated_runs):
     assert _query(module_database, query, month=MAR) == before
 
 
+def test_retrain_never_missing_champion_file_fails(module_database, simulated_runs, tmp_path):
+    row = _query(
+        module_database,
+        "SELECT version, artifact_path FROM churn.model_versions WHERE status = 'champion'",
+    )[0]
+    versions = "SELECT version, status FROM churn.model_versions ORDER BY version"
+    before = _query(module_database, versions)
+    settings = get_settings()
+    checked = steps.check(steps.extract(module_database, MAR), settings)
+    moved = tmp_path / "moved.skops"
+    shutil.move(row.artifact_path, moved)
+    try:
+        with pytest.raises(model.ModelFileMissingError) as raised:
+            registry.fit_or_load(module_database, settings, checked, "never")
+    finally:
+        shutil.move(moved, row.artifact_path)
+
+    message = str(raised.value)
+    assert row.artifact_path in message
+    assert row.version in message
+    assert "gymchurn models promote VERSION" in message
+    assert "--retrain always" in message
+    assert "\n" not in message
+    assert _query(module_database, versions) == before
+
+
 def test_high_tier_clients_have_reasons(module_database, simulated_runs):
     rows = _query(
         module_database,
