@@ -549,9 +549,12 @@ def _choose_model(
         basis = "cross-validated ROC-AUC"
     else:
         challenger_auc, champion_auc, basis = compared
+    shown_challenger, shown_champion = lifecycle.format_compared(
+        challenger_auc, champion_auc, decimals=4
+    )
     verdict = (
-        f"challenger {version} ROC-AUC {challenger_auc:.4f}, champion {champion['version']} "
-        f"{champion_auc:.4f} on {basis}"
+        f"challenger {version} ROC-AUC {shown_challenger}, champion {champion['version']} "
+        f"{shown_champion} on {basis}"
     )
     if challenger_auc == champion_auc:
         verdict += "; a tie goes to the challenger, trained on more months"

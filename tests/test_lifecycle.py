@@ -89,7 +89,8 @@ def test_decide_keeps_champion_when_nothing_changed():
         ),
         (
             {"last_month": (FEB, _LAST_MONTH | {"realised_churn_rate": 0.34})},
-            "34.0% of 2026-02's clients left against a mean probability of 25.0% (gap 9.0%",
+            "34.0% of 2026-02's clients left against a mean probability of 25.0% "
+            "(gap 9.00 > 5.00 points)",
         ),
     ],
 )
@@ -97,6 +98,40 @@ def test_decide_retrains_on_each_trigger(overrides, reason):
     decision = _decide(**overrides)
     assert decision.retrain is True
     assert reason in decision.reason
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        # Rounded to the usual places these would print 5.0 > 5.0 and the like.
+        (
+            {"last_month": (FEB, _LAST_MONTH | {"realised_churn_rate": 0.3004})},
+            "(gap 5.04 > 5.00 points)",
+        ),
+        (
+            {"last_month": (FEB, _LAST_MONTH | {"realised_churn_rate": 0.30004})},
+            "(gap 5.004 > 5.000 points)",
+        ),
+        (
+            {"drift": {"contract_period": 0.2504, "lifetime": 0.05}},
+            "drift in contract_period: PSI 0.2504 > 0.2500",
+        ),
+        (
+            {"last_month": (FEB, _LAST_MONTH | {"realised_roc_auc": 0.7999})},
+            "realised ROC-AUC on 2026-02 outcomes 0.7999 < 0.8000",
+        ),
+    ],
+)
+def test_decide_reason_shows_close_comparison(overrides, reason):
+    decision = _decide(**overrides)
+    assert decision.retrain is True
+    assert reason in decision.reason
+
+
+def test_format_compared_keeps_places_when_distinct():
+    assert lifecycle.format_compared(0.09, 0.05, 2, scale=100) == ("9.00", "5.00")
+    assert lifecycle.format_compared(0.91234, 0.91236, 4) == ("0.9123", "0.9124")
+    assert lifecycle.format_compared(0.912341, 0.912344, 4) == ("0.912341", "0.912344")
 
 
 def test_decide_ignores_drift_outside_drift_features():
