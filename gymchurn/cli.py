@@ -136,6 +136,12 @@ def _engine(force_upgrade: bool = False):
     except db.DatabaseUrlError as err:
         raise _fail(str(err), 2) from None
     except Exception as err:
+        advice = db.rejected_connection_advice(err)
+        if advice is not None:
+            raise _fail(
+                f"the database server rejected the connection: "
+                f"{db.connection_error_reason(err)}; {advice}"
+            ) from None
         if not db.is_transient(err):
             raise
         attempts = len(settings.db_retry_seconds) + 1

@@ -207,6 +207,25 @@ def test_cli_unreachable_database_exits_1(monkeypatch, real_data):
     assert "S3cretXYZ" not in result.output
 
 
+def test_cli_missing_database_not_retried(monkeypatch, server_url, real_data):
+    missing = server_url.set(database="missing_gymchurn_database")
+    monkeypatch.setenv("DATABASE_URL", missing.render_as_string(hide_password=False))
+    # A retry would log "retrying" and wait 30 s.
+    monkeypatch.setenv("GYMCHURN_DB_RETRY_SECONDS", "[30]")
+    get_settings.cache_clear()
+
+    result = _invoke("load-csv", str(real_data), "--month", "2026-10")
+
+    get_settings.cache_clear()
+    assert result.exit_code == 1
+    last_line = result.stderr.splitlines()[-1]
+    assert last_line.startswith("error: the database server rejected the connection")
+    assert 'database "missing_gymchurn_database" does not exist' in last_line
+    assert "create the database" in last_line
+    assert "retrying" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_cli_invalid_timezone_exits_2(monkeypatch):
     monkeypatch.setenv("GYMCHURN_TIMEZONE", "Mars/Olympus")
     get_settings.cache_clear()
