@@ -819,6 +819,20 @@ def _at_risk_format(file_format: str | None, output: Path | None) -> str:
     return file_format
 
 
+def _output_folder(output: str | None) -> Path | None:
+    """Return the folder ``--output`` names, or None when it names a file.
+
+    An existing folder, or a path ending in a separator even when it does not
+    exist yet, is a folder; writing the list creates a missing one.
+    """
+    if output is None:
+        return None
+    separators = tuple(sep for sep in (os.sep, os.altsep) if sep)
+    if output.endswith(separators) or Path(output).is_dir():
+        return Path(output)
+    return None
+
+
 @app.command("at-risk")
 def at_risk_command(
     month: Annotated[str, typer.Option(help="Scored month, YYYY-MM.")],
@@ -839,11 +853,11 @@ def at_risk_command(
         ),
     ] = None,
     output: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             help="File or folder to write to. Default: at_risk_YYYY-MM.csv in "
-            "GYMCHURN_OUTPUT_DIR, with the filters in the name when any is given; a folder "
-            "gets that name inside it."
+            "GYMCHURN_OUTPUT_DIR, with the filters in the name when any is given; a folder, "
+            "or a path ending in /, gets that name inside it, and a missing folder is created."
         ),
     ] = None,
 ) -> None:
@@ -864,14 +878,15 @@ def at_risk_command(
         filters = at_risk.AtRiskFilters(tier, cluster, min_probability, limit)
     except ValueError as err:
         raise _fail(str(err), 2) from None
-    folder = output if output is not None and output.is_dir() else None
-    chosen_format = _at_risk_format(file_format, None if folder else output)
+    folder = _output_folder(output)
+    output_file = Path(output) if output is not None and folder is None else None
+    chosen_format = _at_risk_format(file_format, output_file)
     label = format_month(report_month)
     default_name = at_risk.file_name(report_month, filters, chosen_format)
     if folder is not None:
         path = folder / default_name
     else:
-        path = output or _settings().output_dir / default_name
+        path = output_file or _settings().output_dir / default_name
     engine = _engine()
     with _status(f"reading the at-risk list of {label}"), engine.connect() as conn:
         if at_risk.count_scores(conn, report_month) == 0:
