@@ -1070,9 +1070,9 @@ def demo(
 ) -> None:
     """Simulate a chain's clients and run the monthly job on each month in turn.
 
-    The demo keeps its own embedded database, models and exports under the
-    ``demo`` subfolders of the usual ones, so its clients never mix with real
-    ones, even when DATABASE_URL is set.
+    The demo keeps its own embedded database, models and exports in a
+    subfolder named demo of the usual folders, so its clients never mix with
+    real ones, even when DATABASE_URL is set.
     """
     from gymchurn.simulation.simulator import add_months
 
