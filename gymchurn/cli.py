@@ -754,6 +754,7 @@ def validate(
     from gymchurn.schema import CHURNED, CLIENT_ID, MONTH
     from gymchurn.validation import (
         ROW_NUMBER,
+        DataDocsError,
         DataValidationError,
         build_data_docs,
         validate_questionnaires,
@@ -795,7 +796,11 @@ def validate(
     passes = _print_validation(report, findings) and error is None
     if docs is not None:
         sources = [error] if error is not None else [report]
-        typer.echo(f"Data Docs: {build_data_docs(sources, docs)}")
+        try:
+            index = build_data_docs(sources, docs)
+        except DataDocsError as err:
+            raise _fail(str(err)) from None
+        typer.echo(f"Data Docs: {index}")
     if error is not None:
         raise _fail(f"the batch would stop a run: {error}")
     if not passes:

@@ -313,6 +313,41 @@ def test_validate_without_arguments_rejected():
     assert "give a FILE to check, or --month" in result.output
 
 
+def test_validate_file_writes_data_docs(tmp_path):
+    case = CASES / "04_month_to_end_gt_contract.csv"
+
+    result = _invoke("validate", str(case), "--docs", str(tmp_path / "docs"))
+
+    assert result.exit_code == 0, result.output
+    assert f"Data Docs: {tmp_path / 'docs' / 'index.html'}" in result.stdout
+    pages = list((tmp_path / "docs" / "validations").rglob("*.html"))
+    assert len(pages) == 2
+    assert {page.parent.parent.name for page in pages} == {case.name}
+    assert "Traceback" not in result.output
+
+
+def _command_paths(group, prefix=()) -> list[tuple[str, ...]]:
+    paths = []
+    for name, command in group.commands.items():
+        paths.append((*prefix, name))
+        if hasattr(command, "commands"):
+            paths += _command_paths(command, (*prefix, name))
+    return paths
+
+
+def test_help_has_no_docstring_markup():
+    import typer
+
+    paths = _command_paths(typer.main.get_command(app))
+    assert ("demo",) in paths
+    assert ("models", "promote") in paths
+    for path in paths:
+        result = _invoke(*path, "--help")
+        assert result.exit_code == 0, (path, result.output)
+        for markup in ("``", ":func:", ":mod:", ":class:", ":data:"):
+            assert markup not in result.stdout, (path, markup)
+
+
 def test_status_spinner_only_on_terminal(monkeypatch):
     from rich.status import Status
 
