@@ -136,6 +136,12 @@ def _engine(force_upgrade: bool = False):
     except db.DatabaseUrlError as err:
         raise _fail(str(err), 2) from None
     except Exception as err:
+        advice = db.rejected_connection_advice(err)
+        if advice is not None:
+            raise _fail(
+                f"the database server rejected the connection: "
+                f"{db.connection_error_reason(err)}; {advice}"
+            ) from None
         if not db.is_transient(err):
             raise
         attempts = len(settings.db_retry_seconds) + 1
@@ -748,6 +754,7 @@ def validate(
     from gymchurn.schema import CHURNED, CLIENT_ID, MONTH
     from gymchurn.validation import (
         ROW_NUMBER,
+        DataDocsError,
         DataValidationError,
         build_data_docs,
         validate_questionnaires,
@@ -789,7 +796,11 @@ def validate(
     passes = _print_validation(report, findings) and error is None
     if docs is not None:
         sources = [error] if error is not None else [report]
-        typer.echo(f"Data Docs: {build_data_docs(sources, docs)}")
+        try:
+            index = build_data_docs(sources, docs)
+        except DataDocsError as err:
+            raise _fail(str(err)) from None
+        typer.echo(f"Data Docs: {index}")
     if error is not None:
         raise _fail(f"the batch would stop a run: {error}")
     if not passes:
@@ -813,6 +824,20 @@ def _at_risk_format(file_format: str | None, output: Path | None) -> str:
     return file_format
 
 
+def _output_folder(output: str | None) -> Path | None:
+    """Return the folder ``--output`` names, or None when it names a file.
+
+    An existing folder, or a path ending in a separator even when it does not
+    exist yet, is a folder; writing the list creates a missing one.
+    """
+    if output is None:
+        return None
+    separators = tuple(sep for sep in (os.sep, os.altsep) if sep)
+    if output.endswith(separators) or Path(output).is_dir():
+        return Path(output)
+    return None
+
+
 @app.command("at-risk")
 def at_risk_command(
     month: Annotated[str, typer.Option(help="Scored month, YYYY-MM.")],
@@ -833,11 +858,11 @@ def at_risk_command(
         ),
     ] = None,
     output: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             help="File or folder to write to. Default: at_risk_YYYY-MM.csv in "
-            "GYMCHURN_OUTPUT_DIR, with the filters in the name when any is given; a folder "
-            "gets that name inside it."
+            "GYMCHURN_OUTPUT_DIR, with the filters in the name when any is given; a folder, "
+            "or a path ending in /, gets that name inside it, and a missing folder is created."
         ),
     ] = None,
 ) -> None:
@@ -858,14 +883,15 @@ def at_risk_command(
         filters = at_risk.AtRiskFilters(tier, cluster, min_probability, limit)
     except ValueError as err:
         raise _fail(str(err), 2) from None
-    folder = output if output is not None and output.is_dir() else None
-    chosen_format = _at_risk_format(file_format, None if folder else output)
+    folder = _output_folder(output)
+    output_file = Path(output) if output is not None and folder is None else None
+    chosen_format = _at_risk_format(file_format, output_file)
     label = format_month(report_month)
     default_name = at_risk.file_name(report_month, filters, chosen_format)
     if folder is not None:
         path = folder / default_name
     else:
-        path = output or _settings().output_dir / default_name
+        path = output_file or _settings().output_dir / default_name
     engine = _engine()
     with _status(f"reading the at-risk list of {label}"), engine.connect() as conn:
         if at_risk.count_scores(conn, report_month) == 0:
@@ -1049,9 +1075,9 @@ def demo(
 ) -> None:
     """Simulate a chain's clients and run the monthly job on each month in turn.
 
-    The demo keeps its own embedded database, models and exports under the
-    ``demo`` subfolders of the usual ones, so its clients never mix with real
-    ones, even when DATABASE_URL is set.
+    The demo keeps its own embedded database, models and exports in a
+    subfolder named demo of the usual folders, so its clients never mix with
+    real ones, even when DATABASE_URL is set.
     """
     from gymchurn.simulation.simulator import add_months
 

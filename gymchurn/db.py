@@ -10,6 +10,7 @@ import io
 import json
 import logging
 import os
+import re
 import time
 import warnings
 from collections.abc import Iterable, Sequence
@@ -129,12 +130,51 @@ def get_engine(settings: Settings) -> Engine:
     return _engine_for(database_url(settings))
 
 
+# Connection errors where the server answered and rejected the login or the
+# database: a retry fails the same way. psycopg sets no SQLSTATE on errors
+# raised while connecting, so the server's English message is matched. A
+# server with lc_messages in another language is not recognised, and its
+# rejections are retried as unreachable.
+_REJECTED_CONNECTIONS = (
+    (
+        re.compile(r'database ".*" does not exist'),
+        "create the database (for example with createdb) or correct its name in DATABASE_URL",
+    ),
+    (
+        re.compile(r"password authentication failed"),
+        "check the user name and password in DATABASE_URL",
+    ),
+    (
+        re.compile(r'role ".*" does not exist'),
+        "check the user name in DATABASE_URL, or create that role on the server",
+    ),
+    (
+        re.compile(r"no pg_hba\.conf entry"),
+        "check the host, user and database in DATABASE_URL; the server's pg_hba.conf "
+        "does not let them connect",
+    ),
+)
+
+
+def rejected_connection_advice(error: BaseException) -> str | None:
+    """Return what to do about a connection the server rejected, or None for other errors."""
+    text = str(getattr(error, "orig", None) or error)
+    for pattern, advice in _REJECTED_CONNECTIONS:
+        if pattern.search(text):
+            return advice
+    return None
+
+
 def is_transient(error: BaseException) -> bool:
-    """Tell whether ``error`` is a lost or refused connection, worth a retry."""
+    """Tell whether ``error`` is a lost or refused connection, worth a retry.
+
+    A connection the server rejected (a missing database or role, a wrong
+    password) is not transient.
+    """
     import psycopg
 
     transient = (sa.exc.OperationalError, sa.exc.InterfaceError, psycopg.OperationalError)
-    return isinstance(error, transient)
+    return isinstance(error, transient) and rejected_connection_advice(error) is None
 
 
 class MonthBusyError(RuntimeError):

@@ -148,7 +148,8 @@ def decide_retrain(
         if name in drift_features and value > drift_threshold
     }
     for name, value in sorted(drifted.items(), key=lambda item: -item[1]):
-        reasons.append(f"drift in {name}: PSI {value:.2f} > {drift_threshold:.2f}")
+        psi, threshold = format_compared(value, drift_threshold, decimals=2)
+        reasons.append(f"drift in {name}: PSI {psi} > {threshold}")
     reasons += _realised_triggers(last_month, min_roc_auc, max_calibration_gap)
     if policy == "always":
         return RetrainDecision(True, "; ".join(["retrain policy always", *reasons]))
@@ -171,12 +172,31 @@ def _realised_triggers(
     triggers = []
     auc = metrics.get("realised_roc_auc")
     if auc is not None and auc < min_roc_auc:
-        triggers.append(f"realised ROC-AUC on {label} outcomes {auc:.3f} < {min_roc_auc:.3f}")
+        shown_auc, shown_min = format_compared(auc, min_roc_auc, decimals=3)
+        triggers.append(f"realised ROC-AUC on {label} outcomes {shown_auc} < {shown_min}")
     gap = metrics["realised_churn_rate"] - metrics["realised_mean_probability"]
     if abs(gap) > max_calibration_gap:
+        shown_gap, shown_max = format_compared(abs(gap), max_calibration_gap, 2, scale=100)
         triggers.append(
             f"{metrics['realised_churn_rate']:.1%} of {label}'s clients left against a mean "
             f"probability of {metrics['realised_mean_probability']:.1%} "
-            f"(gap {abs(gap):.1%} > {max_calibration_gap:.1%})"
+            f"(gap {shown_gap} > {shown_max} points)"
         )
     return triggers
+
+
+def format_compared(
+    value: float, threshold: float, decimals: int, scale: float = 1.0
+) -> tuple[str, str]:
+    """Format a value and the threshold it is compared with, so that they print differently.
+
+    Both get ``decimals`` decimal places, or more when the value would
+    otherwise print equal to the threshold, up to ``decimals + 6``. ``scale``
+    multiplies both first, for example 100 to print shares in percentage points.
+    """
+    for places in range(decimals, decimals + 7):
+        shown_value = f"{value * scale:.{places}f}"
+        shown_threshold = f"{threshold * scale:.{places}f}"
+        if shown_value != shown_threshold:
+            break
+    return shown_value, shown_threshold

@@ -100,7 +100,7 @@ class ModelIntegrityError(RuntimeError):
 
 
 class ModelFileMissingError(ModelIntegrityError):
-    """A registered model whose file is gone; the job retrains it from its rows."""
+    """A registered model whose file is gone; a run trains a replacement unless --retrain never."""
 
 
 class TunedCalibratedClassifier(ClassifierMixin, BaseEstimator):

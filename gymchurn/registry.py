@@ -124,6 +124,20 @@ def _load_registered(registered: dict):
     )
 
 
+def _missing_file_error(registered: dict, role: str) -> model.ModelFileMissingError:
+    """Build the error of ``--retrain never`` when a model it must load has no file.
+
+    That policy never trains, so the run cannot rebuild the file as the other
+    policies do.
+    """
+    return model.ModelFileMissingError(
+        f"model file {registered['artifact_path']} of {role} {registered['version']} "
+        "not found, and --retrain never does not train a replacement. Restore the file, "
+        "promote another version with `gymchurn models promote VERSION`, or run with "
+        "--retrain auto or --retrain always to train a new champion."
+    )
+
+
 def _months_of(frame: pd.DataFrame, months) -> pd.DataFrame:
     selected = {dt.date.fromisoformat(str(m)[:10]) for m in months}
     return frame[frame[MONTH].isin(selected)]
@@ -370,7 +384,11 @@ def _model_of_earlier_month(
         )
     else:
         version, algorithm, pipeline, metrics, how = _model_of_published_run(
-            engine, settings, checked, rebuild_changed=retrain == "always"
+            engine,
+            settings,
+            checked,
+            rebuild_changed=retrain == "always",
+            never_train=retrain == "never",
         )
         reason += how
     logger.info("model: %s", reason)
@@ -388,12 +406,18 @@ def _model_of_earlier_month(
 
 
 def _model_of_published_run(
-    engine: Engine, settings: Settings, checked: CheckedData, rebuild_changed: bool = False
+    engine: Engine,
+    settings: Settings,
+    checked: CheckedData,
+    rebuild_changed: bool = False,
+    never_train: bool = False,
 ):
     """Load the model of the month's published run, or train on the months before it.
 
     With ``rebuild_changed``, a changed file of the published run's model is
     left unloaded and the model is trained again, as :func:`_train_or_reuse` does.
+    With ``never_train`` (``--retrain never``), a missing file of that model
+    raises ModelFileMissingError instead of training.
 
     Returns:
         (version, algorithm, pipeline, metrics, the clause the run's reason ends with).
@@ -406,6 +430,8 @@ def _model_of_published_run(
         try:
             pipeline = _load_registered(registered)
         except model.ModelFileMissingError as error:
+            if never_train:
+                raise _missing_file_error(registered, "the month's published model") from None
             logger.warning("model: %s", error)
         except model.ModelIntegrityError as error:
             if not rebuild_changed:
@@ -455,6 +481,8 @@ def _choose_model(
         try:
             champion_pipeline = _load_registered(champion)
         except model.ModelFileMissingError as error:
+            if retrain == "never":
+                raise _missing_file_error(champion, "the champion") from None
             logger.warning("model: champion %s: %s", champion["version"], error)
             decision = lifecycle.RetrainDecision(True, f"the champion's file is missing: {error}")
         except model.ModelIntegrityError as error:
@@ -521,9 +549,12 @@ def _choose_model(
         basis = "cross-validated ROC-AUC"
     else:
         challenger_auc, champion_auc, basis = compared
+    shown_challenger, shown_champion = lifecycle.format_compared(
+        challenger_auc, champion_auc, decimals=4
+    )
     verdict = (
-        f"challenger {version} ROC-AUC {challenger_auc:.4f}, champion {champion['version']} "
-        f"{champion_auc:.4f} on {basis}"
+        f"challenger {version} ROC-AUC {shown_challenger}, champion {champion['version']} "
+        f"{shown_champion} on {basis}"
     )
     if challenger_auc == champion_auc:
         verdict += "; a tie goes to the challenger, trained on more months"

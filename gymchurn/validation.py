@@ -35,6 +35,7 @@ import datetime as dt
 import functools
 import json
 import logging
+import re
 import threading
 import time
 import uuid
@@ -1058,6 +1059,8 @@ def build_data_docs(
 
     Raises:
         ValueError: When the sources hold no GX result.
+        DataDocsError: When GX failed to write a page; the index may be missing
+            or list fewer results.
     """
     results = []
     for source in sources:
@@ -1089,21 +1092,80 @@ def build_data_docs(
         if suite is not None:
             configurations = [expectation.configuration for expectation in suite.expectations]
             context.suites.add(gx.ExpectationSuite(name=suite.name, expectations=configurations))
-    context.build_data_docs(site_names=[site_name])
+    render_errors = []
+    collect = _collect_errors(render_errors)
+    site_builder_logger = logging.getLogger(_GX_SITE_BUILDER_LOGGER)
+    site_builder_logger.addFilter(collect)
+    try:
+        context.build_data_docs(site_names=[site_name])
+    finally:
+        site_builder_logger.removeFilter(collect)
     index = folder / "index.html"
+    if render_errors:
+        for record in render_errors:
+            logger.debug("GX Data Docs error: %s", record.getMessage())
+        raise DataDocsError(
+            f"Data Docs in {folder} are incomplete: Great Expectations failed to write "
+            f"{len(render_errors)} page(s): {_render_error_reason(render_errors[0])}"
+        )
     logger.info("Built Data Docs of %d validation result(s) at %s", len(results), index)
     return index
 
 
+class DataDocsError(RuntimeError):
+    """Great Expectations failed to write a page of the Data Docs."""
+
+
+# GX logs a page it fails to render at ERROR on this logger and goes on.
+_GX_SITE_BUILDER_LOGGER = "great_expectations.render.renderer.site_builder"
+
+# GX rejects a store key that contains a path separator, and each key part
+# becomes a folder name, so a run or batch name keeps only these characters.
+_UNSAFE_KEY_CHARACTERS = re.compile(r"[^A-Za-z0-9 ._-]+")
+
+
+def _collect_errors(records: list[logging.LogRecord]) -> Callable[[logging.LogRecord], bool]:
+    """Return a logging filter that moves ERROR records into ``records`` and drops them."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            records.append(record)
+            return False
+        return True
+
+    return keep
+
+
+def _render_error_reason(record: logging.LogRecord) -> str:
+    # The message is a fixed preamble, then 'ValueError: "...".  Traceback: "..."'.
+    detail = record.getMessage().split("Detailed information follows:", 1)[-1]
+    return detail.split(".  Traceback:", 1)[0].strip()
+
+
+def _safe_key(name: str | None, default: str) -> str:
+    """Turn a run or batch name, perhaps a file path, into a Data Docs key part.
+
+    Returns:
+        The base name of the path with every character other than letters,
+        digits, space, ``.``, ``_`` and ``-`` replaced by ``_``; ``default``
+        when nothing is left.
+    """
+    base = (name or "").replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    safe = _UNSAFE_KEY_CHARACTERS.sub("_", base).strip(" .")
+    return safe or default
+
+
 def _store_for_docs(context: Any, result: ExpectationSuiteValidationResult) -> None:
     suite_identifier = ExpectationSuiteIdentifier(name=result.suite_name)
-    run_id = result.meta.get("run_id") or RunIdentifier(
-        run_name="validation", run_time=dt.datetime.now(dt.UTC)
-    )
+    run_id = result.meta.get("run_id")
+    if not isinstance(run_id, RunIdentifier):
+        run_id = RunIdentifier(run_name="validation", run_time=dt.datetime.now(dt.UTC))
     key = ValidationResultIdentifier(
         expectation_suite_identifier=suite_identifier,
-        run_id=run_id,
-        batch_identifier=result.batch_id or "batch",
+        run_id=RunIdentifier(
+            run_name=_safe_key(run_id.run_name, "validation"), run_time=run_id.run_time
+        ),
+        batch_identifier=_safe_key(result.batch_id, "batch"),
     )
     context.validation_results_store.set(key, result)
 

@@ -20,6 +20,9 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("GYMCHURN_TEST_SHARED", REPO.parent / "shared"))
 REAL_DATA = SHARED / "data" / "gym_churn_us.csv"
 CASES = SHARED / "cases"
+# Test databases are named PREFIX + a random suffix; set GYMCHURN_TEST_DB_PREFIX
+# to tell apart the databases of test sessions sharing one server.
+DATABASE_PREFIX = os.environ.get("GYMCHURN_TEST_DB_PREFIX", "gymchurn_test_")
 
 # Before any Prefect import: no telemetry, and Prefect's files in a temporary folder.
 _SESSION_HOME = Path(
@@ -54,7 +57,7 @@ def admin_engine(server_url):
 
 
 def _create_database(admin_engine, server_url) -> sa.URL:
-    name = f"gymchurn_test_{uuid.uuid4().hex[:12]}"
+    name = f"{DATABASE_PREFIX}{uuid.uuid4().hex[:12]}"
     with admin_engine.connect() as conn:
         conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
     return server_url.set(database=name)

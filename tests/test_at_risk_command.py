@@ -187,6 +187,28 @@ def test_output_folder_gets_default_name(monthly_run, scores, tmp_path):
     assert len(pd.read_csv(tmp_path / f"at_risk_{MONTH}.csv")) == 1019 - n_held_out
 
 
+def test_output_missing_folder_created(monthly_run, tmp_path):
+    folder = tmp_path / "lists" / "sub"
+
+    result = _invoke("at-risk", "--month", MONTH, "--output", f"{folder}/")
+
+    assert result.exit_code == 0, result.output
+    assert folder.is_dir()
+    assert sorted(path.name for path in folder.iterdir()) == [f"at_risk_{MONTH}.csv"]
+    assert pd.read_csv(folder / f"at_risk_{MONTH}.csv").columns.to_list() == COLUMNS
+
+
+def test_output_folder_over_file_exits_1(monthly_run, tmp_path):
+    taken = tmp_path / "taken"
+    taken.write_text("a file where a folder is expected")
+
+    result = _invoke("at-risk", "--month", MONTH, "--output", f"{taken}/")
+
+    assert result.exit_code == 1
+    assert f"cannot write {taken / f'at_risk_{MONTH}.csv'}" in result.stderr
+    assert taken.read_text() == "a file where a folder is expected"
+
+
 def test_unwritable_output_exits_1_without_leftovers(monthly_run, tmp_path):
     blocked = tmp_path / "blocked"
     blocked.write_text("a file where a folder is expected")

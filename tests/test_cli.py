@@ -207,6 +207,25 @@ def test_cli_unreachable_database_exits_1(monkeypatch, real_data):
     assert "S3cretXYZ" not in result.output
 
 
+def test_cli_missing_database_not_retried(monkeypatch, server_url, real_data):
+    missing = server_url.set(database="missing_gymchurn_database")
+    monkeypatch.setenv("DATABASE_URL", missing.render_as_string(hide_password=False))
+    # A retry would log "retrying" and wait 30 s.
+    monkeypatch.setenv("GYMCHURN_DB_RETRY_SECONDS", "[30]")
+    get_settings.cache_clear()
+
+    result = _invoke("load-csv", str(real_data), "--month", "2026-10")
+
+    get_settings.cache_clear()
+    assert result.exit_code == 1
+    last_line = result.stderr.splitlines()[-1]
+    assert last_line.startswith("error: the database server rejected the connection")
+    assert 'database "missing_gymchurn_database" does not exist' in last_line
+    assert "create the database" in last_line
+    assert "retrying" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_cli_invalid_timezone_exits_2(monkeypatch):
     monkeypatch.setenv("GYMCHURN_TIMEZONE", "Mars/Olympus")
     get_settings.cache_clear()
@@ -292,6 +311,41 @@ def test_validate_without_arguments_rejected():
 
     assert result.exit_code == 2
     assert "give a FILE to check, or --month" in result.output
+
+
+def test_validate_file_writes_data_docs(tmp_path):
+    case = CASES / "04_month_to_end_gt_contract.csv"
+
+    result = _invoke("validate", str(case), "--docs", str(tmp_path / "docs"))
+
+    assert result.exit_code == 0, result.output
+    assert f"Data Docs: {tmp_path / 'docs' / 'index.html'}" in result.stdout
+    pages = list((tmp_path / "docs" / "validations").rglob("*.html"))
+    assert len(pages) == 2
+    assert {page.parent.parent.name for page in pages} == {case.name}
+    assert "Traceback" not in result.output
+
+
+def _command_paths(group, prefix=()) -> list[tuple[str, ...]]:
+    paths = []
+    for name, command in group.commands.items():
+        paths.append((*prefix, name))
+        if hasattr(command, "commands"):
+            paths += _command_paths(command, (*prefix, name))
+    return paths
+
+
+def test_help_has_no_docstring_markup():
+    import typer
+
+    paths = _command_paths(typer.main.get_command(app))
+    assert ("demo",) in paths
+    assert ("models", "promote") in paths
+    for path in paths:
+        result = _invoke(*path, "--help")
+        assert result.exit_code == 0, (path, result.output)
+        for markup in ("``", ":func:", ":mod:", ":class:", ":data:"):
+            assert markup not in result.stdout, (path, markup)
 
 
 def test_status_spinner_only_on_terminal(monkeypatch):

@@ -89,7 +89,8 @@ def test_decide_keeps_champion_when_nothing_changed():
         ),
         (
             {"last_month": (FEB, _LAST_MONTH | {"realised_churn_rate": 0.34})},
-            "34.0% of 2026-02's clients left against a mean probability of 25.0% (gap 9.0%",
+            "34.0% of 2026-02's clients left against a mean probability of 25.0% "
+            "(gap 9.00 > 5.00 points)",
         ),
     ],
 )
@@ -97,6 +98,40 @@ def test_decide_retrains_on_each_trigger(overrides, reason):
     decision = _decide(**overrides)
     assert decision.retrain is True
     assert reason in decision.reason
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        # Rounded to the usual places these would print 5.0 > 5.0 and the like.
+        (
+            {"last_month": (FEB, _LAST_MONTH | {"realised_churn_rate": 0.3004})},
+            "(gap 5.04 > 5.00 points)",
+        ),
+        (
+            {"last_month": (FEB, _LAST_MONTH | {"realised_churn_rate": 0.30004})},
+            "(gap 5.004 > 5.000 points)",
+        ),
+        (
+            {"drift": {"contract_period": 0.2504, "lifetime": 0.05}},
+            "drift in contract_period: PSI 0.2504 > 0.2500",
+        ),
+        (
+            {"last_month": (FEB, _LAST_MONTH | {"realised_roc_auc": 0.7999})},
+            "realised ROC-AUC on 2026-02 outcomes 0.7999 < 0.8000",
+        ),
+    ],
+)
+def test_decide_reason_shows_close_comparison(overrides, reason):
+    decision = _decide(**overrides)
+    assert decision.retrain is True
+    assert reason in decision.reason
+
+
+def test_format_compared_keeps_places_when_distinct():
+    assert lifecycle.format_compared(0.09, 0.05, 2, scale=100) == ("9.00", "5.00")
+    assert lifecycle.format_compared(0.91234, 0.91236, 4) == ("0.9123", "0.9124")
+    assert lifecycle.format_compared(0.912341, 0.912344, 4) == ("0.912341", "0.912344")
 
 
 def test_decide_ignores_drift_outside_drift_features():
@@ -319,6 +354,32 @@ def test_missing_champion_file_rebuilt(module_database, simulated_runs):
     assert Path(rebuilt).is_file()
     assert again.version == row.version
     assert _query(module_database, query, month=MAR) == before
+
+
+def test_retrain_never_missing_champion_file_fails(module_database, simulated_runs, tmp_path):
+    row = _query(
+        module_database,
+        "SELECT version, artifact_path FROM churn.model_versions WHERE status = 'champion'",
+    )[0]
+    versions = "SELECT version, status FROM churn.model_versions ORDER BY version"
+    before = _query(module_database, versions)
+    settings = get_settings()
+    checked = steps.check(steps.extract(module_database, MAR), settings)
+    moved = tmp_path / "moved.skops"
+    shutil.move(row.artifact_path, moved)
+    try:
+        with pytest.raises(model.ModelFileMissingError) as raised:
+            registry.fit_or_load(module_database, settings, checked, "never")
+    finally:
+        shutil.move(moved, row.artifact_path)
+
+    message = str(raised.value)
+    assert row.artifact_path in message
+    assert row.version in message
+    assert "gymchurn models promote VERSION" in message
+    assert "--retrain always" in message
+    assert "\n" not in message
+    assert _query(module_database, versions) == before
 
 
 def test_high_tier_clients_have_reasons(module_database, simulated_runs):

@@ -1,6 +1,7 @@
 """The monthly flow's tasks retry a lost database connection and nothing else."""
 
 import inspect
+import uuid
 
 import psycopg
 import pytest
@@ -8,7 +9,7 @@ import sqlalchemy as sa
 from prefect import flow
 
 import flows.monthly_scoring as monthly
-from gymchurn import registry, steps
+from gymchurn import db, registry, steps
 from gymchurn.validation import DataValidationError
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -109,3 +110,34 @@ def test_training_failure_not_retried(monkeypatch):
     with pytest.raises(ValueError, match="only one class"):
         _call_in_flow(monthly.train_or_load_model)
     assert fake.attempts == 1
+
+
+@pytest.mark.parametrize(
+    "server_message",
+    [
+        'FATAL:  database "crm_2026" does not exist',
+        'FATAL:  password authentication failed for user "job"',
+        'FATAL:  role "job" does not exist',
+        'FATAL:  no pg_hba.conf entry for host "10.0.0.5", user "job", database "gym"',
+    ],
+)
+def test_rejected_connection_not_transient(server_message):
+    cause = psycopg.OperationalError(f"connection failed: {server_message}")
+    error = sa.exc.OperationalError("SELECT 1", {}, cause)
+
+    assert not db.is_transient(error)
+    assert db.rejected_connection_advice(error) is not None
+
+
+def test_missing_database_not_transient(server_url):
+    # The name is never created, so the server answers that it does not exist.
+    missing = server_url.set(database=f"missing_{uuid.uuid4().hex[:12]}")
+    engine = sa.create_engine(missing)
+    try:
+        with pytest.raises(sa.exc.OperationalError) as raised:
+            engine.connect()
+    finally:
+        engine.dispose()
+
+    assert not db.is_transient(raised.value)
+    assert "create the database" in db.rejected_connection_advice(raised.value)

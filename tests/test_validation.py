@@ -28,6 +28,7 @@ from gymchurn.validation import (
     FAILED_VALUES,
     RESULT_COLUMNS,
     RULE_NAMES,
+    DataDocsError,
     DataValidationError,
     build_data_docs,
     validate_questionnaires,
@@ -800,6 +801,29 @@ def test_build_data_docs_lists_only_given_results(questionnaires, tmp_path):
 
     assert len(list((tmp_path / "one" / "validations").rglob("*.html"))) == 2
     assert len(list((tmp_path / "two" / "validations").rglob("*.html"))) == 4
+
+
+def test_build_data_docs_file_path_as_run_name(questionnaires, tmp_path):
+    report = validate_questionnaires(questionnaires, dataset="/exports/clubs/clients 2026-10.csv")
+
+    build_data_docs([report], tmp_path)
+
+    pages = list((tmp_path / "validations" / "questionnaire_rows").rglob("*.html"))
+    assert len(pages) == 1
+    # validations/SUITE/RUN_NAME/RUN_TIME/BATCH.html
+    assert pages[0].parent.parent.name == "clients 2026-10.csv"
+
+
+def test_build_data_docs_render_failure_raises(questionnaires, tmp_path, monkeypatch):
+    report = validate_questionnaires(questionnaires, dataset="/exports/clients.csv")
+    # Without the sanitised key the path's separators reach GX's store.
+    monkeypatch.setattr(validation, "_safe_key", lambda name, default: name or default)
+
+    with pytest.raises(DataDocsError, match="failed to write 2 page") as raised:
+        build_data_docs([report], tmp_path)
+
+    assert "must not contain substrings" in str(raised.value)
+    assert "Traceback" not in str(raised.value)
 
 
 def test_build_data_docs_without_results(tmp_path):
