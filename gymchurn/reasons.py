@@ -29,7 +29,10 @@ Near a probability of 1, replacing one of several strong factors barely lowers
 the score, so such a client may get one reason or none.
 
 The model is called once on all clients, then once per factor on the clients
-whose values differ from the reference, never once per client.
+whose values differ from the reference, never once per client. A contribution
+is the client's probability minus another probability, so it is at most the
+client's probability: clients whose probability is below the smallest
+contribution that counts can have no reason, and they are not scored again.
 """
 
 import math
@@ -119,9 +122,15 @@ class Attribution:
     probability: np.ndarray
     """Churn probability of each client, in the row order of the clients."""
     contributions: pd.DataFrame
-    """One row a client (the clients' index), one column a factor of ``FACTORS``."""
+    """One row a client (the clients' index), one column a factor of ``FACTORS``.
+
+    NaN for the clients whose probability is below ``min_probability``, which
+    were not scored again.
+    """
     reference: dict[str, float]
     """Reference value of each perturbed feature."""
+    min_probability: float = 0.0
+    """Probability below which a client's contributions were not measured."""
 
 
 def reference_values(reference: pd.DataFrame) -> dict[str, float]:
@@ -202,7 +211,11 @@ def attribute(predict: Predict, clients: pd.DataFrame, reference: pd.DataFrame) 
 
 
 def attribute_against(
-    predict: Predict, clients: pd.DataFrame, values: Mapping[str, float]
+    predict: Predict,
+    clients: pd.DataFrame,
+    values: Mapping[str, float],
+    *,
+    min_probability: float = 0.0,
 ) -> Attribution:
     """Score the clients and measure each factor's contribution against given reference values.
 
@@ -210,17 +223,26 @@ def attribute_against(
     :func:`reference_values`, so that chunks of clients can be attributed apart
     and give the rows that one call on all of them gives.
 
+    Args:
+        min_probability: clients whose probability is below it are not scored
+            again and get NaN contributions. Their contributions could not
+            reach it, so :func:`top_reasons` with a ``min_contribution`` of at
+            least this value selects the same reasons as without it.
+
     Raises:
-        ValueError: when a column is missing, or ``predict`` does not return one
-            probability in [0, 1] per row.
+        ValueError: when a column is missing, ``min_probability`` is negative,
+            or ``predict`` does not return one probability in [0, 1] per row.
     """
     _require_columns(clients, FEATURES, "clients")
+    if min_probability < 0:
+        raise ValueError(f"min_probability must be 0 or more; got {min_probability}")
     values = dict(values)
     if clients.empty:
         empty = pd.DataFrame(0.0, index=clients.index, columns=list(FACTORS))
-        return Attribution(np.empty(0, dtype="float64"), empty, values)
+        return Attribution(np.empty(0, dtype="float64"), empty, values, min_probability)
 
     probability = _predict_checked(predict, clients)
+    skipped = probability < min_probability
     contributions = {}
     for factor, columns in FACTORS.items():
         # A row that already has the reference values would score the same, so
@@ -229,8 +251,8 @@ def attribute_against(
         for column in columns:
             own = clients[column].to_numpy(dtype="float64", na_value=np.nan)
             changed |= own != values[column]
-        rows = np.flatnonzero(changed)
-        contribution = np.zeros(len(clients), dtype="float64")
+        rows = np.flatnonzero(changed & ~skipped)
+        contribution = np.where(skipped, np.nan, 0.0)
         if rows.size:
             subset = clients.iloc[rows]
             replaced = {
@@ -241,7 +263,7 @@ def attribute_against(
             )
         contributions[factor] = contribution
     frame = pd.DataFrame(contributions, index=clients.index)
-    return Attribution(probability, frame, values)
+    return Attribution(probability, frame, values, min_probability)
 
 
 def _constant_like(column: pd.Series, value: float) -> pd.Series:
@@ -288,8 +310,47 @@ def top_reasons(
         contribution first. A client without a qualifying factor gets an empty list.
 
     Raises:
-        ValueError: when ``top`` or ``min_contribution`` is negative, or the
-            attribution has another number of rows than ``clients``.
+        ValueError: when ``top`` or ``min_contribution`` is negative, the
+            attribution has another number of rows than ``clients``, or
+            ``min_contribution`` is below the attribution's ``min_probability``.
+    """
+    factors = list(attribution.contributions.columns)
+    rows, factor_indexes, chosen, texts = _select(attribution, clients, top, min_contribution)
+    reasons: list[list[Reason]] = [[] for _ in range(len(clients))]
+    for row, index, contribution, text in zip(
+        rows.tolist(), factor_indexes.tolist(), chosen.tolist(), texts.tolist(), strict=True
+    ):
+        reasons[row].append(Reason(factors[index], contribution, text))
+    return reasons
+
+
+def top_phrases(
+    attribution: Attribution,
+    clients: pd.DataFrame,
+    *,
+    top: int = 3,
+    min_contribution: float = DEFAULT_MIN_CONTRIBUTION,
+) -> list[list[str]]:
+    """Return the phrases of :func:`top_reasons`, without building a ``Reason`` per reason.
+
+    The arguments, the order and the errors are those of :func:`top_reasons`.
+    """
+    rows, _, _, texts = _select(attribution, clients, top, min_contribution)
+    phrases: list[list[str]] = [[] for _ in range(len(clients))]
+    for row, text in zip(rows.tolist(), texts.tolist(), strict=True):
+        phrases[row].append(text)
+    return phrases
+
+
+def _select(
+    attribution: Attribution, clients: pd.DataFrame, top: int, min_contribution: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Find each client's top qualifying factors.
+
+    Returns:
+        Four arrays with one entry a reason, by client row and then largest
+        contribution first: the client's row, the factor's column in the
+        contributions, the contribution and the phrase.
     """
     if top < 0:
         raise ValueError(f"top must be 0 or more; got {top}")
@@ -300,10 +361,17 @@ def top_reasons(
             f"the attribution has {len(attribution.contributions)} rows but clients has "
             f"{len(clients)}; attribute the same clients first"
         )
+    if min_contribution < attribution.min_probability:
+        raise ValueError(
+            f"min_contribution {min_contribution} is below the attribution's min_probability "
+            f"{attribution.min_probability}, so some reasons were not measured; attribute "
+            "with a min_probability of at most min_contribution"
+        )
 
     factors = list(attribution.contributions.columns)
     matrix = attribution.contributions.to_numpy(dtype="float64")
-    # A stable sort on the negated values keeps the FACTORS order on ties.
+    # A stable sort on the negated values keeps the FACTORS order on ties. NaN,
+    # a contribution that was not measured, sorts last and never counts.
     order = np.argsort(-matrix, axis=1, kind="stable")[:, :top]
     chosen = np.take_along_axis(matrix, order, axis=1)
     keep = (chosen > 0.0) & (chosen >= min_contribution)
@@ -315,17 +383,7 @@ def top_reasons(
         selected = np.flatnonzero(factor_indexes == index)
         if selected.size:
             texts[selected] = _describe_rows(factor, clients, rows[selected])
-
-    reasons: list[list[Reason]] = [[] for _ in range(len(clients))]
-    for row, index, contribution, text in zip(
-        rows.tolist(),
-        factor_indexes.tolist(),
-        chosen[rows, ranks].tolist(),
-        texts.tolist(),
-        strict=True,
-    ):
-        reasons[row].append(Reason(factors[index], contribution, text))
-    return reasons
+    return rows, factor_indexes, chosen[rows, ranks], texts
 
 
 def explain(
@@ -342,9 +400,10 @@ def explain(
     follow the row order of ``clients``, and a client without a qualifying
     factor gets an empty list.
     """
-    attribution = attribute(predict, clients, reference)
-    chosen = top_reasons(attribution, clients, top=top, min_contribution=min_contribution)
-    return [[reason.text for reason in client_reasons] for client_reasons in chosen]
+    attribution = attribute_against(
+        predict, clients, reference_values(reference), min_probability=min_contribution
+    )
+    return top_phrases(attribution, clients, top=top, min_contribution=min_contribution)
 
 
 def _describe_rows(factor: str, clients: pd.DataFrame, rows: np.ndarray) -> np.ndarray:

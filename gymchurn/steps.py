@@ -507,11 +507,12 @@ def score_chunk(pipeline, clients: pd.DataFrame, reference: dict[str, float]) ->
         ``churn_probability`` (the fitted model's) and ``reasons``.
     """
     attribution = reasons.attribute_against(
-        lambda frame: model.predict(pipeline, frame), clients, reference
+        lambda frame: model.predict(pipeline, frame),
+        clients,
+        reference,
+        min_probability=reasons.DEFAULT_MIN_CONTRIBUTION,
     )
-    phrases = [
-        [reason.text for reason in client] for client in reasons.top_reasons(attribution, clients)
-    ]
+    phrases = reasons.top_phrases(attribution, clients)
     return pd.DataFrame(
         {
             CLIENT_ID: clients[CLIENT_ID].to_numpy(),
