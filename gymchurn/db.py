@@ -250,7 +250,9 @@ def upgrade(engine: Engine) -> list[str]:
         try:
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _UPGRADE_LOCK_KEY})
             for path in files:
-                conn.exec_driver_sql(path.read_text(encoding="utf-8"))
+                # Sent as written, without parameters: a schema file's % signs
+                # belong to format() and RAISE, not to the driver.
+                raw.execute(path.read_text(encoding="utf-8"))
         finally:
             raw.remove_notice_handler(_log_server_warning)
         execute(conn, "forget_schema_files")
@@ -358,27 +360,41 @@ def copy_rows(
     return n_rows
 
 
-def copy_frame(conn: Connection, table: str, frame: pd.DataFrame, chunk_rows: int = 100_000) -> int:
+def copy_frame(
+    conn: Connection,
+    table: str,
+    frame: pd.DataFrame,
+    chunk_rows: int = 100_000,
+    *,
+    freeze: bool = False,
+) -> int:
     """Write every column of ``frame`` into the same-named columns of ``table``.
 
     The rows travel as CSV text in chunks of ``chunk_rows``, which is several
-    times faster than one ``write_row`` call a row. Missing values become NULL.
-    ``table`` and the column names are names fixed in the code.
+    times faster than one ``write_row`` call a row. A thread sends each chunk
+    while the next one is formatted. Missing values become NULL. ``table``
+    and the column names are names fixed in the code or returned by the
+    database. ``freeze`` writes the rows frozen (COPY FREEZE), which needs a
+    table created in the current transaction.
 
     Returns:
         The number of rows written.
     """
     from psycopg import sql
+    from psycopg.copy import QueuedLibpqWriter
 
     raw = conn.connection.driver_connection
-    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT CSV)").format(
+    options = sql.SQL("FORMAT CSV, FREEZE" if freeze else "FORMAT CSV")
+    statement = sql.SQL("COPY {} ({}) FROM STDIN ({})").format(
         sql.Identifier(*table.split(".")),
         sql.SQL(", ").join(sql.Identifier(c) for c in frame.columns),
+        options,
     )
-    with raw.cursor() as cursor, cursor.copy(statement) as copy:
-        for start in range(0, len(frame), chunk_rows):
-            chunk = frame.iloc[start : start + chunk_rows]
-            copy.write(chunk.to_csv(index=False, header=False))
+    with raw.cursor() as cursor:
+        with cursor.copy(statement, writer=QueuedLibpqWriter(cursor)) as copy:
+            for start in range(0, len(frame), chunk_rows):
+                chunk = frame.iloc[start : start + chunk_rows]
+                copy.write(chunk.to_csv(index=False, header=False))
     return len(frame)
 
 
