@@ -415,6 +415,37 @@ def frame_rows(frame: pd.DataFrame, columns: Sequence[str]) -> Iterable[list]:
     yield from subset.itertuples(index=False, name=None)
 
 
+def copy_to_file(conn: Connection, statement, params: dict | None, path: Path) -> int:
+    """Stream the output of a ``COPY (...) TO STDOUT`` statement into ``path``, atomically.
+
+    The blocks go to a hidden file beside ``path`` as they arrive, and that
+    file is renamed to ``path`` once the COPY has ended, so a reader never sees
+    half a file and the rows are never held in memory. ``statement`` is a
+    ``psycopg.sql.Composable`` built from names fixed in the code; COPY takes
+    no server-side parameters, so psycopg merges ``params`` into it on the
+    client, quoting each value as a literal.
+
+    Returns:
+        The number of rows written.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    raw = conn.connection.driver_connection
+    try:
+        with raw.cursor() as cursor:
+            with (
+                cursor.copy(statement, params or None) as copy,
+                partial.open("wb", buffering=1 << 20) as stream,
+            ):
+                for block in copy:
+                    stream.write(block)
+            n_rows = cursor.rowcount
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return n_rows
+
+
 def write_csv(frame: pd.DataFrame, path: Path) -> Path:
     """Write ``frame`` to ``path`` atomically: a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1089,17 +1089,21 @@ def deliver(engine: Engine, settings: Settings, run: PublishedRun) -> Path:
 
     The file is the one ``gymchurn at-risk --month M`` writes without filters.
     """
+    started = time.perf_counter()
     filters = at_risk.AtRiskFilters()
+    path = settings.output_dir / at_risk.file_name(run.month, filters, "csv")
     with engine.connect() as conn:
-        at_risk_clients = at_risk.read_at_risk(conn, run.month, filters)
-    path = at_risk.write_at_risk(
-        at_risk_clients, settings.output_dir / at_risk.file_name(run.month, filters, "csv"), "csv"
-    )
+        n_clients = at_risk.export_at_risk(conn, run.month, filters, path, "csv")
     with engine.begin() as conn:
         db.execute(
             conn, "set_run_at_risk_path", {"path": str(path.resolve()), "run_id": run.run_id}
         )
-    logger.info("deliver: %d at-risk clients written to %s", len(at_risk_clients), path)
+    logger.info(
+        "deliver: %d at-risk clients written to %s (%.1f s)",
+        n_clients,
+        path,
+        time.perf_counter() - started,
+    )
     return path
 
 
