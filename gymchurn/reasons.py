@@ -38,6 +38,7 @@ contribution that counts can have no reason, and they are not scored again.
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -233,6 +234,37 @@ def attribute_against(
         ValueError: when a column is missing, ``min_probability`` is negative,
             or ``predict`` does not return one probability in [0, 1] per row.
     """
+    return attribute_rescored(
+        _FrameRescorer(predict, clients), clients, values, min_probability=min_probability
+    )
+
+
+class Rescorer(Protocol):
+    """Scores a fixed frame of clients, and rows of it with some features set to constants.
+
+    Each row must be scored independently of the others, as scikit-learn
+    models do. :mod:`gymchurn.rescoring` has the job's rescorers.
+    """
+
+    def score(self) -> np.ndarray:
+        """Return the churn probability of each client, in row order."""
+
+    def score_replaced(self, rows: np.ndarray, values: Mapping[str, float]) -> np.ndarray:
+        """Return the probability of the clients at positions ``rows`` with ``values`` set."""
+
+
+def attribute_rescored(
+    rescorer: Rescorer,
+    clients: pd.DataFrame,
+    values: Mapping[str, float],
+    *,
+    min_probability: float = 0.0,
+) -> Attribution:
+    """Do what :func:`attribute_against` does, with a rescorer of ``clients`` in place of predict.
+
+    Raises:
+        ValueError: as :func:`attribute_against`.
+    """
     _require_columns(clients, FEATURES, "clients")
     if min_probability < 0:
         raise ValueError(f"min_probability must be 0 or more; got {min_probability}")
@@ -241,7 +273,7 @@ def attribute_against(
         empty = pd.DataFrame(0.0, index=clients.index, columns=list(FACTORS))
         return Attribution(np.empty(0, dtype="float64"), empty, values, min_probability)
 
-    probability = _predict_checked(predict, clients)
+    probability = _checked(rescorer.score(), len(clients))
     skipped = probability < min_probability
     contributions = {}
     for factor, columns in FACTORS.items():
@@ -254,16 +286,29 @@ def attribute_against(
         rows = np.flatnonzero(changed & ~skipped)
         contribution = np.where(skipped, np.nan, 0.0)
         if rows.size:
-            subset = clients.iloc[rows]
-            replaced = {
-                column: _constant_like(subset[column], values[column]) for column in columns
-            }
-            contribution[rows] = probability[rows] - _predict_checked(
-                predict, subset.assign(**replaced)
-            )
+            replaced = rescorer.score_replaced(rows, {column: values[column] for column in columns})
+            contribution[rows] = probability[rows] - _checked(replaced, rows.size)
         contributions[factor] = contribution
     frame = pd.DataFrame(contributions, index=clients.index)
     return Attribution(probability, frame, values, min_probability)
+
+
+class _FrameRescorer:
+    """Rescorer that calls ``predict`` on frames: the clients, and the replaced rows."""
+
+    def __init__(self, predict: Predict, clients: pd.DataFrame):
+        self._predict = predict
+        self._clients = clients
+
+    def score(self) -> np.ndarray:
+        return self._predict(self._clients)
+
+    def score_replaced(self, rows: np.ndarray, values: Mapping[str, float]) -> np.ndarray:
+        subset = self._clients.iloc[rows]
+        replaced = {
+            column: _constant_like(subset[column], value) for column, value in values.items()
+        }
+        return self._predict(subset.assign(**replaced))
 
 
 def _constant_like(column: pd.Series, value: float) -> pd.Series:
@@ -275,11 +320,11 @@ def _constant_like(column: pd.Series, value: float) -> pd.Series:
     return pd.Series(value, index=column.index, dtype=dtype)
 
 
-def _predict_checked(predict: Predict, frame: pd.DataFrame) -> np.ndarray:
-    probability = np.asarray(predict(frame), dtype="float64")
-    if probability.shape != (len(frame),):
+def _checked(returned, n_rows: int) -> np.ndarray:
+    probability = np.asarray(returned, dtype="float64")
+    if probability.shape != (n_rows,):
         raise ValueError(
-            f"predict returned an array of shape {probability.shape} for {len(frame)} rows; "
+            f"predict returned an array of shape {probability.shape} for {n_rows} rows; "
             "it must return one churn probability per row"
         )
     if not np.all((probability >= 0.0) & (probability <= 1.0)):

@@ -19,7 +19,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 from sqlalchemy.engine import Engine
 
-from gymchurn import at_risk, batch_rules, db, lifecycle, model, reasons, runtime
+from gymchurn import at_risk, batch_rules, db, lifecycle, reasons, rescoring, runtime
 from gymchurn import segments as segments_module
 from gymchurn.drivers import Drivers, find_drivers
 from gymchurn.insights import MonthInsights, build_insights
@@ -506,8 +506,8 @@ def score_chunk(pipeline, clients: pd.DataFrame, reference: dict[str, float]) ->
         One row a client, in the order of ``clients``: ``client_id``,
         ``churn_probability`` (the fitted model's) and ``reasons``.
     """
-    attribution = reasons.attribute_against(
-        lambda frame: model.predict(pipeline, frame),
+    attribution = reasons.attribute_rescored(
+        rescoring.rescorer(pipeline, clients),
         clients,
         reference,
         min_probability=reasons.DEFAULT_MIN_CONTRIBUTION,
