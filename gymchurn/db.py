@@ -371,14 +371,35 @@ def copy_frame(
     """Write every column of ``frame`` into the same-named columns of ``table``.
 
     The rows travel as CSV text in chunks of ``chunk_rows``, which is several
-    times faster than one ``write_row`` call a row. A thread sends each chunk
-    while the next one is formatted. Missing values become NULL. ``table``
-    and the column names are names fixed in the code or returned by the
-    database. ``freeze`` writes the rows frozen (COPY FREEZE), which needs a
-    table created in the current transaction.
+    times faster than one ``write_row`` call a row. Missing values become NULL.
+    ``table`` and the column names are names fixed in the code or returned by
+    the database; ``freeze`` is that of :func:`copy_csv`.
 
     Returns:
         The number of rows written.
+    """
+    chunks = (
+        frame.iloc[start : start + chunk_rows].to_csv(index=False, header=False)
+        for start in range(0, len(frame), chunk_rows)
+    )
+    copy_csv(conn, table, list(frame.columns), chunks, freeze=freeze)
+    return len(frame)
+
+
+def copy_csv(
+    conn: Connection,
+    table: str,
+    columns: Sequence[str],
+    chunks: Iterable[str],
+    *,
+    freeze: bool = False,
+) -> None:
+    """Write CSV text, whole lines a chunk, into ``columns`` of ``table`` with COPY FROM STDIN.
+
+    A thread sends each chunk while the next one is made. ``table`` and
+    ``columns`` are names fixed in the code or returned by the database; they
+    are quoted as identifiers all the same. ``freeze`` writes the rows frozen
+    (COPY FREEZE), which needs a table created in the current transaction.
     """
     from psycopg import sql
     from psycopg.copy import QueuedLibpqWriter
@@ -387,15 +408,13 @@ def copy_frame(
     options = sql.SQL("FORMAT CSV, FREEZE" if freeze else "FORMAT CSV")
     statement = sql.SQL("COPY {} ({}) FROM STDIN ({})").format(
         sql.Identifier(*table.split(".")),
-        sql.SQL(", ").join(sql.Identifier(c) for c in frame.columns),
+        sql.SQL(", ").join(sql.Identifier(c) for c in columns),
         options,
     )
     with raw.cursor() as cursor:
         with cursor.copy(statement, writer=QueuedLibpqWriter(cursor)) as copy:
-            for start in range(0, len(frame), chunk_rows):
-                chunk = frame.iloc[start : start + chunk_rows]
-                copy.write(chunk.to_csv(index=False, header=False))
-    return len(frame)
+            for chunk in chunks:
+                copy.write(chunk)
 
 
 def array_literal(values: Sequence[str]) -> str:

@@ -875,7 +875,13 @@ def stage_scores(
         "prepare_scores_partition",
         {"month": month, "run_id": run_id, "model_version": model_version},
     ).scalar_one()
-    n_rows = db.copy_frame(conn, f"churn.{name}", _score_rows(table), freeze=True)
+    # Rows in the order of the (month, cluster_id, risk_tier) index, which then
+    # builds from sorted input: at 1,000,000 simulated clients the four
+    # indexes took 1.8 s in this order and 2.7 s in client order.
+    tiers = pd.factorize(table["risk_tier"], sort=True)[0]
+    order = np.lexsort((table[CLIENT_ID].to_numpy(), tiers, table[CLUSTER_ID].to_numpy()))
+    db.copy_csv(conn, f"churn.{name}", SCORE_COLUMNS, _score_csv(table.iloc[order]), freeze=True)
+    n_rows = len(table)
     logger.info(
         "publish: %d scores of %s written to churn.%s (%.1f s)",
         n_rows,
@@ -902,17 +908,48 @@ def swap_in_scores(conn, month: dt.date) -> None:
     )
 
 
-def _score_rows(table: pd.DataFrame) -> pd.DataFrame:
-    """Select the columns of :data:`SCORE_COLUMNS` and format them for :func:`db.copy_frame`.
+def _score_csv(table: pd.DataFrame, chunk_rows: int = 100_000):
+    """Yield the :data:`SCORE_COLUMNS` of ``table`` as CSV text, ``chunk_rows`` lines at a time.
 
-    COPY in CSV chunks rather than one ``write_row`` call a row cut the publish
-    step from 3.2 s to 1.9 s at 100,000 simulated clients. CSV turns an empty
-    string into NULL, which no score column holds: ``suggested_action`` is a
-    measure's name or missing.
+    Written by hand rather than with ``DataFrame.to_csv``, which took twice as
+    long on 1,000,000 simulated clients: each distinct reasons list and action
+    is quoted once, and a probability is written as ``repr`` writes it, the
+    shortest text that reads back as the same float. In CSV an unquoted empty
+    field is NULL, so a reasons list or an action is quoted and a missing
+    action is left empty; a tier (high, medium, low) needs no quotes.
     """
-    rows = table.loc[:, SCORE_COLUMNS].copy()
-    rows["reasons"] = [db.array_literal(phrases) for phrases in rows["reasons"]]
-    return rows
+    literals: dict[tuple, str] = {(): '"{}"'}
+
+    def quoted_reasons(phrases) -> str:
+        key = tuple(phrases)
+        literal = literals.get(key)
+        if literal is None:
+            literal = literals[key] = _csv_quoted(db.array_literal(key))
+        return literal
+
+    codes, actions = pd.factorize(table["suggested_action"])
+    # factorize gives -1 to a missing action, the last entry here.
+    quoted_actions = np.array([*map(_csv_quoted, actions), ""], dtype=object)
+
+    for start in range(0, len(table), chunk_rows):
+        chunk = table.iloc[start : start + chunk_rows]
+        lines = map(
+            ",".join,
+            zip(
+                map(str, chunk[CLIENT_ID].tolist()),
+                map(repr, chunk["churn_probability"].astype("float64").tolist()),
+                chunk["risk_tier"].tolist(),
+                map(str, chunk[CLUSTER_ID].tolist()),
+                map(quoted_reasons, chunk["reasons"].tolist()),
+                quoted_actions[codes[start : start + chunk_rows]].tolist(),
+                strict=True,
+            ),
+        )
+        yield "\n".join(lines) + "\n"
+
+
+def _csv_quoted(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"'
 
 
 def _suggested_actions(table: pd.DataFrame, insights: MonthInsights | None) -> np.ndarray:
@@ -1012,8 +1049,9 @@ def _run_message(run: PublishedRun) -> str:
     return text
 
 
-# Columns of churn.scores sent with COPY; the month, the run and the model are
-# the column defaults of the table they are written to (see stage_scores).
+# Columns of churn.scores sent with COPY, in the order _score_csv writes them;
+# the month, the run and the model are the column defaults of the table they
+# are written to (see stage_scores).
 SCORE_COLUMNS = [
     CLIENT_ID,
     "churn_probability",

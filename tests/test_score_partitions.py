@@ -114,6 +114,42 @@ def test_swap_indexes_and_no_defaults_left(database):
     assert _scalar(database, "SELECT to_regclass('churn.scores_2026_03_next')") is None
 
 
+def test_swap_keeps_text_and_floats_exact(database):
+    reasons = [
+        ["1-month contract ends in 1 month", "spends 1,234 on extras"],
+        [],
+        ['says "hello"', "back\\slash", "{braces}", "semi;colon"],
+        ["NULL", "", "trailing space "],
+    ]
+    actions = ['Call, then "offer" a\\discount', None, "", "NULL"]
+    probabilities = [0.1 + 0.2, 1e-4, 0.9999, 1 / 3]
+    scores = pd.DataFrame(
+        {
+            "client_id": [4, 1, 3, 2],
+            "churn_probability": probabilities,
+            "risk_tier": ["low", "low", "high", "medium"],
+            "cluster_id": [0, 1, 2, 3],
+            "reasons": reasons,
+            "suggested_action": actions,
+        }
+    )
+
+    _publish_scores(database, MARCH, scores)
+
+    with database.connect() as conn:
+        stored = conn.execute(
+            sa.text(
+                "SELECT client_id, churn_probability, risk_tier, reasons, suggested_action"
+                " FROM churn.scores ORDER BY cluster_id"
+            )
+        ).all()
+    assert [row.client_id for row in stored] == [4, 1, 3, 2]
+    assert [row.churn_probability for row in stored] == probabilities
+    assert [row.risk_tier for row in stored] == ["low", "low", "high", "medium"]
+    assert [row.reasons for row in stored] == reasons
+    assert [row.suggested_action for row in stored] == actions
+
+
 def test_swap_rejects_unknown_run(database):
     _publish_scores(database, MARCH, _scores(2, 0.2))
 
