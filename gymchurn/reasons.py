@@ -415,20 +415,24 @@ def _select(
 
     factors = list(attribution.contributions.columns)
     matrix = attribution.contributions.to_numpy(dtype="float64")
-    # A stable sort on the negated values keeps the FACTORS order on ties. NaN,
-    # a contribution that was not measured, sorts last and never counts.
-    order = np.argsort(-matrix, axis=1, kind="stable")[:, :top]
-    chosen = np.take_along_axis(matrix, order, axis=1)
+    # Only clients with a contribution that counts are sorted. NaN, a
+    # contribution that was not measured, never counts.
+    counts = (matrix > 0.0) & (matrix >= min_contribution)
+    candidates = np.flatnonzero(counts.any(axis=1))
+    # A stable sort on the negated values keeps the FACTORS order on ties.
+    order = np.argsort(-matrix[candidates], axis=1, kind="stable")[:, :top]
+    chosen = np.take_along_axis(matrix[candidates], order, axis=1)
     keep = (chosen > 0.0) & (chosen >= min_contribution)
 
-    rows, ranks = np.nonzero(keep)
-    factor_indexes = order[rows, ranks]
+    positions, ranks = np.nonzero(keep)
+    rows = candidates[positions]
+    factor_indexes = order[positions, ranks]
     texts = np.empty(len(rows), dtype="object")
     for index, factor in enumerate(factors):
         selected = np.flatnonzero(factor_indexes == index)
         if selected.size:
             texts[selected] = _describe_rows(factor, clients, rows[selected])
-    return rows, factor_indexes, chosen[rows, ranks], texts
+    return rows, factor_indexes, chosen[positions, ranks], texts
 
 
 def explain(
