@@ -880,7 +880,7 @@ def stage_scores(
     # indexes took 1.8 s in this order and 2.7 s in client order.
     tiers = pd.factorize(table["risk_tier"], sort=True)[0]
     order = np.lexsort((table[CLIENT_ID].to_numpy(), tiers, table[CLUSTER_ID].to_numpy()))
-    db.copy_csv(conn, f"churn.{name}", SCORE_COLUMNS, _score_csv(table.iloc[order]), freeze=True)
+    db.copy_csv(conn, f"churn.{name}", SCORE_COLUMNS, _score_csv(table, order), freeze=True)
     n_rows = len(table)
     logger.info(
         "publish: %d scores of %s written to churn.%s (%.1f s)",
@@ -908,8 +908,11 @@ def swap_in_scores(conn, month: dt.date) -> None:
     )
 
 
-def _score_csv(table: pd.DataFrame, chunk_rows: int = 100_000):
+def _score_csv(table: pd.DataFrame, order: np.ndarray, chunk_rows: int = 100_000):
     """Yield the :data:`SCORE_COLUMNS` of ``table`` as CSV text, ``chunk_rows`` lines at a time.
+
+    The rows come in the order of the positions ``order``, taken a chunk at a
+    time so that the table is never copied whole.
 
     Written by hand rather than with ``DataFrame.to_csv``, which took twice as
     long on 1,000,000 simulated clients: each distinct reasons list and action
@@ -931,8 +934,9 @@ def _score_csv(table: pd.DataFrame, chunk_rows: int = 100_000):
     # factorize gives -1 to a missing action, the last entry here.
     quoted_actions = np.array([*map(_csv_quoted, actions), ""], dtype=object)
 
-    for start in range(0, len(table), chunk_rows):
-        chunk = table.iloc[start : start + chunk_rows]
+    for start in range(0, len(order), chunk_rows):
+        positions = order[start : start + chunk_rows]
+        chunk = table.iloc[positions]
         lines = map(
             ",".join,
             zip(
@@ -941,7 +945,7 @@ def _score_csv(table: pd.DataFrame, chunk_rows: int = 100_000):
                 chunk["risk_tier"].tolist(),
                 map(str, chunk[CLUSTER_ID].tolist()),
                 map(quoted_reasons, chunk["reasons"].tolist()),
-                quoted_actions[codes[start : start + chunk_rows]].tolist(),
+                quoted_actions[codes[positions]].tolist(),
                 strict=True,
             ),
         )
