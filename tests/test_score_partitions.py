@@ -3,6 +3,7 @@
 import datetime as dt
 import uuid
 
+import numpy as np
 import pandas as pd
 import psycopg
 import pytest
@@ -148,6 +149,34 @@ def test_swap_keeps_text_and_floats_exact(database):
     assert [row.risk_tier for row in stored] == ["low", "low", "high", "medium"]
     assert [row.reasons for row in stored] == reasons
     assert [row.suggested_action for row in stored] == actions
+
+
+def test_csv_fields_round_trip_through_copy(database):
+    """Check each kind of column the score writer knows, as a new scores column would use it."""
+    frame = pd.DataFrame(
+        {
+            "flag": [True, False, True],
+            "count": np.array([3, -1, 0], dtype="int16"),
+            "share": [0.1, 2.5e-7, 1 / 3],
+            "label": ["a,b", None, 'say "x"'],
+        }
+    )
+    positions = np.array([2, 0, 1])
+    fields = [steps._csv_fields(frame[name])(positions) for name in frame.columns]
+    text = "\n".join(map(",".join, zip(*fields, strict=True))) + "\n"
+    with database.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE public.fields (flag boolean, count smallint, share float8, label text)"
+        )
+        db.copy_csv(conn, "public.fields", list(frame.columns), [text])
+    with database.connect() as conn:
+        stored = conn.execute(sa.text("SELECT * FROM public.fields")).all()
+
+    assert [tuple(row) for row in stored] == [
+        (True, 0, 1 / 3, 'say "x"'),
+        (True, 3, 0.1, "a,b"),
+        (False, -1, 2.5e-7, None),
+    ]
 
 
 def test_swap_rejects_unknown_run(database):
