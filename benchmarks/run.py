@@ -13,11 +13,12 @@ measures, each in a process of its own so that each has its own peak memory:
   client_id, churn_probability, risk_tier, cluster_id and reasons (as text)
   into a new table;
 - ``naive``: the pipeline of the published analyses of this questionnaire
-  data: ``pandas.read_sql``; ``StandardScaler`` with ``LogisticRegression``
-  and a ``RandomForestClassifier`` with default settings, the one with the
-  higher ROC-AUC on a 20 % test split kept; ``KMeans`` with 5 clusters on
-  the standardised features; ``predict_proba``; and ``DataFrame.to_sql`` of
-  the columns the ``write`` phase writes with ``to_sql``. The forest is
+  data. It reads with ``pandas.read_sql``, fits ``StandardScaler`` with
+  ``LogisticRegression`` and a ``RandomForestClassifier`` with default
+  settings, and keeps the one with the higher ROC-AUC on a 20 % test split.
+  It fits ``KMeans`` with 5 clusters on the standardised features, calls
+  ``predict_proba``, and writes with ``DataFrame.to_sql`` the columns the
+  ``write`` phase writes with ``to_sql``. The forest is
   fitted on a seeded sample of ``--naive-forest-rows`` training rows,
   because a default forest's trees grow without a depth limit and its fit
   time grows faster than its rows. The reasons it writes are the champion
@@ -213,7 +214,7 @@ def _reasons_text(reasons):
 
 
 def _to_sql_rows(month: dt.date, scores):
-    """The columns ``to_sql`` writes: the score columns with the reasons as text."""
+    """Return the columns ``to_sql`` writes: the score columns with the reasons as text."""
     import pandas as pd
 
     return pd.DataFrame(
@@ -229,7 +230,7 @@ def _to_sql_rows(month: dt.date, scores):
 
 
 def _write(url: sa.URL, months: int, with_to_sql: bool) -> dict:
-    """The flow's write step and ``to_sql`` on the rows the champion run published."""
+    """Time the flow's write step, and ``to_sql``, on the rows the champion run published."""
     from gymchurn import steps
 
     month = _scored_month(months)
@@ -266,7 +267,7 @@ def _write(url: sa.URL, months: int, with_to_sql: bool) -> dict:
 
 
 def _naive(url: sa.URL, months: int, forest_rows: int) -> dict:
-    """The published analyses' pipeline: read_sql, two models, k-means, predict, to_sql."""
+    """Run the published analyses' pipeline: read_sql, two models, k-means, predict, to_sql."""
     import numpy as np
     import pandas as pd
     from sklearn.cluster import KMeans

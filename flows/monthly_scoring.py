@@ -175,7 +175,7 @@ def _top_at_risk(insights, rows: int = 20) -> list[dict]:
 
 
 # The chunks of the scoring and segment steps run in threads, at most one a
-# core (two at least). Each chunk being scored holds its own copies of the
+# core (two at least). Each chunk being scored keeps its own copies of the
 # features: ten chunks of 100,000 simulated clients took 1.7 GB more memory
 # with a thread each than before scoring, 0.5 GB with two threads, and 9 s
 # either way on two cores.

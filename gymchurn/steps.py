@@ -930,7 +930,7 @@ def _csv_fields(column: pd.Series):
     ``repr`` writes it: the shortest text that reads back as the same float
     (a float column must have no missing value). Any other value is text,
     quoted, each distinct value once; a missing one is an unquoted empty
-    field, which CSV reads as NULL. ``reasons`` holds lists of phrases,
+    field, which CSV reads as NULL. ``reasons`` contains lists of phrases,
     written as ``text[]`` literals.
     """
     if column.name == "reasons":
@@ -1061,9 +1061,9 @@ def _run_message(run: PublishedRun) -> str:
     return text
 
 
-# Columns of churn.scores sent with COPY, in the order _score_csv writes them;
-# the month, the run and the model are the column defaults of the table they
-# are written to (see stage_scores).
+# Columns of churn.scores sent with COPY, in the order _score_csv writes them.
+# The month, the run and the model are not sent, because they are column
+# defaults of the table the scores are written to (see stage_scores).
 SCORE_COLUMNS = [
     CLIENT_ID,
     "churn_probability",

@@ -165,7 +165,7 @@ BEGIN
     END LOOP;
 
     -- The swap. Dropping the month's old partition locks churn.scores until
-    -- the commit; ATTACH PARTITION validates the foreign keys with one query
+    -- the commit. ATTACH PARTITION validates the foreign keys with one query
     -- each and reuses the indexes built above.
     SELECT c.oid INTO old_partition
     FROM pg_class AS c
@@ -211,7 +211,8 @@ $job_functions$;
 
 -- Convert a churn.scores that is still one plain table, with its rows, its
 -- indexes, constraints, comments and rights, and point the views that read
--- it at the new table. Runs once; later upgrades find a partitioned table.
+-- it at the new table. It runs once, because later upgrades find a
+-- partitioned table.
 -- Each month's rows are copied into a partition of their own, so the upgrade
 -- takes about as long as publishing every stored month again.
 DO $convert$

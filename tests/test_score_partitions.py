@@ -152,7 +152,7 @@ def test_swap_keeps_text_and_floats_exact(database):
 
 
 def test_csv_fields_round_trip_through_copy(database):
-    """Check each kind of column the score writer knows, as a new scores column would use it."""
+    """Check each kind of column the score writer writes, as a new scores column would use it."""
     frame = pd.DataFrame(
         {
             "flag": [True, False, True],
