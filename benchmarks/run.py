@@ -7,22 +7,35 @@ measures, each in a process of its own so that each has its own peak memory:
 - ``retrain``: the monthly flow on the last month with ``retrain=always``,
   trained on the labelled earlier months (at most ``max_training_rows``);
 - ``champion``: the flow again on the same month with ``retrain=never``;
-- ``naive``: a notebook's pipeline on the same rows: ``pandas.read_sql``,
-  a ``HistGradientBoostingClassifier`` fitted on every labelled row,
-  ``predict_proba``, and ``DataFrame.to_sql`` of the scores;
+- ``write``: the flow's write step alone on the rows the champion run
+  published (COPY into the month's new table, then its indexes and the
+  partition swap), and ``DataFrame.to_sql`` of the same rows' month,
+  client_id, churn_probability, risk_tier, cluster_id and reasons (as text)
+  into a new table;
+- ``naive``: the pipeline of the published analyses of this questionnaire
+  data. It reads with ``pandas.read_sql``, fits ``StandardScaler`` with
+  ``LogisticRegression`` and a ``RandomForestClassifier`` with default
+  settings, and keeps the one with the higher ROC-AUC on a 20 % test split.
+  It fits ``KMeans`` with 5 clusters on the standardised features, calls
+  ``predict_proba``, and writes with ``DataFrame.to_sql`` the columns the
+  ``write`` phase writes with ``to_sql``. The forest is
+  fitted on a seeded sample of ``--naive-forest-rows`` training rows,
+  because a default forest's trees grow without a depth limit and its fit
+  time grows faster than its rows. The reasons it writes are the champion
+  run's, read before the clock starts, so that ``to_sql`` writes rows of the
+  same size;
 - ``floor``: COPY out of the questionnaires the flow reads and COPY in of
   the rows the flow wrote to ``churn.scores``, with no work between, into a
   copy of that table with its indexes and checks but not its foreign keys.
 
 Prints one JSON line and drops the database.
 
-    python -m benchmarks.run [--clients 1000000] [--months 3]
+    python -m benchmarks.run [--clients 1000000] [--months 3] [--skip-naive]
         [--server-url postgresql://postgres@127.0.0.1:5432/postgres]
 """
 
 import argparse
 import datetime as dt
-import io
 import json
 import os
 import resource
@@ -42,6 +55,13 @@ import sqlalchemy as sa  # noqa: E402
 
 START = dt.date(2026, 1, 1)
 DEFAULT_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+# Rows a naive phase's default random forest is fitted on. On the 2-core
+# machine of docs/benchmarks.md it took 2.4 s on 25,000 rows, 6.2 s on
+# 50,000 and 15.7 s on 100,000, so the 1.6 million training rows of a
+# million-client month would take, by extrapolation, about ten minutes.
+NAIVE_FOREST_ROWS = 100_000
+NAIVE_CLUSTERS = 5
+SEED = 42
 
 
 def _peak_rss_mib() -> float:
@@ -53,6 +73,10 @@ def _scored_month(months: int) -> dt.date:
     from gymchurn.simulation.simulator import add_months
 
     return add_months(START, months - 1)
+
+
+def _conninfo(url: sa.URL) -> str:
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def _simulate(url: sa.URL, clients: int, months: int, seed: int) -> dict:
@@ -116,10 +140,12 @@ def _run_flow(url: sa.URL, months: int, retrain: str, home: Path) -> dict:
     result = state.result()
     total = time.perf_counter() - started
     steps, flow_seconds, flow_started = _task_seconds(state.state_details.flow_run_id)
+    prefect_start = flow_started - started_wall - (imported - started)
     return {
         "seconds": round(total, 1),
         "imports_seconds": round(imported - started, 1),
-        "prefect_start_seconds": round(flow_started - started_wall - (imported - started), 1),
+        "prefect_start_seconds": round(prefect_start, 1),
+        "run_without_prefect_start_seconds": round(total - prefect_start, 1),
         "flow_seconds": round(flow_seconds, 1),
         "steps_seconds": steps,
         "rows_read": result["rows_read"],
@@ -129,14 +155,133 @@ def _run_flow(url: sa.URL, months: int, retrain: str, home: Path) -> dict:
     }
 
 
-def _naive(url: sa.URL, months: int) -> dict:
-    """A notebook's pipeline: read_sql, fit on every labelled row, predict, to_sql."""
+def _published_scores(url: sa.URL, month: dt.date):
+    """Read the month's published score rows, with reasons as tuples.
+
+    The rows are fetched 100,000 at a time, and equal values of the text
+    columns share one object, so that 10,000,000 rows fit in a few GiB.
+
+    Returns:
+        The rows, the run that published them and its model version.
+    """
+    import numpy as np
     import pandas as pd
-    from sklearn.ensemble import HistGradientBoostingClassifier
+    import psycopg
+
+    query = (
+        "SELECT client_id, churn_probability, risk_tier, cluster_id, reasons,"
+        " suggested_action, run_id, model_version FROM churn.scores"
+        " WHERE month = %s ORDER BY client_id"
+    )
+    shared: dict = {}
+
+    def objects(values) -> pd.Series:
+        return pd.Series([shared.setdefault(value, value) for value in values], dtype=object)
+
+    parts = []
+    runs = set()
+    with psycopg.connect(_conninfo(url)) as conn, conn.cursor(name="published") as cursor:
+        cursor.itersize = 100_000
+        cursor.execute(query, (month,))
+        while rows := cursor.fetchmany(100_000):
+            client, probability, tier, cluster, reasons, action, run, version = zip(
+                *rows, strict=True
+            )
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "client_id": np.array(client, dtype="int64"),
+                        "churn_probability": np.array(probability, dtype="float64"),
+                        "risk_tier": objects(tier),
+                        "cluster_id": np.array(cluster, dtype="int16"),
+                        "reasons": objects(map(tuple, reasons)),
+                        "suggested_action": objects(action),
+                    }
+                )
+            )
+            runs.update(zip(run, version, strict=True))
+    ((run_id, version),) = runs
+    return pd.concat(parts, ignore_index=True), run_id, version
+
+
+def _reasons_text(reasons):
+    """Join each client's reasons with "; ", each distinct list once."""
+    import numpy as np
+    import pandas as pd
+
+    codes, distinct = pd.factorize(reasons)
+    return np.array(["; ".join(phrases) for phrases in distinct], dtype=object)[codes]
+
+
+def _to_sql_rows(month: dt.date, scores):
+    """Return the columns ``to_sql`` writes: the score columns with the reasons as text."""
+    import pandas as pd
+
+    return pd.DataFrame(
+        {
+            "month": month,
+            "client_id": scores["client_id"].to_numpy(),
+            "churn_probability": scores["churn_probability"].to_numpy(),
+            "risk_tier": scores["risk_tier"].to_numpy(),
+            "cluster_id": scores["cluster_id"].to_numpy(),
+            "reasons": scores["reasons"].to_numpy(),
+        }
+    )
+
+
+def _write(url: sa.URL, months: int, with_to_sql: bool) -> dict:
+    """Time the flow's write step, and ``to_sql``, on the rows the champion run published."""
+    from gymchurn import steps
+
+    month = _scored_month(months)
+    published, run_id, version = _published_scores(url, month)
+    engine = sa.create_engine(url)
+
+    started = time.perf_counter()
+    with engine.begin() as conn:
+        n_rows = steps.stage_scores(conn, month, run_id, version, published)
+        copied = time.perf_counter()
+        steps.swap_in_scores(conn, month)
+        swapped = time.perf_counter()
+    committed = time.perf_counter()
+    write_seconds = committed - started
+    result = {
+        "rows": n_rows,
+        "write_step_seconds": round(write_seconds, 2),
+        "copy_seconds": round(copied - started, 2),
+        "index_and_swap_seconds": round(swapped - copied, 2),
+        "commit_seconds": round(committed - swapped, 2),
+    }
+    if with_to_sql:
+        rows = _to_sql_rows(month, published.assign(reasons=_reasons_text(published["reasons"])))
+        mark = time.perf_counter()
+        rows.to_sql("write_to_sql", engine, schema="public", if_exists="replace", index=False)
+        to_sql = time.perf_counter() - mark
+        result.update(
+            to_sql_seconds=round(to_sql, 2),
+            to_sql_over_write_step=round(to_sql / write_seconds, 2),
+            to_sql_over_copy=round(to_sql / (copied - started), 2),
+        )
+    engine.dispose()
+    return result
+
+
+def _naive(url: sa.URL, months: int, forest_rows: int) -> dict:
+    """Run the published analyses' pipeline: read_sql, two models, k-means, predict, to_sql."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.cluster import KMeans
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
 
     from gymchurn.schema import FEATURES
 
     month = _scored_month(months)
+    published, _, _ = _published_scores(url, month)
+    reasons = pd.Series(_reasons_text(published["reasons"]), index=published["client_id"])
     engine = sa.create_engine(url)
     seconds = {}
     started = time.perf_counter()
@@ -149,23 +294,60 @@ def _naive(url: sa.URL, months: int) -> dict:
 
     mark = time.perf_counter()
     labelled = frame[frame["churned"].notna() & (frame["month"] < month)]
-    classifier = HistGradientBoostingClassifier(random_state=42)
-    classifier.fit(labelled[FEATURES], labelled["churned"].astype(int))
-    seconds["fit"] = time.perf_counter() - mark
+    X_train, X_test, y_train, y_test = train_test_split(
+        labelled[FEATURES],
+        labelled["churned"].astype(int),
+        test_size=0.2,
+        random_state=SEED,
+        stratify=labelled["churned"],
+    )
+    scaler = StandardScaler().fit(X_train)
+    logistic = LogisticRegression(random_state=SEED).fit(scaler.transform(X_train), y_train)
+    seconds["fit_logistic_regression"] = time.perf_counter() - mark
+
+    mark = time.perf_counter()
+    sample = np.random.default_rng(SEED).permutation(len(X_train))[:forest_rows]
+    forest = RandomForestClassifier(random_state=SEED).fit(
+        X_train.iloc[sample], y_train.iloc[sample]
+    )
+    seconds["fit_random_forest"] = time.perf_counter() - mark
+
+    mark = time.perf_counter()
+    roc_auc = {
+        "logistic_regression": roc_auc_score(
+            y_test, logistic.predict_proba(scaler.transform(X_test))[:, 1]
+        ),
+        "random_forest": roc_auc_score(y_test, forest.predict_proba(X_test)[:, 1]),
+    }
+    chosen = max(roc_auc, key=roc_auc.get)
+    seconds["compare"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
     current = frame[frame["month"] == month]
-    scores = pd.DataFrame(
-        {
-            "month": current["month"].to_numpy(),
-            "client_id": current["client_id"].to_numpy(),
-            "churn_probability": classifier.predict_proba(current[FEATURES])[:, 1],
-        }
-    )
+    if chosen == "logistic_regression":
+        probabilities = logistic.predict_proba(scaler.transform(current[FEATURES]))[:, 1]
+    else:
+        probabilities = forest.predict_proba(current[FEATURES])[:, 1]
     seconds["predict"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
-    scores.to_sql("naive_scores", engine, schema="public", if_exists="replace", index=False)
+    standardised = StandardScaler().fit_transform(current[FEATURES])
+    clusters = KMeans(n_clusters=NAIVE_CLUSTERS, random_state=SEED).fit_predict(standardised)
+    seconds["kmeans"] = time.perf_counter() - mark
+
+    mark = time.perf_counter()
+    tiers = np.select([probabilities >= 0.5, probabilities >= 0.25], ["high", "medium"], "low")
+    scores = pd.DataFrame(
+        {
+            "client_id": current["client_id"].to_numpy(),
+            "churn_probability": probabilities,
+            "risk_tier": tiers,
+            "cluster_id": clusters,
+            "reasons": reasons.reindex(current["client_id"]).fillna("").to_numpy(),
+        }
+    )
+    rows = _to_sql_rows(month, scores)
+    rows.to_sql("naive_scores", engine, schema="public", if_exists="replace", index=False)
     seconds["to_sql"] = time.perf_counter() - mark
     total = time.perf_counter() - started
     engine.dispose()
@@ -173,8 +355,12 @@ def _naive(url: sa.URL, months: int) -> dict:
         "seconds": round(total, 1),
         "steps_seconds": {name: round(value, 2) for name, value in seconds.items()},
         "rows_read": len(frame),
-        "rows_written": len(scores),
-        "to_sql_rows_per_second": round(len(scores) / seconds["to_sql"]),
+        "training_rows": len(X_train),
+        "forest_training_rows": len(sample),
+        "test_roc_auc": {name: round(value, 4) for name, value in roc_auc.items()},
+        "model_kept": chosen,
+        "rows_written": len(rows),
+        "to_sql_rows_per_second": round(len(rows) / seconds["to_sql"]),
     }
 
 
@@ -183,9 +369,11 @@ def _floor(url: sa.URL, months: int) -> dict:
     import psycopg
 
     month = _scored_month(months)
-    conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(conninfo) as conn, conn.cursor() as cursor:
-        scores = io.BytesIO()
+    with (
+        psycopg.connect(_conninfo(url)) as conn,
+        conn.cursor() as cursor,
+        tempfile.TemporaryFile() as scores,
+    ):
         with cursor.copy(
             "COPY (SELECT * FROM churn.scores WHERE month = %s) TO STDOUT", (month,)
         ) as copy:
@@ -206,8 +394,10 @@ def _floor(url: sa.URL, months: int) -> dict:
         read = time.perf_counter() - started
 
         mark = time.perf_counter()
+        scores.seek(0)
         with cursor.copy("COPY public.floor_scores FROM STDIN") as copy:
-            copy.write(scores.getvalue())
+            while block := scores.read(1 << 20):
+                copy.write(block)
         conn.commit()
         write = time.perf_counter() - mark
         n_scores = cursor.execute("SELECT count(*) FROM public.floor_scores").fetchone()[0]
@@ -222,16 +412,23 @@ def _floor(url: sa.URL, months: int) -> dict:
 
 def _phase(args) -> dict:
     url = sa.engine.make_url(args.database_url)
+    load_before = os.getloadavg()[0]
     if args.phase == "simulate":
         result = _simulate(url, args.clients, args.months, args.seed)
     elif args.phase in ("retrain", "champion"):
         retrain = "always" if args.phase == "retrain" else "never"
         result = _run_flow(url, args.months, retrain, Path(args.home))
+    elif args.phase == "write":
+        result = _write(url, args.months, with_to_sql=not args.skip_naive)
     elif args.phase == "naive":
-        result = _naive(url, args.months)
+        result = _naive(url, args.months, args.naive_forest_rows)
     else:
         result = _floor(url, args.months)
-    return {**result, "peak_rss_mib": _peak_rss_mib()}
+    return {
+        **result,
+        "peak_rss_mib": _peak_rss_mib(),
+        "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+    }
 
 
 def _run_phase(phase: str, url: sa.URL, args, home: Path) -> dict:
@@ -249,8 +446,11 @@ def _run_phase(phase: str, url: sa.URL, args, home: Path) -> dict:
         str(args.months),
         "--seed",
         str(args.seed),
+        "--naive-forest-rows",
+        str(args.naive_forest_rows),
         "--home",
         str(home),
+        *(["--skip-naive"] if args.skip_naive else []),
     ]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
@@ -265,15 +465,39 @@ def _ratios(results: dict) -> dict:
     floor = results["floor"]["seconds"]
     champion = results["champion"]
     retrain = results["retrain"]
-    naive = results["naive"]
-    publish = champion["steps_seconds"].get("publish")
-    return {
+    write = results["write"]
+    ratios = {
         "champion_flow_over_floor": round(champion["flow_seconds"] / floor, 2),
         "retrain_flow_over_floor": round(retrain["flow_seconds"] / floor, 2),
-        "naive_over_retrain_run": round(naive["seconds"] / retrain["seconds"], 2),
-        "naive_over_champion_run": round(naive["seconds"] / champion["seconds"], 2),
-        "to_sql_over_publish": round(naive["steps_seconds"]["to_sql"] / publish, 2),
     }
+    if "to_sql_seconds" in write:
+        ratios["to_sql_over_write_step"] = write["to_sql_over_write_step"]
+        ratios["to_sql_over_publish_step"] = round(
+            write["to_sql_seconds"] / champion["steps_seconds"]["publish"], 2
+        )
+    if "naive" in results:
+        naive = results["naive"]["seconds"]
+        ratios["naive_over_champion_run"] = round(
+            naive / champion["run_without_prefect_start_seconds"], 2
+        )
+        ratios["naive_over_retrain_run"] = round(
+            naive / retrain["run_without_prefect_start_seconds"], 2
+        )
+    return ratios
+
+
+def _create_database(admin, name: str) -> None:
+    from psycopg import sql
+
+    raw = admin.connection.driver_connection
+    raw.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def _drop_database(admin, name: str) -> None:
+    from psycopg import sql
+
+    raw = admin.connection.driver_connection
+    raw.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def main() -> None:
@@ -282,8 +506,25 @@ def main() -> None:
     parser.add_argument(
         "--months", type=int, default=3, help="months simulated; the last is scored"
     )
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--server-url", default=DEFAULT_SERVER)
+    parser.add_argument(
+        "--database-prefix",
+        default="scale_",
+        help="start of the name of the database created for the run (default: scale_)",
+    )
+    parser.add_argument(
+        "--skip-naive",
+        action="store_true",
+        help="leave out the naive pipeline and to_sql (for 10M runs, where to_sql alone "
+        "would hold every row as a dict)",
+    )
+    parser.add_argument(
+        "--naive-forest-rows",
+        type=int,
+        default=NAIVE_FOREST_ROWS,
+        help=f"training rows of the naive random forest (default: {NAIVE_FOREST_ROWS})",
+    )
     parser.add_argument(
         "--keep", action="store_true", help="keep the database instead of dropping it"
     )
@@ -296,21 +537,24 @@ def main() -> None:
         return
 
     server = sa.engine.make_url(args.server_url).set(drivername="postgresql+psycopg")
-    name = f"scale_{uuid.uuid4().hex[:8]}"
+    name = f"{args.database_prefix}{uuid.uuid4().hex[:8]}"
     admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        _create_database(conn, name)
     url = server.set(database=name)
+    phases = ["simulate", "retrain", "champion", "write", "naive", "floor"]
+    if args.skip_naive:
+        phases.remove("naive")
     results = {}
     try:
         with tempfile.TemporaryDirectory(prefix="scale_") as folder:
             home = Path(folder)
-            for phase in ("simulate", "retrain", "champion", "naive", "floor"):
+            for phase in phases:
                 results[phase] = _run_phase(phase, url, args, home)
     finally:
         if not args.keep:
             with admin.connect() as conn:
-                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                _drop_database(conn, name)
         admin.dispose()
     print(
         json.dumps(
@@ -318,6 +562,7 @@ def main() -> None:
                 "clients": args.clients,
                 "months": args.months,
                 "cores": os.cpu_count(),
+                "database": name if args.keep else None,
                 **results,
                 "ratios": _ratios(results),
             }

@@ -893,25 +893,23 @@ def at_risk_command(
     else:
         path = output_file or _settings().output_dir / default_name
     engine = _engine()
-    with _status(f"reading the at-risk list of {label}"), engine.connect() as conn:
+    with _status(f"writing the at-risk list of {label} to {path.name}"), engine.connect() as conn:
         if at_risk.count_scores(conn, report_month) == 0:
             raise _fail(
                 f"no published scores for {label}; score the month first with: "
                 f"gymchurn run --month {label}",
                 EXIT_NO_SCORES,
             )
-        clients = at_risk.read_at_risk(conn, report_month, filters)
-    try:
-        with _status(f"writing {len(clients)} rows to {path.name}"):
-            at_risk.write_at_risk(clients, path, chosen_format)
-    except OSError as err:
-        raise _fail(
-            f"cannot write {path}: {err.strerror or err}; give --output a file in a "
-            "folder you may write to"
-        ) from None
-    if clients.empty:
+        try:
+            n_rows = at_risk.export_at_risk(conn, report_month, filters, path, chosen_format)
+        except OSError as err:
+            raise _fail(
+                f"cannot write {path}: {err.strerror or err}; give --output a file in a "
+                "folder you may write to"
+            ) from None
+    if n_rows == 0:
         typer.echo(f"{label}: no clients match the filters ({filters.describe()})", err=True)
-    typer.echo(f"{label}: {len(clients)} rows ({filters.describe()}) written to {path.resolve()}")
+    typer.echo(f"{label}: {n_rows} rows ({filters.describe()}) written to {path.resolve()}")
 
 
 # The signal the job process gets for each signal `run` forwards. Prefect

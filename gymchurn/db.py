@@ -290,7 +290,9 @@ def upgrade(engine: Engine) -> list[str]:
         try:
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _UPGRADE_LOCK_KEY})
             for path in files:
-                conn.exec_driver_sql(path.read_text(encoding="utf-8"))
+                # Sent as written, without parameters: a schema file's % signs
+                # belong to format() and RAISE, not to the driver.
+                raw.execute(path.read_text(encoding="utf-8"))
         finally:
             raw.remove_notice_handler(_log_server_warning)
         execute(conn, "forget_schema_files")
@@ -398,28 +400,61 @@ def copy_rows(
     return n_rows
 
 
-def copy_frame(conn: Connection, table: str, frame: pd.DataFrame, chunk_rows: int = 100_000) -> int:
+def copy_frame(
+    conn: Connection,
+    table: str,
+    frame: pd.DataFrame,
+    chunk_rows: int = 100_000,
+    *,
+    freeze: bool = False,
+) -> int:
     """Write every column of ``frame`` into the same-named columns of ``table``.
 
     The rows travel as CSV text in chunks of ``chunk_rows``, which is several
     times faster than one ``write_row`` call a row. Missing values become NULL.
-    ``table`` and the column names are names fixed in the code.
+    ``table`` and the column names are names fixed in the code or returned by
+    the database; ``freeze`` is that of :func:`copy_csv`.
 
     Returns:
         The number of rows written.
     """
+    chunks = (
+        frame.iloc[start : start + chunk_rows].to_csv(index=False, header=False)
+        for start in range(0, len(frame), chunk_rows)
+    )
+    copy_csv(conn, table, list(frame.columns), chunks, freeze=freeze)
+    return len(frame)
+
+
+def copy_csv(
+    conn: Connection,
+    table: str,
+    columns: Sequence[str],
+    chunks: Iterable[str],
+    *,
+    freeze: bool = False,
+) -> None:
+    """Write CSV text, whole lines a chunk, into ``columns`` of ``table`` with COPY FROM STDIN.
+
+    A thread sends each chunk while the next one is made. ``table`` and
+    ``columns`` are names fixed in the code or returned by the database; they
+    are quoted as identifiers all the same. ``freeze`` writes the rows frozen
+    (COPY FREEZE), which needs a table created in the current transaction.
+    """
     from psycopg import sql
+    from psycopg.copy import QueuedLibpqWriter
 
     raw = conn.connection.driver_connection
-    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT CSV)").format(
+    options = sql.SQL("FORMAT CSV, FREEZE" if freeze else "FORMAT CSV")
+    statement = sql.SQL("COPY {} ({}) FROM STDIN ({})").format(
         sql.Identifier(*table.split(".")),
-        sql.SQL(", ").join(sql.Identifier(c) for c in frame.columns),
+        sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+        options,
     )
-    with raw.cursor() as cursor, cursor.copy(statement) as copy:
-        for start in range(0, len(frame), chunk_rows):
-            chunk = frame.iloc[start : start + chunk_rows]
-            copy.write(chunk.to_csv(index=False, header=False))
-    return len(frame)
+    with raw.cursor() as cursor:
+        with cursor.copy(statement, writer=QueuedLibpqWriter(cursor)) as copy:
+            for chunk in chunks:
+                copy.write(chunk)
 
 
 def array_literal(values: Sequence[str]) -> str:
@@ -437,6 +472,37 @@ def frame_rows(frame: pd.DataFrame, columns: Sequence[str]) -> Iterable[list]:
     subset = frame.loc[:, list(columns)].astype(object)
     subset = subset.where(subset.notna(), None)
     yield from subset.itertuples(index=False, name=None)
+
+
+def copy_to_file(conn: Connection, statement, params: dict | None, path: Path) -> int:
+    """Stream the output of a ``COPY (...) TO STDOUT`` statement into ``path``, atomically.
+
+    The blocks go to a hidden file beside ``path`` as they arrive, and that
+    file is renamed to ``path`` once the COPY has ended, so a reader never sees
+    half a file and the rows are never held in memory. ``statement`` is a
+    ``psycopg.sql.Composable`` built from names fixed in the code; COPY takes
+    no server-side parameters, so psycopg merges ``params`` into it on the
+    client, quoting each value as a literal.
+
+    Returns:
+        The number of rows written.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    raw = conn.connection.driver_connection
+    try:
+        with raw.cursor() as cursor:
+            with (
+                cursor.copy(statement, params or None) as copy,
+                partial.open("wb", buffering=1 << 20) as stream,
+            ):
+                for block in copy:
+                    stream.write(block)
+            n_rows = cursor.rowcount
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return n_rows
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> Path:

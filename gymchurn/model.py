@@ -219,9 +219,12 @@ class TunedCalibratedClassifier(ClassifierMixin, BaseEstimator):
     def predict_proba(self, X):
         check_is_fitted(self, "estimator_")
         X = validate_data(self, X, dtype="float64", reset=False)
-        raw = self.estimator_.predict_proba(X)[:, 1]
-        positive = _apply_calibrator(self.calibration_, self.calibrator_, raw)
+        positive = self.calibrate(self.estimator_.predict_proba(X)[:, 1])
         return np.column_stack([1.0 - positive, positive])
+
+    def calibrate(self, raw: np.ndarray) -> np.ndarray:
+        """Apply the chosen calibration to the estimator's probabilities of ``classes_[1]``."""
+        return _apply_calibrator(self.calibration_, self.calibrator_, raw)
 
     def predict(self, X):
         return self.classes_[(self.predict_proba(X)[:, 1] >= 0.5).astype("int64")]

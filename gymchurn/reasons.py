@@ -29,12 +29,16 @@ Near a probability of 1, replacing one of several strong factors barely lowers
 the score, so such a client may get one reason or none.
 
 The model is called once on all clients, then once per factor on the clients
-whose values differ from the reference, never once per client.
+whose values differ from the reference, never once per client. A contribution
+is the client's probability minus another probability, so it is at most the
+client's probability: clients whose probability is below the smallest
+contribution that counts can have no reason, and they are not scored again.
 """
 
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -119,9 +123,15 @@ class Attribution:
     probability: np.ndarray
     """Churn probability of each client, in the row order of the clients."""
     contributions: pd.DataFrame
-    """One row a client (the clients' index), one column a factor of ``FACTORS``."""
+    """One row a client (the clients' index), one column a factor of ``FACTORS``.
+
+    NaN for the clients whose probability is below ``min_probability``, which
+    were not scored again.
+    """
     reference: dict[str, float]
     """Reference value of each perturbed feature."""
+    min_probability: float = 0.0
+    """Probability below which a client's contributions were not measured."""
 
 
 def reference_values(reference: pd.DataFrame) -> dict[str, float]:
@@ -202,7 +212,11 @@ def attribute(predict: Predict, clients: pd.DataFrame, reference: pd.DataFrame) 
 
 
 def attribute_against(
-    predict: Predict, clients: pd.DataFrame, values: Mapping[str, float]
+    predict: Predict,
+    clients: pd.DataFrame,
+    values: Mapping[str, float],
+    *,
+    min_probability: float = 0.0,
 ) -> Attribution:
     """Score the clients and measure each factor's contribution against given reference values.
 
@@ -210,17 +224,57 @@ def attribute_against(
     :func:`reference_values`, so that chunks of clients can be attributed apart
     and give the rows that one call on all of them gives.
 
+    Args:
+        min_probability: clients whose probability is below it are not scored
+            again and get NaN contributions. Their contributions could not
+            reach it, so :func:`top_reasons` with a ``min_contribution`` of at
+            least this value selects the same reasons as without it.
+
     Raises:
-        ValueError: when a column is missing, or ``predict`` does not return one
-            probability in [0, 1] per row.
+        ValueError: when a column is missing, ``min_probability`` is negative,
+            or ``predict`` does not return one probability in [0, 1] per row.
+    """
+    return attribute_rescored(
+        _FrameRescorer(predict, clients), clients, values, min_probability=min_probability
+    )
+
+
+class Rescorer(Protocol):
+    """Scores a fixed frame of clients, and rows of it with some features set to constants.
+
+    Each row must be scored independently of the others, as scikit-learn
+    models do. :mod:`gymchurn.rescoring` has the job's rescorers.
+    """
+
+    def score(self) -> np.ndarray:
+        """Return the churn probability of each client, in row order."""
+
+    def score_replaced(self, rows: np.ndarray, values: Mapping[str, float]) -> np.ndarray:
+        """Return the probability of the clients at positions ``rows`` with ``values`` set."""
+
+
+def attribute_rescored(
+    rescorer: Rescorer,
+    clients: pd.DataFrame,
+    values: Mapping[str, float],
+    *,
+    min_probability: float = 0.0,
+) -> Attribution:
+    """Do what :func:`attribute_against` does, with a rescorer of ``clients`` in place of predict.
+
+    Raises:
+        ValueError: as :func:`attribute_against`.
     """
     _require_columns(clients, FEATURES, "clients")
+    if min_probability < 0:
+        raise ValueError(f"min_probability must be 0 or more; got {min_probability}")
     values = dict(values)
     if clients.empty:
         empty = pd.DataFrame(0.0, index=clients.index, columns=list(FACTORS))
-        return Attribution(np.empty(0, dtype="float64"), empty, values)
+        return Attribution(np.empty(0, dtype="float64"), empty, values, min_probability)
 
-    probability = _predict_checked(predict, clients)
+    probability = _checked(rescorer.score(), len(clients))
+    skipped = probability < min_probability
     contributions = {}
     for factor, columns in FACTORS.items():
         # A row that already has the reference values would score the same, so
@@ -229,19 +283,32 @@ def attribute_against(
         for column in columns:
             own = clients[column].to_numpy(dtype="float64", na_value=np.nan)
             changed |= own != values[column]
-        rows = np.flatnonzero(changed)
-        contribution = np.zeros(len(clients), dtype="float64")
+        rows = np.flatnonzero(changed & ~skipped)
+        contribution = np.where(skipped, np.nan, 0.0)
         if rows.size:
-            subset = clients.iloc[rows]
-            replaced = {
-                column: _constant_like(subset[column], values[column]) for column in columns
-            }
-            contribution[rows] = probability[rows] - _predict_checked(
-                predict, subset.assign(**replaced)
-            )
+            replaced = rescorer.score_replaced(rows, {column: values[column] for column in columns})
+            contribution[rows] = probability[rows] - _checked(replaced, rows.size)
         contributions[factor] = contribution
     frame = pd.DataFrame(contributions, index=clients.index)
-    return Attribution(probability, frame, values)
+    return Attribution(probability, frame, values, min_probability)
+
+
+class _FrameRescorer:
+    """Rescorer that calls ``predict`` on frames: the clients, and the replaced rows."""
+
+    def __init__(self, predict: Predict, clients: pd.DataFrame):
+        self._predict = predict
+        self._clients = clients
+
+    def score(self) -> np.ndarray:
+        return self._predict(self._clients)
+
+    def score_replaced(self, rows: np.ndarray, values: Mapping[str, float]) -> np.ndarray:
+        subset = self._clients.iloc[rows]
+        replaced = {
+            column: _constant_like(subset[column], value) for column, value in values.items()
+        }
+        return self._predict(subset.assign(**replaced))
 
 
 def _constant_like(column: pd.Series, value: float) -> pd.Series:
@@ -253,11 +320,11 @@ def _constant_like(column: pd.Series, value: float) -> pd.Series:
     return pd.Series(value, index=column.index, dtype=dtype)
 
 
-def _predict_checked(predict: Predict, frame: pd.DataFrame) -> np.ndarray:
-    probability = np.asarray(predict(frame), dtype="float64")
-    if probability.shape != (len(frame),):
+def _checked(returned, n_rows: int) -> np.ndarray:
+    probability = np.asarray(returned, dtype="float64")
+    if probability.shape != (n_rows,):
         raise ValueError(
-            f"predict returned an array of shape {probability.shape} for {len(frame)} rows; "
+            f"predict returned an array of shape {probability.shape} for {n_rows} rows; "
             "it must return one churn probability per row"
         )
     if not np.all((probability >= 0.0) & (probability <= 1.0)):
@@ -288,8 +355,47 @@ def top_reasons(
         contribution first. A client without a qualifying factor gets an empty list.
 
     Raises:
-        ValueError: when ``top`` or ``min_contribution`` is negative, or the
-            attribution has another number of rows than ``clients``.
+        ValueError: when ``top`` or ``min_contribution`` is negative, the
+            attribution has another number of rows than ``clients``, or
+            ``min_contribution`` is below the attribution's ``min_probability``.
+    """
+    factors = list(attribution.contributions.columns)
+    rows, factor_indexes, chosen, texts = _select(attribution, clients, top, min_contribution)
+    reasons: list[list[Reason]] = [[] for _ in range(len(clients))]
+    for row, index, contribution, text in zip(
+        rows.tolist(), factor_indexes.tolist(), chosen.tolist(), texts.tolist(), strict=True
+    ):
+        reasons[row].append(Reason(factors[index], contribution, text))
+    return reasons
+
+
+def top_phrases(
+    attribution: Attribution,
+    clients: pd.DataFrame,
+    *,
+    top: int = 3,
+    min_contribution: float = DEFAULT_MIN_CONTRIBUTION,
+) -> list[list[str]]:
+    """Return the phrases of :func:`top_reasons`, without building a ``Reason`` per reason.
+
+    The arguments, the order and the errors are those of :func:`top_reasons`.
+    """
+    rows, _, _, texts = _select(attribution, clients, top, min_contribution)
+    phrases: list[list[str]] = [[] for _ in range(len(clients))]
+    for row, text in zip(rows.tolist(), texts.tolist(), strict=True):
+        phrases[row].append(text)
+    return phrases
+
+
+def _select(
+    attribution: Attribution, clients: pd.DataFrame, top: int, min_contribution: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Find each client's top qualifying factors.
+
+    Returns:
+        Four arrays with one entry a reason, by client row and then largest
+        contribution first: the client's row, the factor's column in the
+        contributions, the contribution and the phrase.
     """
     if top < 0:
         raise ValueError(f"top must be 0 or more; got {top}")
@@ -300,32 +406,33 @@ def top_reasons(
             f"the attribution has {len(attribution.contributions)} rows but clients has "
             f"{len(clients)}; attribute the same clients first"
         )
+    if min_contribution < attribution.min_probability:
+        raise ValueError(
+            f"min_contribution {min_contribution} is below the attribution's min_probability "
+            f"{attribution.min_probability}, so some reasons were not measured; attribute "
+            "with a min_probability of at most min_contribution"
+        )
 
     factors = list(attribution.contributions.columns)
     matrix = attribution.contributions.to_numpy(dtype="float64")
+    # Only clients with a contribution that counts are sorted. NaN, a
+    # contribution that was not measured, never counts.
+    counts = (matrix > 0.0) & (matrix >= min_contribution)
+    candidates = np.flatnonzero(counts.any(axis=1))
     # A stable sort on the negated values keeps the FACTORS order on ties.
-    order = np.argsort(-matrix, axis=1, kind="stable")[:, :top]
-    chosen = np.take_along_axis(matrix, order, axis=1)
+    order = np.argsort(-matrix[candidates], axis=1, kind="stable")[:, :top]
+    chosen = np.take_along_axis(matrix[candidates], order, axis=1)
     keep = (chosen > 0.0) & (chosen >= min_contribution)
 
-    rows, ranks = np.nonzero(keep)
-    factor_indexes = order[rows, ranks]
+    positions, ranks = np.nonzero(keep)
+    rows = candidates[positions]
+    factor_indexes = order[positions, ranks]
     texts = np.empty(len(rows), dtype="object")
     for index, factor in enumerate(factors):
         selected = np.flatnonzero(factor_indexes == index)
         if selected.size:
             texts[selected] = _describe_rows(factor, clients, rows[selected])
-
-    reasons: list[list[Reason]] = [[] for _ in range(len(clients))]
-    for row, index, contribution, text in zip(
-        rows.tolist(),
-        factor_indexes.tolist(),
-        chosen[rows, ranks].tolist(),
-        texts.tolist(),
-        strict=True,
-    ):
-        reasons[row].append(Reason(factors[index], contribution, text))
-    return reasons
+    return rows, factor_indexes, chosen[positions, ranks], texts
 
 
 def explain(
@@ -342,9 +449,10 @@ def explain(
     follow the row order of ``clients``, and a client without a qualifying
     factor gets an empty list.
     """
-    attribution = attribute(predict, clients, reference)
-    chosen = top_reasons(attribution, clients, top=top, min_contribution=min_contribution)
-    return [[reason.text for reason in client_reasons] for client_reasons in chosen]
+    attribution = attribute_against(
+        predict, clients, reference_values(reference), min_probability=min_contribution
+    )
+    return top_phrases(attribution, clients, top=top, min_contribution=min_contribution)
 
 
 def _describe_rows(factor: str, clients: pd.DataFrame, rows: np.ndarray) -> np.ndarray:

@@ -19,7 +19,16 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 from sqlalchemy.engine import Engine
 
-from gymchurn import at_risk, batch_rules, db, history, lifecycle, model, reasons, runtime
+from gymchurn import (
+    at_risk,
+    batch_rules,
+    db,
+    history,
+    lifecycle,
+    reasons,
+    rescoring,
+    runtime,
+)
 from gymchurn import segments as segments_module
 from gymchurn.drivers import Drivers, find_drivers
 from gymchurn.holdout import HOLDOUT
@@ -585,12 +594,13 @@ def score_chunk(pipeline, clients: pd.DataFrame, reference: dict[str, float]) ->
         One row a client, in the order of ``clients``: ``client_id``,
         ``churn_probability`` (the fitted model's) and ``reasons``.
     """
-    attribution = reasons.attribute_against(
-        lambda frame: model.predict(pipeline, frame), clients, reference
+    attribution = reasons.attribute_rescored(
+        rescoring.rescorer(pipeline, clients),
+        clients,
+        reference,
+        min_probability=reasons.DEFAULT_MIN_CONTRIBUTION,
     )
-    phrases = [
-        [reason.text for reason in client] for client in reasons.top_reasons(attribution, clients)
-    ]
+    phrases = reasons.top_phrases(attribution, clients)
     return pd.DataFrame(
         {
             CLIENT_ID: clients[CLIENT_ID].to_numpy(),
@@ -828,7 +838,7 @@ def publish(
 ) -> PublishedRun:
     """Replace the month's scores, segments, findings and quarantine in one transaction.
 
-    A rerun of the month deletes the rows of the earlier run and marks that
+    A rerun of the month replaces the rows of the earlier run and marks that
     run superseded, so the month never contains rows of two runs. Without
     ``insights`` the month's drivers, recommendations and findings are left
     empty and no client gets a suggested action. ``report`` is the path the
@@ -838,7 +848,6 @@ def publish(
     month = checked.month
     auc = realised_roc_auc(scores, checked)
     table = scores.merge(segments.assignments, on=CLIENT_ID, validate="one_to_one")
-    table = table.assign(month=month, model_version=chosen.version, run_id=run_id)
     if HOLDOUT not in table:
         # Scores not marked by holdout.mark_holdout hold nobody out.
         table[HOLDOUT] = False
@@ -847,11 +856,8 @@ def publish(
     keys = {"month": month, "run_id": run_id}
     monitoring = _monitoring_rows(checked, chosen, scores, run_id)
     with engine.begin() as conn:
-        if chosen.promote:
-            promote(conn, chosen.version, chosen.reason)
-        db.execute(conn, "supersede_published_run", keys)
+        n_scores = stage_scores(conn, month, run_id, chosen.version, table)
         for name in (
-            "delete_month_scores",
             "delete_month_clusters",
             "delete_month_quarantine",
             "delete_month_monitoring",
@@ -872,16 +878,11 @@ def publish(
                 month, run_id=run_id, reports=reports, findings=checked.findings
             ),
         )
-        if data_docs is not None:
-            db.execute(conn, "set_run_data_docs_path", {"path": str(data_docs), "run_id": run_id})
-        n_scores = db.copy_frame(conn, "churn.scores", _score_rows(table))
         n_clusters = db.copy_rows(
             conn, "churn.clusters", CLUSTER_COLUMNS, db.frame_rows(clusters, CLUSTER_COLUMNS)
         )
         if insights is not None:
             _write_insights(conn, insights, keys)
-        if report is not None:
-            db.execute(conn, "set_run_report_path", {"path": str(report), "run_id": run_id})
         n_quarantined = db.copy_rows(
             conn,
             "churn.quarantine",
@@ -895,6 +896,18 @@ def publish(
                 QUARANTINE_COLUMNS,
                 _quarantine_rows(checked.training_report, run_id, "training"),
             )
+        # The swap validates the foreign keys of churn.scores, which locks
+        # churn.runs and churn.model_versions against writes until the commit.
+        # Both are written only after it: a run that wrote either before its
+        # swap would deadlock with another month's run swapping at the same time.
+        swap_in_scores(conn, month)
+        if chosen.promote:
+            promote(conn, chosen.version, chosen.reason)
+        db.execute(conn, "supersede_published_run", keys)
+        if data_docs is not None:
+            db.execute(conn, "set_run_data_docs_path", {"path": str(data_docs), "run_id": run_id})
+        if report is not None:
+            db.execute(conn, "set_run_report_path", {"path": str(report), "run_id": run_id})
         published = PublishedRun(
             run_id,
             month,
@@ -934,18 +947,112 @@ def publish(
     return published
 
 
-def _score_rows(table: pd.DataFrame) -> pd.DataFrame:
-    """Select the ``churn.scores`` columns of ``table`` and format them for :func:`db.copy_frame`.
+def stage_scores(
+    conn, month: dt.date, run_id: uuid.UUID, model_version: str, table: pd.DataFrame
+) -> int:
+    """COPY the month's scores into a new table that :func:`swap_in_scores` makes its partition.
 
-    COPY in CSV chunks rather than one ``write_row`` call a row cut the publish
-    step from 3.2 s to 1.9 s at 100,000 simulated clients. CSV turns an empty
-    string into NULL, which no score column holds: ``suggested_action`` is a
-    measure's name or missing.
+    The table (``churn.scores_YYYY_MM_next``) has no index and no foreign key
+    yet, so the COPY pays for neither, and it exists only inside the caller's
+    transaction. ``month``, ``run_id`` and ``model_version`` are its column
+    defaults, so only the columns that differ between clients are sent.
+
+    Returns:
+        The number of rows written.
     """
-    rows = table.loc[:, SCORE_COLUMNS].copy()
-    rows["run_id"] = rows["run_id"].astype(str)
-    rows["reasons"] = [db.array_literal(phrases) for phrases in rows["reasons"]]
-    return rows
+    started = time.perf_counter()
+    name = db.execute(
+        conn,
+        "prepare_scores_partition",
+        {"month": month, "run_id": run_id, "model_version": model_version},
+    ).scalar_one()
+    # Rows in the order of the (month, cluster_id, risk_tier) index, which then
+    # builds from sorted input: at 1,000,000 simulated clients the four
+    # indexes took 1.8 s in this order and 2.7 s in client order.
+    tiers = pd.factorize(table["risk_tier"], sort=True)[0]
+    order = np.lexsort((table[CLIENT_ID].to_numpy(), tiers, table[CLUSTER_ID].to_numpy()))
+    db.copy_csv(conn, f"churn.{name}", SCORE_COLUMNS, _score_csv(table, order), freeze=True)
+    n_rows = len(table)
+    logger.info(
+        "publish: %d scores of %s written to churn.%s (%.1f s)",
+        n_rows,
+        format_month(month),
+        name,
+        time.perf_counter() - started,
+    )
+    return n_rows
+
+
+def swap_in_scores(conn, month: dt.date) -> None:
+    """Index the scores :func:`stage_scores` wrote and make them the month's partition.
+
+    The month's old partition is dropped in the same transaction, so until
+    the commit readers see the old scores, and after it the new ones.
+    """
+    started = time.perf_counter()
+    db.execute(conn, "attach_scores_partition", {"month": month})
+    logger.info(
+        "publish: scores of %s indexed and swapped in as partition churn.scores_%s (%.1f s)",
+        format_month(month),
+        month.strftime("%Y_%m"),
+        time.perf_counter() - started,
+    )
+
+
+def _score_csv(table: pd.DataFrame, order: np.ndarray, chunk_rows: int = 100_000):
+    """Yield the :data:`SCORE_COLUMNS` of ``table`` as CSV text, ``chunk_rows`` lines at a time.
+
+    The rows come in the order of the positions ``order``, taken a chunk at a
+    time so that the table is never copied whole. Written column by column
+    rather than with ``DataFrame.to_csv``, which took twice as long on
+    1,000,000 simulated clients.
+    """
+    writers = [_csv_fields(table[name]) for name in SCORE_COLUMNS]
+    for start in range(0, len(order), chunk_rows):
+        positions = order[start : start + chunk_rows]
+        fields = [write(positions) for write in writers]
+        yield "\n".join(map(",".join, zip(*fields, strict=True))) + "\n"
+
+
+def _csv_fields(column: pd.Series):
+    """Return a function that writes the values of ``column`` at given positions as CSV fields.
+
+    Integers and booleans are written as PostgreSQL reads them, a float as
+    ``repr`` writes it: the shortest text that reads back as the same float
+    (a float column must have no missing value). Any other value is text,
+    quoted, each distinct value once; a missing one is an unquoted empty
+    field, which CSV reads as NULL. ``reasons`` contains lists of phrases,
+    written as ``text[]`` literals.
+    """
+    if column.name == "reasons":
+        literals: dict[tuple, str] = {(): '"{}"'}
+
+        def quoted(phrases) -> str:
+            key = tuple(phrases)
+            literal = literals.get(key)
+            if literal is None:
+                literal = literals[key] = _csv_quoted(db.array_literal(key))
+            return literal
+
+        values = column.to_numpy()
+        return lambda positions: map(quoted, values[positions].tolist())
+    if pd.api.types.is_bool_dtype(column) and not column.hasnans:
+        flags = np.where(column.to_numpy(dtype=bool), "t", "f")
+        return lambda positions: flags[positions].tolist()
+    if pd.api.types.is_integer_dtype(column) and not column.hasnans:
+        numbers = column.to_numpy(dtype="int64")
+        return lambda positions: map(str, numbers[positions].tolist())
+    if pd.api.types.is_float_dtype(column) and not column.hasnans:
+        numbers = column.to_numpy(dtype="float64")
+        return lambda positions: map(repr, numbers[positions].tolist())
+    codes, distinct = pd.factorize(column)
+    # factorize gives -1 to a missing value, the last entry here.
+    texts = np.array([*(_csv_quoted(str(value)) for value in distinct), ""], dtype=object)
+    return lambda positions: texts[codes[positions]].tolist()
+
+
+def _csv_quoted(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"'
 
 
 def _suggested_actions(table: pd.DataFrame, insights: MonthInsights | None) -> np.ndarray:
@@ -1045,14 +1152,14 @@ def _run_message(run: PublishedRun) -> str:
     return text
 
 
+# Columns of churn.scores sent with COPY, in the order _score_csv writes them.
+# The month, the run and the model are not sent, because they are column
+# defaults of the table the scores are written to (see stage_scores).
 SCORE_COLUMNS = [
-    "month",
     CLIENT_ID,
     "churn_probability",
     "risk_tier",
     CLUSTER_ID,
-    "model_version",
-    "run_id",
     "reasons",
     "suggested_action",
     HOLDOUT,
@@ -1124,17 +1231,21 @@ def deliver(engine: Engine, settings: Settings, run: PublishedRun) -> Path:
 
     The file is the one ``gymchurn at-risk --month M`` writes without filters.
     """
+    started = time.perf_counter()
     filters = at_risk.AtRiskFilters()
+    path = settings.output_dir / at_risk.file_name(run.month, filters, "csv")
     with engine.connect() as conn:
-        at_risk_clients = at_risk.read_at_risk(conn, run.month, filters)
-    path = at_risk.write_at_risk(
-        at_risk_clients, settings.output_dir / at_risk.file_name(run.month, filters, "csv"), "csv"
-    )
+        n_clients = at_risk.export_at_risk(conn, run.month, filters, path, "csv")
     with engine.begin() as conn:
         db.execute(
             conn, "set_run_at_risk_path", {"path": str(path.resolve()), "run_id": run.run_id}
         )
-    logger.info("deliver: %d at-risk clients written to %s", len(at_risk_clients), path)
+    logger.info(
+        "deliver: %d at-risk clients written to %s (%.1f s)",
+        n_clients,
+        path,
+        time.perf_counter() - started,
+    )
     return path
 
 

@@ -188,7 +188,7 @@ def test_bi_reads_every_churn_table_and_view(module_database, bi_engine):
     relations = _frame(
         module_database,
         "SELECT c.relname FROM pg_class AS c"
-        " WHERE c.relnamespace = 'churn'::regnamespace AND c.relkind IN ('r', 'v')"
+        " WHERE c.relnamespace = 'churn'::regnamespace AND c.relkind IN ('r', 'p', 'v')"
         " ORDER BY c.relname",
     )["relname"].to_list()
     assert set(BI_VIEWS) | {"at_risk", "scores", "clusters", "runs"} <= set(relations)
@@ -278,14 +278,14 @@ def test_job_cannot_write_crm(job_engine, statement):
 _UNCOMMENTED = """
 SELECT n.nspname || '.' || c.relname AS relation, NULL AS column_name
 FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
-WHERE n.nspname IN ('crm', 'churn') AND c.relkind IN ('r', 'v', 'm')
+WHERE n.nspname IN ('crm', 'churn') AND c.relkind IN ('r', 'p', 'v', 'm')
   AND obj_description(c.oid, 'pg_class') IS NULL
 UNION ALL
 SELECT n.nspname || '.' || c.relname, a.attname
 FROM pg_class AS c
 JOIN pg_namespace AS n ON n.oid = c.relnamespace
 JOIN pg_attribute AS a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-WHERE n.nspname IN ('crm', 'churn') AND c.relkind IN ('r', 'v', 'm')
+WHERE n.nspname IN ('crm', 'churn') AND c.relkind IN ('r', 'p', 'v', 'm')
   AND col_description(c.oid, a.attnum) IS NULL
 ORDER BY 1, 2
 """

@@ -3,7 +3,10 @@
 import io
 
 import pandas as pd
+import psycopg
+import pytest
 import sqlalchemy as sa
+from psycopg import sql
 
 from gymchurn import db
 
@@ -40,3 +43,30 @@ def test_copy_stream_reads_blocks_split_anywhere():
 def test_copy_stream_of_no_blocks_is_empty():
     stream = io.BufferedReader(db._CopyStream([]))
     assert stream.read() == b""
+
+
+def test_copy_to_file_writes_rows(database, tmp_path):
+    statement = sql.SQL(
+        "COPY (SELECT g AS n, 'a,b' AS text FROM generate_series(1, %(last)s) AS g)"
+        " TO STDOUT (FORMAT CSV, HEADER)"
+    )
+    path = tmp_path / "out" / "rows.csv"
+
+    with database.connect() as conn:
+        written = db.copy_to_file(conn, statement, {"last": 3}, path)
+
+    assert written == 3
+    assert path.read_text() == 'n,text\n1,"a,b"\n2,"a,b"\n3,"a,b"\n'
+    assert [p.name for p in path.parent.iterdir()] == ["rows.csv"]
+
+
+def test_copy_to_file_failure_leaves_no_file(database, tmp_path):
+    statement = sql.SQL(
+        "COPY (SELECT 1 / (2 - g) FROM generate_series(1, 3) AS g) TO STDOUT (FORMAT CSV)"
+    )
+    path = tmp_path / "rows.csv"
+
+    with database.connect() as conn, pytest.raises(psycopg.errors.DivisionByZero):
+        db.copy_to_file(conn, statement, None, path)
+
+    assert list(tmp_path.iterdir()) == []

@@ -266,6 +266,70 @@ def test_attribute_matches_one_row_rescoring(predictors, clients, reference, alg
             assert actual == pytest.approx(expected, abs=1e-12), factor
 
 
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_attribute_min_probability_same_reasons(predictors, clients, real_attributions, algorithm):
+    full = real_attributions[algorithm]
+    shortcut = reasons.attribute_against(
+        predictors[algorithm], clients, full.reference, min_probability=0.01
+    )
+
+    below = full.probability < 0.01
+    assert 0 < below.sum() < len(clients)
+    assert np.array_equal(shortcut.probability, full.probability)
+    assert shortcut.contributions[below].isna().all(axis=None)
+    assert not shortcut.contributions[~below].isna().any(axis=None)
+    # A batched model can differ in the last bits between two row subsets.
+    np.testing.assert_allclose(
+        shortcut.contributions[~below], full.contributions[~below], rtol=0, atol=1e-12
+    )
+    assert reasons.top_phrases(shortcut, clients) == reasons.top_phrases(full, clients)
+
+
+def test_attribute_min_probability_skips_rescoring(predictors, clients, reference):
+    frames = []
+
+    def recording_predict(frame):
+        frames.append(frame)
+        return predictors["logistic_regression"](frame)
+
+    attribution = reasons.attribute(predictors["logistic_regression"], clients, reference)
+    reasons.attribute_against(
+        recording_predict, clients, attribution.reference, min_probability=0.01
+    )
+
+    low_risk = set(clients.index[attribution.probability < 0.01])
+    rescored = set().union(*(set(frame.index) for frame in frames[1:]))
+    assert len(low_risk) > 0
+    assert rescored
+    assert rescored.isdisjoint(low_risk)
+
+
+def test_top_reasons_rejects_unmeasured_threshold(predictors, clients, reference):
+    values = reasons.reference_values(reference)
+    sample = clients.iloc[:50]
+    attribution = reasons.attribute_against(
+        predictors["logistic_regression"], sample, values, min_probability=0.05
+    )
+
+    with pytest.raises(ValueError, match="min_contribution 0.01 is below"):
+        reasons.top_reasons(attribution, sample)
+    with pytest.raises(ValueError, match="min_contribution 0.01 is below"):
+        reasons.top_phrases(attribution, sample)
+
+
+def test_top_phrases_are_top_reasons_texts(real_attributions, clients):
+    attribution = real_attributions["logistic_regression"]
+
+    phrases = reasons.top_phrases(attribution, clients)
+
+    expected = [
+        [reason.text for reason in client_reasons]
+        for client_reasons in reasons.top_reasons(attribution, clients)
+    ]
+    assert phrases == expected
+    assert any(phrases)
+
+
 def test_attribute_one_predict_call_per_factor(predictors, clients, reference):
     frames = []
 

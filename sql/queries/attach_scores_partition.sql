@@ -1,0 +1,1 @@
+SELECT churn.attach_scores_partition(%(month)s)

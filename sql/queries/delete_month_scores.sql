@@ -1,1 +1,0 @@
-DELETE FROM churn.scores WHERE month = %(month)s
