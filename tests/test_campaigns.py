@@ -71,6 +71,12 @@ def scored_month(database):
             {"cluster": 1, "name": "loyal clients", "run_id": RUN_ID},
         ],
     )
+    # churn.scores holds a partition a month; the job's publish creates it.
+    _execute(
+        database,
+        "CREATE TABLE churn.scores_2026_10 PARTITION OF churn.scores "
+        "FOR VALUES IN ('2026-10-01')",
+    )
     _execute(
         database,
         "INSERT INTO churn.scores (month, client_id, churn_probability, risk_tier, cluster_id, "

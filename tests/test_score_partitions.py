@@ -50,6 +50,7 @@ def _scores(n_clients: int, probability: float) -> pd.DataFrame:
             "cluster_id": 2,
             "reasons": [["1-month contract"]] * n_clients,
             "suggested_action": None,
+            "holdout": False,
         }
     )
 
@@ -111,7 +112,7 @@ def test_swap_indexes_and_no_defaults_left(database):
         "scores_2026_03_month_tier",
         "scores_2026_03_pkey",
     ]
-    assert defaults == ["reasons"]
+    assert defaults == ["holdout", "reasons"]
     assert _scalar(database, "SELECT to_regclass('churn.scores_2026_03_next')") is None
 
 
@@ -132,6 +133,7 @@ def test_swap_keeps_text_and_floats_exact(database):
             "cluster_id": [0, 1, 2, 3],
             "reasons": reasons,
             "suggested_action": actions,
+            "holdout": [False, False, True, False],
         }
     )
 
