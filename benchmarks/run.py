@@ -170,7 +170,7 @@ def _published_scores(url: sa.URL, month: dt.date):
 
     query = (
         "SELECT client_id, churn_probability, risk_tier, cluster_id, reasons,"
-        " suggested_action, run_id, model_version FROM churn.scores"
+        " suggested_action, holdout, run_id, model_version FROM churn.scores"
         " WHERE month = %s ORDER BY client_id"
     )
     shared: dict = {}
@@ -184,7 +184,7 @@ def _published_scores(url: sa.URL, month: dt.date):
         cursor.itersize = 100_000
         cursor.execute(query, (month,))
         while rows := cursor.fetchmany(100_000):
-            client, probability, tier, cluster, reasons, action, run, version = zip(
+            client, probability, tier, cluster, reasons, action, holdout, run, version = zip(
                 *rows, strict=True
             )
             parts.append(
@@ -196,6 +196,7 @@ def _published_scores(url: sa.URL, month: dt.date):
                         "cluster_id": np.array(cluster, dtype="int16"),
                         "reasons": objects(map(tuple, reasons)),
                         "suggested_action": objects(action),
+                        "holdout": np.array(holdout, dtype="bool"),
                     }
                 )
             )
