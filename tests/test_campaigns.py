@@ -11,6 +11,7 @@ The month 2026-10 has 22 scored clients, published without a model run:
 | 30 | low, 1 | no | 30 | none |
 """
 
+import datetime as dt
 import math
 import uuid
 
@@ -18,6 +19,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 from scipy.stats import norm
+from statsmodels.stats.proportion import confint_proportions_2indep
 
 from gymchurn import campaigns
 from tests.test_cli import _invoke
@@ -157,8 +159,27 @@ def test_contacts_reload_replaces_rows(scored_month, tmp_path):
     result = _invoke("contacts", "load", str(path), "--month", MONTH)
 
     assert result.exit_code == 0, result.output
-    assert "12 contacts of an earlier load of calls.csv replaced" in result.stdout
+    assert f"12 contacts of an earlier load of {path.resolve()} replaced" in result.stdout
     assert _frame(scored_month, "SELECT count(*) AS n FROM crm.contacts").n.iloc[0] == 12
+
+
+def test_contacts_same_name_other_folder_adds(scored_month, tmp_path):
+    (tmp_path / "club_a").mkdir()
+    (tmp_path / "club_b").mkdir()
+    first = _contact_file(tmp_path / "club_a", _good_rows()[:6])
+    second = _contact_file(tmp_path / "club_b", _good_rows()[6:])
+    _invoke("contacts", "load", str(first), "--month", MONTH)
+    result = _invoke("contacts", "load", str(second), "--month", MONTH)
+    files = _frame(
+        scored_month,
+        "SELECT source_file, count(*) AS n FROM crm.contacts GROUP BY source_file "
+        "ORDER BY source_file",
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "replaced" not in result.stdout
+    assert files["source_file"].to_list() == [str(first.resolve()), str(second.resolve())]
+    assert files["n"].to_list() == [6, 6]
 
 
 def test_contacts_in_another_file_are_duplicates(scored_month, tmp_path):
@@ -166,9 +187,28 @@ def test_contacts_in_another_file_are_duplicates(scored_month, tmp_path):
     again = _contact_file(tmp_path, ["1,2026-11-02,call,reached", "2,2026-11-20,sms,"], "sms.csv")
     result = _invoke("contacts", "load", str(again), "--month", MONTH)
 
+    quarantine = _frame(scored_month, "SELECT line, duplicate_of FROM crm.contact_quarantine")
+    first = tmp_path / "calls.csv"
+
     assert result.exit_code == 0, result.output
     assert "1 contacts loaded (1 clients), 1 quarantined (1 duplicate)" in result.stdout
     assert _frame(scored_month, "SELECT count(*) AS n FROM crm.contacts").n.iloc[0] == 13
+    # Client 1 was called on 2026-11-02, line 2 of calls.csv.
+    assert quarantine.to_dict("records") == [
+        {"line": 2, "duplicate_of": f"{first.resolve()} line 2"}
+    ]
+    assert f"duplicate of {first.resolve()} line 2" in result.stderr
+
+
+def test_contacts_duplicate_in_file_names_line(scored_month, tmp_path):
+    rows = ["1,2026-11-03,call,reached", "2,2026-11-03,call,", "1,2026-11-03,Call,again"]
+    path = _contact_file(tmp_path, rows)
+    _invoke("contacts", "load", str(path), "--month", MONTH)
+    quarantine = _frame(scored_month, "SELECT line, duplicate_of FROM crm.contact_quarantine")
+
+    assert quarantine.to_dict("records") == [
+        {"line": 4, "duplicate_of": f"{path.resolve()} line 2"}
+    ]
 
 
 def test_contacts_held_out_client_warns(scored_month, tmp_path):
@@ -186,7 +226,78 @@ def test_contacts_missing_column_exits_1(scored_month, tmp_path):
     result = _invoke("contacts", "load", str(path), "--month", MONTH)
 
     assert result.exit_code == 1
-    assert "line 1: missing column(s) channel" in result.stderr
+    assert "line 1: missing column(s) channel;" in result.stderr
+    assert "channel (accepted names: channel, канал, канал_связи)" in result.stderr
+    assert _frame(scored_month, "SELECT count(*) AS n FROM crm.contacts").n.iloc[0] == 0
+
+
+def test_contacts_missing_date_named_as_written(scored_month, tmp_path):
+    path = tmp_path / "calls.csv"
+    path.write_text("client_id,channel,outcome\n1,call,reached\n")
+    result = _invoke("contacts", "load", str(path), "--month", MONTH)
+
+    assert result.exit_code == 1
+    assert "missing column(s) date;" in result.stderr
+    assert "contact_date;" not in result.stderr
+    assert "date (accepted names: date, contact_date, contacted_on, дата" in result.stderr
+
+
+def test_contacts_russian_headers(scored_month, tmp_path):
+    path = tmp_path / "звонки.csv"
+    path.write_text(
+        "Клиент;Дата;Канал;Результат\n1;03.11.2026;звонок;дозвонились\n2;04.11.2026;sms;\n",
+        encoding="cp1251",
+    )
+    result = _invoke("contacts", "load", str(path), "--month", MONTH)
+    loaded = _frame(
+        scored_month,
+        "SELECT client_id, channel, coalesce(outcome, '-') AS outcome FROM crm.contacts "
+        "ORDER BY line",
+    )
+
+    assert result.exit_code == 0, result.output
+    assert loaded.to_dict("records") == [
+        {"client_id": 1, "channel": "звонок", "outcome": "дозвонились"},
+        {"client_id": 2, "channel": "sms", "outcome": "-"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("cells", "expected"),
+    [
+        # A time after the date is dropped, with a space or a T.
+        (["2026-11-05 10:30", "2026-11-15T10:00:00"], ["2026-11-05", "2026-11-15"]),
+        # 16 cannot be a month, so the file's slashes are day first.
+        (["16/11/2026", "05/11/2026"], ["2026-11-16", "2026-11-05"]),
+        # 16 cannot be a day of November read day first, so month first.
+        (["11/16/2026", "11/05/2026 18:00"], ["2026-11-16", "2026-11-05"]),
+        # Both orders are real dates; only day first falls in November.
+        (["05/11/2026"], ["2026-11-05"]),
+    ],
+)
+def test_contacts_date_formats(scored_month, tmp_path, cells, expected):
+    rows = [f"{client},{cell},call," for client, cell in enumerate(cells, start=1)]
+    result = _invoke("contacts", "load", str(_contact_file(tmp_path, rows)), "--month", MONTH)
+    loaded = _frame(scored_month, "SELECT contact_date FROM crm.contacts ORDER BY line")
+
+    assert result.exit_code == 0, result.output
+    assert [str(day) for day in loaded["contact_date"]] == expected
+
+
+@pytest.mark.parametrize(
+    ("cells", "message"),
+    [
+        (["16/11/2026", "11/17/2026"], "mix day first (16/11/2026) and month first (11/17/2026)"),
+        (["03/04/2026"], "can be read day first or month first"),
+    ],
+)
+def test_contacts_unclear_slash_dates_exit_1(scored_month, tmp_path, cells, message):
+    rows = [f"{client},{cell},call," for client, cell in enumerate(cells, start=1)]
+    result = _invoke("contacts", "load", str(_contact_file(tmp_path, rows)), "--month", MONTH)
+
+    assert result.exit_code == 1
+    assert message in result.stderr
+    assert "Accepted dates: 2026-11-05, 05.11.2026 (day first)" in result.stderr
     assert _frame(scored_month, "SELECT count(*) AS n FROM crm.contacts").n.iloc[0] == 0
 
 
@@ -225,6 +336,13 @@ def _newcombe(churned_a: int, clients_a: int, churned_b: int, clients_b: int):
     )
 
 
+def _agresti_caffo_variance(churned_a: int, clients_a: int, churned_b: int, clients_b: int):
+    """Variance of rate a - rate b with one leaver and one stayer added to each group."""
+    rate_a = (churned_a + 1) / (clients_a + 2)
+    rate_b = (churned_b + 1) / (clients_b + 2)
+    return rate_a * (1 - rate_a) / (clients_a + 2) + rate_b * (1 - rate_b) / (clients_b + 2)
+
+
 def test_results_before_outcomes_exits_1(scored_month, tmp_path):
     _invoke("contacts", "load", str(_contact_file(tmp_path, _good_rows())), "--month", MONTH)
     result = _invoke("contacts", "results", "--month", MONTH)
@@ -257,9 +375,10 @@ def test_results_match_hand_computation(scored_month, tmp_path):
     overall = rows.iloc[0]
     high = rows.loc[("stratum", "high")]
     medium = rows.loc[("stratum", "medium")]
+    high_tier = rows.loc[("tier", "high")]
 
-    assert "churn.campaign_results: 3 rows of 2026-10 recomputed" in loaded.stdout
-    assert len(rows) == 3
+    assert "churn.campaign_results: 5 rows of 2026-10 recomputed" in loaded.stdout
+    assert list(rows["level"]) == ["overall", "stratum", "stratum", "tier", "tier"]
     # High tier: 2 of 8 contacted left, 2 of 4 held out; 3 of 10 listed.
     assert (high.listed, high.contacted, high.held_out) == (10, 8, 4)
     assert (high.churned_listed, high.churned_contacted, high.churned_held_out) == (3, 2, 2)
@@ -273,14 +392,42 @@ def test_results_match_hand_computation(scored_month, tmp_path):
     assert medium.held_out_contacted == 1
     assert pd.isna(medium.suggested_action)
     assert medium.difference == pytest.approx(0 - 0.5)
-    # Overall: 3 of 10 contacted, 2 of 6 held out; the low-tier contact is not counted.
+    # The high tier row has one stratum: the plain difference with the Agresti-Caffo
+    # variance of held out 3/6 and contacted 3/10 (one leaver and one stayer added).
+    high_variance = 0.5 * 0.5 / 6 + 0.3 * 0.7 / 10
+    assert high_tier.difference == pytest.approx(0.25)
+    assert (high_tier.ci_lower, high_tier.ci_upper) == pytest.approx(
+        (0.25 - Z * math.sqrt(high_variance), 0.25 + Z * math.sqrt(high_variance))
+    )
+    # Overall: the two strata's differences weighted by their 8 and 2 contacted clients,
+    # and their variances by the squared weights; the low-tier contact is not counted.
+    # Medium: held out 1/4 and contacted 2/4 after adding one leaver and one stayer.
+    medium_variance = 0.25 * 0.75 / 4 + 0.5 * 0.5 / 4
+    variance = 0.8**2 * high_variance + 0.2**2 * medium_variance
     assert overall.level == "overall"
     assert (overall.contacted, overall.held_out, overall.held_out_contacted) == (10, 6, 1)
-    assert overall.difference == pytest.approx(2 / 6 - 3 / 10)
-    assert (overall.ci_lower, overall.ci_upper) == pytest.approx(_newcombe(2, 6, 3, 10))
+    assert overall.difference == pytest.approx(0.8 * 0.25 + 0.2 * -0.5)
+    assert high_variance == pytest.approx(_agresti_caffo_variance(2, 4, 2, 8))
+    assert variance == pytest.approx(0.044482, rel=1e-4)
+    assert (overall.ci_lower, overall.ci_upper) == pytest.approx(
+        (0.1 - Z * math.sqrt(variance), 0.1 + Z * math.sqrt(variance))
+    )
+    assert overall.clients_kept == pytest.approx(0.1 * 10)
+    assert overall.churn_rate_held_out_weighted == pytest.approx(0.8 * 0.5 + 0.2 * 0)
+    assert (overall.strata_measured, overall.contacted_measured) == (2, 10)
+    # Held out against listed: weighted by the 10 and 5 listed clients.
+    assert overall.difference_listed == pytest.approx(10 / 15 * (0.5 - 0.3) + 5 / 15 * (0 - 0.2))
     # Groups this small cannot detect even a fall to no churn at all.
     assert pd.isna(overall.min_detectable_effect)
-    assert "overall: 10 contacted (churn 30.0%), 6 held out (churn 33.3%)" in result.stdout
+    assert "overall: 10 contacted (churn 30.0%); held-out clients of the same 2 strata" in (
+        result.stdout
+    )
+    assert "churned 40.0%; difference +10.0 points" in result.stdout
+    assert "about 1 clients kept; too few clients to detect any effect" in result.stdout
+    assert "held out against every listed client of those strata" in result.stdout
+    assert "high, segment 0, Call: 8 contacted" in result.stdout
+    assert "too few clients to read" in result.stdout
+    assert "n/a points" not in result.stdout
 
 
 def test_results_recomputed_not_doubled(scored_month, tmp_path):
@@ -289,7 +436,94 @@ def test_results_recomputed_not_doubled(scored_month, tmp_path):
     _invoke("contacts", "results", "--month", MONTH)
     _invoke("contacts", "results", "--month", MONTH)
 
-    assert _frame(scored_month, "SELECT count(*) AS n FROM churn.campaign_results").n.iloc[0] == 3
+    assert _frame(scored_month, "SELECT count(*) AS n FROM churn.campaign_results").n.iloc[0] == 5
+
+
+def _stratum(tier, cluster, contacted, churned_contacted, held_out, churned_held_out, listed=None):
+    listed = contacted if listed is None else listed
+    return {
+        "risk_tier": tier,
+        "cluster_id": cluster,
+        "segment": f"segment {cluster}",
+        "suggested_action": None,
+        "listed": listed,
+        "contacted": contacted,
+        "held_out": held_out,
+        "held_out_contacted": 0,
+        "churned_listed": churned_contacted,
+        "churned_contacted": churned_contacted,
+        "churned_held_out": churned_held_out,
+    }
+
+
+# Two high-tier segments with planted effects of +20 and +10 points, contacted 800 and
+# 200 times, and a medium segment nobody called, with no effect. Pooled, the mix of
+# strata turns the +18 points into -4: contacted 340 of 1000 left, held out 60 of 200.
+MIXED_STRATA = pd.DataFrame(
+    [
+        _stratum("high", 0, 800, 320, 50, 30),
+        _stratum("high", 1, 200, 20, 150, 30),
+        _stratum("medium", 2, 0, 0, 100, 10, listed=900),
+    ]
+)
+
+
+def test_stratified_difference_recovers_planted_effect():
+    results = campaigns.campaign_results(dt.date(2026, 10, 1), MIXED_STRATA)
+    overall = results[results["level"] == "overall"].iloc[0]
+    pooled = 70 / 300 - 340 / 1000
+    # Each stratum's variance, weighted by its squared share of the contacted clients.
+    variance = 0.8**2 * _agresti_caffo_variance(30, 50, 320, 800) + 0.2**2 * (
+        _agresti_caffo_variance(30, 150, 20, 200)
+    )
+
+    assert pooled < 0
+    assert overall.difference == pytest.approx(0.8 * 0.2 + 0.2 * 0.1)
+    assert variance == pytest.approx(0.0032, rel=0.05)
+    assert overall.ci_lower == pytest.approx(0.18 - Z * math.sqrt(variance))
+    assert overall.ci_upper == pytest.approx(0.18 + Z * math.sqrt(variance))
+    assert overall.clients_kept == pytest.approx(180)
+    assert overall.churn_rate_held_out_weighted == pytest.approx(0.8 * 0.6 + 0.2 * 0.2)
+
+
+def test_stratified_difference_leaves_out_uncontacted_strata():
+    results = campaigns.campaign_results(dt.date(2026, 10, 1), MIXED_STRATA)
+    overall = results[results["level"] == "overall"].iloc[0]
+    tiers = results[results["level"] == "tier"].set_index("risk_tier")
+
+    assert (overall.held_out, overall.held_out_measured) == (300, 200)
+    assert (overall.strata_measured, overall.contacted_measured) == (2, 1000)
+    assert tiers.loc["high", "difference"] == pytest.approx(overall.difference)
+    assert tiers.loc["medium", "strata_measured"] == 0
+    assert math.isnan(tiers.loc["medium", "difference"])
+    assert math.isnan(tiers.loc["medium", "clients_kept"])
+
+
+def test_stratum_variance_matches_statsmodels():
+    # statsmodels' Agresti-Caffo interval of one stratum has the same half-width.
+    lower, upper = confint_proportions_2indep(30, 50, 320, 800, method="agresti-caffo")
+    estimate = campaigns.stratified_difference([30], [50], [320], [800], [800])
+
+    assert estimate.standard_error == pytest.approx((upper - lower) / (2 * Z))
+    assert estimate.difference == pytest.approx(0.6 - 0.4)
+
+
+def test_rows_for_reading_order_and_filter():
+    results = campaigns.campaign_results(dt.date(2026, 10, 1), MIXED_STRATA)
+    shown = campaigns.rows_for_reading(results)
+
+    assert shown["level"].to_list() == ["overall", "tier", "tier", "stratum", "stratum"]
+    assert shown["cluster_id"].dropna().to_list() == [0, 1]
+
+
+def test_too_small_to_read_marks_wide_interval():
+    results = campaigns.campaign_results(dt.date(2026, 10, 1), MIXED_STRATA)
+    strata = results[results["level"] == "stratum"].set_index("cluster_id")
+
+    # Segment 0 has 50 held-out clients: a Newcombe interval about +-15 points wide.
+    assert not campaigns.too_small_to_read(strata.loc[1])
+    assert campaigns.too_small_to_read(strata.loc[2])
+    assert (strata.loc[0, "ci_upper"] - strata.loc[0, "ci_lower"]) / 2 < 0.2
 
 
 def test_min_detectable_effect_by_hand():
