@@ -20,36 +20,45 @@ Each stratum (risk tier, segment and suggested action) gets a row with:
 The ``overall`` row and one ``tier`` row per risk tier compare like with
 like. Pooling every contacted client against every held-out client would
 not: the medium tier is held out but never called, and its lower churn would
-pull the control rate down. So these rows take a stratified estimate over
-the strata where someone was contacted and someone was held out:
+pull the control rate down. Within a tier the comparison is fair, because the
+holdout takes the same share of every segment of the tier
+(:func:`gymchurn.holdout.select_holdout`), so the tier's held-out clients are a
+random sample of its listed clients across segments. So these rows stratify
+by risk tier only:
 
-- ``difference`` = sum over those strata of w_s * d_s, where d_s is the
-  stratum's held-out minus contacted churn rate and w_s its share of their
-  contacted clients: the effect on the contacted clients;
-- its variance is sum w_s**2 * V_s, with V_s the Agresti-Caffo variance of
-  each stratum's independent difference: q_h (1 - q_h) / (n_h + 2) +
-  q_c (1 - q_c) / (n_c + 2) with q = (churned + 1) / (clients + 2), as
-  statsmodels' confint_proportions_2indep computes it for
-  method="agresti-caffo". The 95 % interval is difference +- 1.96 * sqrt of
-  that variance. The adjustment matters because many strata hold only 1 to
-  5 held-out clients, and the plain Wald variance of a group whose clients
-  all left is 0, which made intervals too narrow. statsmodels has no routine for a stratified
-  difference of rates (its StratifiedTable pools odds ratios and risk ratios
-  only), so the sum is written out here;
-- ``clients_kept`` = difference * the contacted clients of those strata;
+- a ``tier`` row compares the tier's held-out clients with its contacted
+  clients like a stratum row: the difference of the two churn rates with
+  Newcombe's interval;
+- the ``overall`` row combines the tiers with both contacted and held-out
+  clients: ``difference`` = sum over those tiers of w_t * d_t, where d_t is
+  the tier's difference and w_t its share of their contacted clients, the
+  effect on the contacted clients. Its variance is sum w_t**2 * V_t, with V_t
+  the tier's variance read from its Newcombe interval, ((upper - lower) /
+  (2 * 1.96))**2, which stays positive for small groups and groups whose
+  clients all left, unlike the Wald variance. The 95 % interval is
+  difference +- 1.96 * sqrt of that sum. statsmodels has no routine for a
+  stratified difference of rates (its StratifiedTable pools odds ratios and
+  risk ratios only), so the sum is written out here;
+- ``clients_kept`` = difference * the contacted clients of those tiers;
 - ``min_detectable_effect`` = (z_0.975 + z_0.8) times the standard error of
-  the same sum under no effect, with each stratum's pooled churn rate;
+  the same sum under no effect, with each tier's pooled churn rate;
 - ``difference_listed`` is the same sum for held-out minus listed clients,
-  over the same strata and weighted by their listed clients.
+  over the same tiers and weighted by their listed clients.
 
-Strata with nobody contacted (the whole medium tier, as a rule) are reported
-but left out of those estimates, and so are strata with no held-out client
-(strata of 4 clients or fewer at the default share);
+Stratifying by segment and suggested action as well would add nothing to
+the validity, and those strata often hold 1 to 5 held-out clients, too few
+for a normal approximation of their sum. Stratum rows stay as descriptive
+rows with their own Newcombe interval.
+
+A tier nobody contacted (the medium tier, as a rule) is reported but left
+out of the overall estimate, and so is a tier with no held-out client;
 ``contacted_measured`` and ``held_out_measured`` count the clients the
 estimate used.
 
-NOTE: the interval is a normal approximation, and it may cover less than
-95 % when the strata hold few held-out clients each.
+NOTE: the contacted clients are compared with a random sample of the whole
+tier. When marketers reach only part of the tier, and the reached clients
+churn less anyway, ``difference`` overstates the effect; ``difference_listed``
+does not depend on whom they reached.
 
 A held-out client contacted all the same stays in the control group (counted
 in ``held_out_contacted``), so such contacts shrink the measured difference.
@@ -184,14 +193,14 @@ def _measured(counts: pd.Series) -> dict:
 
 @dataclass(frozen=True)
 class StratifiedDifference:
-    """A weighted sum of independent stratum differences of churn rates, with its interval."""
+    """A weighted sum of independent differences of churn rates, with its interval."""
 
     difference: float
     ci_lower: float
     ci_upper: float
     standard_error: float
     null_standard_error: float
-    """Standard error under no effect, from each stratum's pooled churn rate."""
+    """Standard error under no effect, from each group's pooled churn rate."""
 
 
 def stratified_difference(
@@ -201,16 +210,17 @@ def stratified_difference(
     clients_b: np.ndarray,
     weights: np.ndarray,
 ) -> StratifiedDifference:
-    """Combine the strata's differences rate a - rate b, weighted by ``weights``.
+    """Combine the risk tiers' differences rate a - rate b, weighted by ``weights``.
 
-    Every stratum must have clients in both groups and the weights a positive
-    sum. The estimate is sum w_s (a_s - b_s) with w_s = weights_s / sum
-    weights; its variance sums w_s**2 times each stratum's Agresti-Caffo
-    variance (the Wald variance with one leaver and one stayer added to each
-    group), and the 95 % interval is the estimate +- z_0.975 standard errors.
+    Every tier must have clients in both groups and the weights a positive
+    sum. The estimate is sum w_t (a_t - b_t) with w_t = weights_t / sum
+    weights. Its variance sums w_t**2 times each tier's variance, read from
+    the half-width of the tier's Newcombe interval as ((upper - lower) /
+    (2 z_0.975))**2, and the 95 % interval is the estimate +- z_0.975
+    standard errors.
 
     Returns:
-        The estimate and interval; NaNs when no stratum is given.
+        The estimate and interval; NaNs when no tier is given.
     """
     clients_a = np.asarray(clients_a, dtype="float64")
     clients_b = np.asarray(clients_b, dtype="float64")
@@ -221,19 +231,21 @@ def stratified_difference(
     churned_a = np.asarray(churned_a, dtype="float64")
     churned_b = np.asarray(churned_b, dtype="float64")
     rate_a, rate_b = churned_a / clients_a, churned_b / clients_b
-    # Agresti-Caffo: each group's variance from (churned + 1) / (clients + 2), so that a
-    # held-out group of 1 or 2 clients who all left (or all stayed) adds its share of
-    # uncertainty instead of none.
-    adjusted_a = (churned_a + 1) / (clients_a + 2)
-    adjusted_b = (churned_b + 1) / (clients_b + 2)
-    variance = adjusted_a * (1 - adjusted_a) / (clients_a + 2) + adjusted_b * (1 - adjusted_b) / (
-        clients_b + 2
+    z = norm.ppf(1 - ALPHA / 2)
+    # Newcombe's interval rests on Wilson score intervals, whose width stays positive for a
+    # group of a few clients who all left (or all stayed), where the Wald variance is 0.
+    intervals = np.array(
+        [
+            difference_interval(int(a), int(n_a), int(b), int(n_b))
+            for a, n_a, b, n_b in zip(churned_a, clients_a, churned_b, clients_b, strict=True)
+        ]
     )
-    pooled = (rate_a * clients_a + rate_b * clients_b) / (clients_a + clients_b)
+    variance = ((intervals[:, 1] - intervals[:, 0]) / (2 * z)) ** 2
+    pooled = (churned_a + churned_b) / (clients_a + clients_b)
     null_variance = pooled * (1 - pooled) * (1 / clients_a + 1 / clients_b)
     difference = float(np.sum(share * (rate_a - rate_b)))
     error = math.sqrt(float(np.sum(share**2 * variance)))
-    half = norm.ppf(1 - ALPHA / 2) * error
+    half = z * error
     return StratifiedDifference(
         difference,
         difference - half,
@@ -255,10 +267,21 @@ def _stratified_detectable(estimate: StratifiedDifference, control_rate: float) 
     return fall if fall < control_rate else math.nan
 
 
-def _combined(strata: pd.DataFrame) -> dict:
-    """Sum the counts and compute the stratified estimates of a tier or of all strata."""
+def _tier_counts(strata: pd.DataFrame) -> pd.DataFrame:
+    """Sum the strata's counts per risk tier."""
+    return strata.groupby("risk_tier", sort=True)[COUNT_COLUMNS].sum().astype("int64")
+
+
+def _tier_row(counts: pd.Series) -> dict:
+    """Measure one risk tier from its summed counts, like a stratum; see the module docstring."""
+    return {name: int(counts[name]) for name in COUNT_COLUMNS} | _measured(counts)
+
+
+def _overall_row(strata: pd.DataFrame) -> dict:
+    """Sum the counts of all strata and combine the measured tiers' differences."""
     counts = {name: int(strata[name].sum()) for name in COUNT_COLUMNS}
-    used = strata[(strata["contacted"] > 0) & (strata["held_out"] > 0)]
+    tiers = _tier_counts(strata)
+    used = tiers[(tiers["contacted"] > 0) & (tiers["held_out"] > 0)]
     contacted_used = int(used["contacted"].sum())
     effect = stratified_difference(
         used["churned_held_out"],
@@ -267,17 +290,18 @@ def _combined(strata: pd.DataFrame) -> dict:
         used["contacted"],
         used["contacted"],
     )
-    has_listed = used["listed"] > 0
+    # Contacted clients are listed ones, so every measured tier has listed clients.
     listed_effect = stratified_difference(
-        used["churned_held_out"][has_listed],
-        used["held_out"][has_listed],
-        used["churned_listed"][has_listed],
-        used["listed"][has_listed],
-        used["listed"][has_listed],
+        used["churned_held_out"],
+        used["held_out"],
+        used["churned_listed"],
+        used["listed"],
+        used["listed"],
     )
-    weights = used["contacted"] / contacted_used if contacted_used else used["contacted"]
     control_rate = (
-        float(np.sum(weights * used["churned_held_out"] / used["held_out"]))
+        float(
+            np.sum(used["contacted"] / contacted_used * used["churned_held_out"] / used["held_out"])
+        )
         if contacted_used
         else math.nan
     )
@@ -308,15 +332,14 @@ def campaign_results(month: dt.date, strata: pd.DataFrame) -> pd.DataFrame:
             columns of :data:`STRATUM_KEYS` and :data:`COUNT_COLUMNS`.
 
     Returns:
-        One ``overall`` row and one ``tier`` row per risk tier of ``strata``,
-        each with the stratified estimate of the module docstring, then one
-        ``stratum`` row per row of ``strata``; the columns of
-        :data:`RESULT_COLUMNS`.
+        One ``overall`` row combining the risk tiers, one ``tier`` row per risk
+        tier of ``strata`` (see the module docstring), then one ``stratum`` row
+        per row of ``strata``; the columns of :data:`RESULT_COLUMNS`.
     """
     blank = {key: None for key in STRATUM_KEYS}
-    rows = [{"level": "overall", **blank, **_combined(strata)}]
-    for tier, tier_strata in strata.groupby("risk_tier", sort=True):
-        rows.append({"level": "tier", **blank, "risk_tier": tier, **_combined(tier_strata)})
+    rows = [{"level": "overall", **blank, **_overall_row(strata)}]
+    for tier, counts in _tier_counts(strata).iterrows():
+        rows.append({"level": "tier", **blank, "risk_tier": tier, **_tier_row(counts)})
     rows += [
         {"level": "stratum", **row, **_measured(pd.Series(row))}
         for row in strata.to_dict("records")
@@ -419,9 +442,9 @@ def measure_before(engine: Engine, month: dt.date) -> Measurement:
     for measured in months:
         overall = results[(results["month"] == measured) & (results["level"] == "overall")].iloc[0]
         logger.info(
-            "campaigns: %s: %d contacted, %d held out; over the %d strata with both, "
+            "campaigns: %s: %d contacted, %d held out; over the %d risk tiers with both, "
             "churn %.3f of the contacted against %.3f of held-out clients weighted like them, "
-            "difference %.3f (95 %% CI %.3f to %.3f); %d held-out clients of strata nobody "
+            "difference %.3f (95 %% CI %.3f to %.3f); %d held-out clients of tiers nobody "
             "contacted left out",
             format_month(measured),
             overall["contacted"],

@@ -522,24 +522,24 @@ def _combined_result_lines(row) -> list[str]:
     lines = [
         f"{group}: {row.contacted_measured} contacted (churn "
         f"{_format_share(row.churn_rate_contacted)}); held-out clients of the same "
-        f"{row.strata_measured} strata, weighted like the contacted ones, churned "
+        f"{row.strata_measured} risk tiers, weighted like the contacted ones, churned "
         f"{_format_share(row.churn_rate_held_out_weighted)}; "
         f"{_difference_text(row.difference, row.ci_lower, row.ci_upper)}; about "
         f"{round(row.clients_kept):,} clients kept; {_detectable_text(row.min_detectable_effect)}",
-        f"  held out against every listed client of those strata, contacted or not: "
+        f"  held out against every listed client of those tiers, contacted or not: "
         f"{_difference_text(row.difference_listed, row.ci_lower_listed, row.ci_upper_listed)}",
     ]
     left_out = row.held_out - row.held_out_measured
     if left_out:
         lines.append(
-            f"  {left_out} held-out client(s) left out: they are in strata nobody contacted "
+            f"  {left_out} held-out client(s) left out: they are in risk tiers nobody contacted "
             "(the medium tier is not on the call list), so they would compare unlike clients"
         )
     unmatched = row.contacted - row.contacted_measured
     if unmatched:
         lines.append(
-            f"  {unmatched} contacted client(s) not measured: their strata have nobody held "
-            "out (a stratum of 4 clients or fewer at the default share)"
+            f"  {unmatched} contacted client(s) not measured: nobody of their risk tier was "
+            "held out"
         )
     return lines
 
@@ -578,8 +578,8 @@ def contacts_results(
     """Recompute and print the measured effect of the contacts with a month's list.
 
     First the whole list and each risk tier, compared like with like: the
-    contacted clients against held-out clients of the same tier, segment and
-    suggested action, weighted like the contacted ones. Then each stratum
+    contacted clients against held-out clients of the same risk tier, the
+    tiers weighted by their contacted clients. Then each stratum
     with contacted clients: the churn rates, the difference (held out minus
     contacted, in percentage points) with its 95 % confidence interval, and
     the clients kept. Strata whose interval is wider than +-20 points, or

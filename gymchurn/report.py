@@ -1074,7 +1074,7 @@ def _campaign_verdict(overall: pd.Series) -> str:
     detectable = overall["min_detectable_effect"]
     if _is_missing(lower):
         return (
-            "The effect cannot be measured: no segment and suggested action has both "
+            "The effect cannot be measured: no risk tier has both "
             "contacted and held-out clients with a known outcome."
         )
     if lower > 0:
@@ -1196,7 +1196,7 @@ def _campaign_facts(overall: pd.Series, tiers: pd.DataFrame, label: str) -> list
             "Held-out clients like them",
             f"churn {_percent(overall['churn_rate_held_out_weighted'])}: "
             f"{_count(overall['held_out_measured'])} held-out clients of the "
-            f"{_count(overall['strata_measured'])} segments and actions with contacts, "
+            f"{_count(overall['strata_measured'])} risk tiers with contacts, "
             "weighted like the contacted clients",
         ),
         ("Difference (held out minus contacted)", _points(overall["difference"])),
@@ -1209,7 +1209,7 @@ def _campaign_facts(overall: pd.Series, tiers: pd.DataFrame, label: str) -> list
             else "too few clients to detect any effect",
         ),
         (
-            "Held out against every listed client of those segments, contacted or not",
+            "Held out against every listed client of those tiers, contacted or not",
             f"difference {_points(overall['difference_listed'])} "
             f"({_interval(overall['ci_lower_listed'], overall['ci_upper_listed'])})",
         ),
@@ -1224,14 +1224,14 @@ def _campaign_notes(overall: pd.Series) -> list:
     if left_out:
         notes.append(
             f"{_count(left_out)} held-out clients are left out of the estimate: nobody of "
-            "their tier, segment and suggested action was contacted (the medium tier is not "
-            "on the call list), so they would compare unlike clients."
+            "their risk tier was contacted (the medium tier is not on the call list), so "
+            "they would compare unlike clients."
         )
     unmatched = overall["contacted"] - overall["contacted_measured"]
     if unmatched:
         notes.append(
-            f"{_count(unmatched)} contacted clients are not measured: nobody of their tier, "
-            "segment and suggested action was held out."
+            f"{_count(unmatched)} contacted clients are not measured: nobody of their risk "
+            "tier was held out."
         )
     if overall["held_out_contacted"]:
         notes.append(

@@ -151,8 +151,8 @@ CREATE TABLE IF NOT EXISTS churn.campaign_results (
     computed_at timestamptz NOT NULL DEFAULT now()
 );
 
--- Added after the first release: the stratified estimate of the overall and
--- tier rows. ADD COLUMN IF NOT EXISTS keeps the file safe to apply again.
+-- Added after the first release: what the overall and tier rows measured.
+-- ADD COLUMN IF NOT EXISTS keeps the file safe to apply again.
 ALTER TABLE churn.campaign_results ADD COLUMN IF NOT EXISTS strata_measured integer;
 ALTER TABLE churn.campaign_results ADD COLUMN IF NOT EXISTS contacted_measured integer;
 ALTER TABLE churn.campaign_results ADD COLUMN IF NOT EXISTS held_out_measured integer;
@@ -171,7 +171,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS campaign_results_key ON churn.campaign_results
 COMMENT ON TABLE churn.campaign_results IS
     'Did the contacts keep clients? Per month whose outcomes are known: churn of the contacted clients against the held-out control group, overall, per risk tier, and per risk tier, segment and suggested action.';
 COMMENT ON COLUMN churn.campaign_results.month IS 'Scored month whose at-risk list was contacted (first day); the churn counted is in the month after it.';
-COMMENT ON COLUMN churn.campaign_results.level IS 'overall (every stratum of the high and medium tiers), tier (the strata of one risk tier) or stratum (one risk tier, segment and suggested action). The overall and tier rows take a stratified estimate over the strata with contacted and held-out clients.';
+COMMENT ON COLUMN churn.campaign_results.level IS 'overall (every stratum of the high and medium tiers), tier (the strata of one risk tier) or stratum (one risk tier, segment and suggested action). The overall row combines the risk tiers with contacted and held-out clients; within a tier the holdout takes the same share of every segment, so the tier row compares the tier''s held-out and contacted clients directly.';
 COMMENT ON COLUMN churn.campaign_results.risk_tier IS 'high or medium; NULL on the overall row.';
 COMMENT ON COLUMN churn.campaign_results.cluster_id IS 'Segment (churn.clusters.cluster_id); NULL on the overall and tier rows.';
 COMMENT ON COLUMN churn.campaign_results.segment IS 'Plain name of the segment; NULL on the overall and tier rows.';
@@ -186,18 +186,18 @@ COMMENT ON COLUMN churn.campaign_results.churned_held_out IS 'Held-out clients w
 COMMENT ON COLUMN churn.campaign_results.churn_rate_listed IS 'churned_listed / listed (0 to 1); NULL when listed is 0.';
 COMMENT ON COLUMN churn.campaign_results.churn_rate_contacted IS 'churned_contacted / contacted (0 to 1); NULL when contacted is 0.';
 COMMENT ON COLUMN churn.campaign_results.churn_rate_held_out IS 'churned_held_out / held_out (0 to 1), pooled over the row''s strata; NULL when held_out is 0. Not comparable with churn_rate_contacted on the overall and tier rows: use churn_rate_held_out_weighted.';
-COMMENT ON COLUMN churn.campaign_results.difference IS 'Held-out minus contacted churn rate: the share of contacted clients the contacts kept. On a stratum row the plain difference; on the overall and tier rows the sum of the measured strata''s differences weighted by their contacted clients. Positive means fewer contacted clients left.';
-COMMENT ON COLUMN churn.campaign_results.ci_lower IS 'Lower end of the 95 percent confidence interval of difference: Newcombe hybrid score interval on a stratum row; on the overall and tier rows difference - 1.96 standard errors, the variance summing the squared weights times each stratum''s Agresti-Caffo variance (Wald with one leaver and one stayer added to each group).';
+COMMENT ON COLUMN churn.campaign_results.difference IS 'Held-out minus contacted churn rate: the share of contacted clients the contacts kept. On a stratum or tier row the plain difference; on the overall row the sum of the measured tiers'' differences weighted by their contacted clients. Positive means fewer contacted clients left.';
+COMMENT ON COLUMN churn.campaign_results.ci_lower IS 'Lower end of the 95 percent confidence interval of difference: Newcombe hybrid score interval on a stratum or tier row; on the overall row difference - 1.96 standard errors, the variance summing the squared weights times each tier''s variance read from its Newcombe interval, ((upper - lower) / (2 * 1.96))^2.';
 COMMENT ON COLUMN churn.campaign_results.ci_upper IS 'Upper end of that interval. An interval that contains 0 shows no effect the data can tell from chance.';
 COMMENT ON COLUMN churn.campaign_results.clients_kept IS 'difference * contacted_measured: contacted clients who stayed because of the contacts, an estimate.';
 COMMENT ON COLUMN churn.campaign_results.min_detectable_effect IS 'Smallest fall of the churn rate (0 to 1) that these group sizes detect with 80 percent power at the 5 percent level; NULL when no fall can be detected.';
-COMMENT ON COLUMN churn.campaign_results.difference_listed IS 'Held-out minus listed churn rate, contacted or not: the effect of putting clients on the list, free of the choice of whom to contact. On the overall and tier rows weighted by the listed clients of the measured strata.';
+COMMENT ON COLUMN churn.campaign_results.difference_listed IS 'Held-out minus listed churn rate, contacted or not: the effect of putting clients on the list, free of the choice of whom to contact. On the overall row weighted by the listed clients of the measured tiers.';
 COMMENT ON COLUMN churn.campaign_results.ci_lower_listed IS 'Lower end of the 95 percent confidence interval of difference_listed.';
 COMMENT ON COLUMN churn.campaign_results.ci_upper_listed IS 'Upper end of the 95 percent confidence interval of difference_listed.';
-COMMENT ON COLUMN churn.campaign_results.strata_measured IS 'Strata of the row with both contacted and held-out clients, the ones its difference uses (0 or 1 on a stratum row).';
-COMMENT ON COLUMN churn.campaign_results.contacted_measured IS 'Contacted clients of the measured strata; contacted - contacted_measured were in strata with nobody held out.';
-COMMENT ON COLUMN churn.campaign_results.held_out_measured IS 'Held-out clients of the measured strata; held_out - held_out_measured were in strata nobody contacted, left out of the difference.';
-COMMENT ON COLUMN churn.campaign_results.churn_rate_held_out_weighted IS 'Churn rate of the held-out clients of the measured strata, each stratum weighted by its contacted clients: the churn the contacted clients would have had without the contacts.';
+COMMENT ON COLUMN churn.campaign_results.strata_measured IS 'Risk tiers of the row with both contacted and held-out clients, the ones its difference uses (0 or 1 on a tier or stratum row).';
+COMMENT ON COLUMN churn.campaign_results.contacted_measured IS 'Contacted clients of the measured tiers (or stratum); contacted - contacted_measured were in tiers with nobody held out.';
+COMMENT ON COLUMN churn.campaign_results.held_out_measured IS 'Held-out clients of the measured tiers (or stratum); held_out - held_out_measured were in tiers nobody contacted, left out of the difference.';
+COMMENT ON COLUMN churn.campaign_results.churn_rate_held_out_weighted IS 'Churn rate of the held-out clients of the measured tiers, each tier weighted by its contacted clients: the churn the contacted clients would have had without the contacts.';
 COMMENT ON COLUMN churn.campaign_results.computed_at IS 'When the row was computed.';
 
 -- The grants of 009_bi.sql cover these tables from the next upgrade on, and

@@ -15,6 +15,7 @@ import datetime as dt
 import math
 import uuid
 
+import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
@@ -336,11 +337,10 @@ def _newcombe(churned_a: int, clients_a: int, churned_b: int, clients_b: int):
     )
 
 
-def _agresti_caffo_variance(churned_a: int, clients_a: int, churned_b: int, clients_b: int):
-    """Variance of rate a - rate b with one leaver and one stayer added to each group."""
-    rate_a = (churned_a + 1) / (clients_a + 2)
-    rate_b = (churned_b + 1) / (clients_b + 2)
-    return rate_a * (1 - rate_a) / (clients_a + 2) + rate_b * (1 - rate_b) / (clients_b + 2)
+def _newcombe_variance(churned_a: int, clients_a: int, churned_b: int, clients_b: int):
+    """Variance of rate a - rate b read from the half-width of Newcombe's interval."""
+    lower, upper = _newcombe(churned_a, clients_a, churned_b, clients_b)
+    return ((upper - lower) / (2 * Z)) ** 2
 
 
 def test_results_before_outcomes_exits_1(scored_month, tmp_path):
@@ -392,23 +392,19 @@ def test_results_match_hand_computation(scored_month, tmp_path):
     assert medium.held_out_contacted == 1
     assert pd.isna(medium.suggested_action)
     assert medium.difference == pytest.approx(0 - 0.5)
-    # The high tier row has one stratum: the plain difference with the Agresti-Caffo
-    # variance of held out 3/6 and contacted 3/10 (one leaver and one stayer added).
-    high_variance = 0.5 * 0.5 / 6 + 0.3 * 0.7 / 10
+    # The high tier has one stratum, so its row has the stratum's Newcombe interval.
     assert high_tier.difference == pytest.approx(0.25)
-    assert (high_tier.ci_lower, high_tier.ci_upper) == pytest.approx(
-        (0.25 - Z * math.sqrt(high_variance), 0.25 + Z * math.sqrt(high_variance))
-    )
-    # Overall: the two strata's differences weighted by their 8 and 2 contacted clients,
-    # and their variances by the squared weights; the low-tier contact is not counted.
-    # Medium: held out 1/4 and contacted 2/4 after adding one leaver and one stayer.
-    medium_variance = 0.25 * 0.75 / 4 + 0.5 * 0.5 / 4
+    assert (high_tier.ci_lower, high_tier.ci_upper) == pytest.approx(_newcombe(2, 4, 2, 8))
+    assert high_tier.strata_measured == 1
+    # Overall: the two tiers' differences weighted by their 8 and 2 contacted clients, and
+    # their Newcombe variances by the squared weights; the low-tier contact is not counted.
+    high_variance = _newcombe_variance(2, 4, 2, 8)
+    medium_variance = _newcombe_variance(0, 2, 1, 2)
     variance = 0.8**2 * high_variance + 0.2**2 * medium_variance
     assert overall.level == "overall"
     assert (overall.contacted, overall.held_out, overall.held_out_contacted) == (10, 6, 1)
     assert overall.difference == pytest.approx(0.8 * 0.25 + 0.2 * -0.5)
-    assert high_variance == pytest.approx(_agresti_caffo_variance(2, 4, 2, 8))
-    assert variance == pytest.approx(0.044482, rel=1e-4)
+    assert variance == pytest.approx(0.035962, rel=1e-4)
     assert (overall.ci_lower, overall.ci_upper) == pytest.approx(
         (0.1 - Z * math.sqrt(variance), 0.1 + Z * math.sqrt(variance))
     )
@@ -419,12 +415,12 @@ def test_results_match_hand_computation(scored_month, tmp_path):
     assert overall.difference_listed == pytest.approx(10 / 15 * (0.5 - 0.3) + 5 / 15 * (0 - 0.2))
     # Groups this small cannot detect even a fall to no churn at all.
     assert pd.isna(overall.min_detectable_effect)
-    assert "overall: 10 contacted (churn 30.0%); held-out clients of the same 2 strata" in (
+    assert "overall: 10 contacted (churn 30.0%); held-out clients of the same 2 risk tiers" in (
         result.stdout
     )
     assert "churned 40.0%; difference +10.0 points" in result.stdout
     assert "about 1 clients kept; too few clients to detect any effect" in result.stdout
-    assert "held out against every listed client of those strata" in result.stdout
+    assert "held out against every listed client of those tiers" in result.stdout
     assert "high, segment 0, Call: 8 contacted" in result.stdout
     assert "too few clients to read" in result.stdout
     assert "n/a points" not in result.stdout
@@ -456,56 +452,105 @@ def _stratum(tier, cluster, contacted, churned_contacted, held_out, churned_held
     }
 
 
-# Two high-tier segments with planted effects of +20 and +10 points, contacted 800 and
-# 200 times, and a medium segment nobody called, with no effect. Pooled, the mix of
-# strata turns the +18 points into -4: contacted 340 of 1000 left, held out 60 of 200.
+# Two high-tier segments with planted effects of +20 and +10 points, each with a tenth of
+# its clients held out as the holdout does, and a medium segment nobody called, with no
+# effect. Pooled over both tiers the +18.3 points turn into -1.4: contacted 378 of 1080
+# left, held out 74 of 220.
 MIXED_STRATA = pd.DataFrame(
     [
-        _stratum("high", 0, 800, 320, 50, 30),
-        _stratum("high", 1, 200, 20, 150, 30),
+        _stratum("high", 0, 900, 360, 100, 60),
+        _stratum("high", 1, 180, 18, 20, 4),
         _stratum("medium", 2, 0, 0, 100, 10, listed=900),
     ]
 )
 
 
-def test_stratified_difference_recovers_planted_effect():
+def test_tier_difference_recovers_planted_effect():
     results = campaigns.campaign_results(dt.date(2026, 10, 1), MIXED_STRATA)
     overall = results[results["level"] == "overall"].iloc[0]
-    pooled = 70 / 300 - 340 / 1000
-    # Each stratum's variance, weighted by its squared share of the contacted clients.
-    variance = 0.8**2 * _agresti_caffo_variance(30, 50, 320, 800) + 0.2**2 * (
-        _agresti_caffo_variance(30, 150, 20, 200)
-    )
+    high = results[(results["level"] == "tier") & (results["risk_tier"] == "high")].iloc[0]
+    pooled = 74 / 220 - 378 / 1080
 
     assert pooled < 0
-    assert overall.difference == pytest.approx(0.8 * 0.2 + 0.2 * 0.1)
-    assert variance == pytest.approx(0.0032, rel=0.05)
-    assert overall.ci_lower == pytest.approx(0.18 - Z * math.sqrt(variance))
-    assert overall.ci_upper == pytest.approx(0.18 + Z * math.sqrt(variance))
-    assert overall.clients_kept == pytest.approx(180)
-    assert overall.churn_rate_held_out_weighted == pytest.approx(0.8 * 0.6 + 0.2 * 0.2)
+    # Equal shares held out, so the high tier's plain difference is the segments'
+    # differences weighted by their contacted clients.
+    assert high.difference == pytest.approx((900 * 0.2 + 180 * 0.1) / 1080)
+    assert (high.ci_lower, high.ci_upper) == pytest.approx(_newcombe(64, 120, 378, 1080))
+    assert overall.difference == pytest.approx(high.difference)
+    assert overall.ci_upper - overall.ci_lower == pytest.approx(high.ci_upper - high.ci_lower)
+    assert overall.clients_kept == pytest.approx(198)
+    assert overall.churn_rate_held_out_weighted == pytest.approx(64 / 120)
 
 
-def test_stratified_difference_leaves_out_uncontacted_strata():
+def test_overall_leaves_out_uncontacted_tier():
     results = campaigns.campaign_results(dt.date(2026, 10, 1), MIXED_STRATA)
     overall = results[results["level"] == "overall"].iloc[0]
     tiers = results[results["level"] == "tier"].set_index("risk_tier")
 
-    assert (overall.held_out, overall.held_out_measured) == (300, 200)
-    assert (overall.strata_measured, overall.contacted_measured) == (2, 1000)
+    assert (overall.held_out, overall.held_out_measured) == (220, 120)
+    assert (overall.strata_measured, overall.contacted_measured) == (1, 1080)
     assert tiers.loc["high", "difference"] == pytest.approx(overall.difference)
     assert tiers.loc["medium", "strata_measured"] == 0
     assert math.isnan(tiers.loc["medium", "difference"])
     assert math.isnan(tiers.loc["medium", "clients_kept"])
 
 
-def test_stratum_variance_matches_statsmodels():
-    # statsmodels' Agresti-Caffo interval of one stratum has the same half-width.
-    lower, upper = confint_proportions_2indep(30, 50, 320, 800, method="agresti-caffo")
+def test_tier_variance_matches_statsmodels():
+    # One tier: the standard error is the half-width of statsmodels' Newcombe interval.
+    lower, upper = confint_proportions_2indep(30, 50, 320, 800, method="newcomb")
     estimate = campaigns.stratified_difference([30], [50], [320], [800], [800])
 
     assert estimate.standard_error == pytest.approx((upper - lower) / (2 * Z))
     assert estimate.difference == pytest.approx(0.6 - 0.4)
+
+
+# Tier sizes like the simulated month's: about 500 high and 90 medium clients on the list,
+# of whom a tenth is held out, churning at 88 % and 35 % without contacts.
+TIER_CONTACTED = np.array([450, 81])
+TIER_HELD_OUT = np.array([50, 9])
+TIER_CHURN = np.array([0.88, 0.35])
+DRAWS = 400
+
+
+def _overall_coverage(effect: np.ndarray, seed: int) -> tuple[float, float]:
+    """Draw outcomes with ``effect`` per tier; return the truth and how often it is covered."""
+    generator = np.random.default_rng(seed)
+    truth = float(np.sum(TIER_CONTACTED * effect) / TIER_CONTACTED.sum())
+    covered = 0
+    for _ in range(DRAWS):
+        churned_contacted = generator.binomial(TIER_CONTACTED, TIER_CHURN - effect)
+        churned_held_out = generator.binomial(TIER_HELD_OUT, TIER_CHURN)
+        estimate = campaigns.stratified_difference(
+            churned_held_out, TIER_HELD_OUT, churned_contacted, TIER_CONTACTED, TIER_CONTACTED
+        )
+        covered += estimate.ci_lower <= truth <= estimate.ci_upper
+    return truth, covered / DRAWS
+
+
+@pytest.mark.parametrize(
+    ("effect", "truth"),
+    [((0.0, 0.0), 0.0), ((0.3, 0.1), (450 * 0.3 + 81 * 0.1) / 531)],
+    ids=["no effect", "planted effect"],
+)
+def test_overall_interval_coverage(effect, truth):
+    drawn_truth, coverage = _overall_coverage(np.array(effect), seed=2026)
+
+    assert drawn_truth == pytest.approx(truth)
+    assert coverage >= 0.90
+    assert coverage <= 0.99
+
+
+def test_overall_ignores_segment_split():
+    # The same tier counts split into small segments give the same overall row.
+    whole = pd.DataFrame([_stratum("high", 0, 450, 300, 50, 40)])
+    split = pd.DataFrame([_stratum("high", cluster, 45, 30, 5, 4) for cluster in range(10)])
+    month = dt.date(2026, 10, 1)
+    whole_overall = campaigns.campaign_results(month, whole).iloc[0]
+    split_overall = campaigns.campaign_results(month, split).iloc[0]
+
+    assert split_overall.difference == pytest.approx(whole_overall.difference)
+    assert split_overall.ci_lower == pytest.approx(whole_overall.ci_lower)
+    assert split_overall.ci_upper == pytest.approx(whole_overall.ci_upper)
 
 
 def test_rows_for_reading_order_and_filter():
@@ -520,10 +565,11 @@ def test_too_small_to_read_marks_wide_interval():
     results = campaigns.campaign_results(dt.date(2026, 10, 1), MIXED_STRATA)
     strata = results[results["level"] == "stratum"].set_index("cluster_id")
 
-    # Segment 0 has 50 held-out clients: a Newcombe interval about +-15 points wide.
-    assert not campaigns.too_small_to_read(strata.loc[1])
-    assert campaigns.too_small_to_read(strata.loc[2])
+    # Segment 0 has 100 held-out clients: a Newcombe interval about +-10 points wide.
+    # Nobody of segment 2 was contacted, so it has no interval.
+    assert not campaigns.too_small_to_read(strata.loc[0])
     assert (strata.loc[0, "ci_upper"] - strata.loc[0, "ci_lower"]) / 2 < 0.2
+    assert campaigns.too_small_to_read(strata.loc[2])
 
 
 def test_min_detectable_effect_by_hand():
