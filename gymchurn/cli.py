@@ -449,7 +449,8 @@ def contacts_load(
     """Load the contacts made with a month's at-risk list into crm.contacts.
 
     Rows that break a rule go to crm.contact_quarantine with their reasons.
-    Loading a file of the same name for the month again replaces its rows.
+    Loading the file from the same path for the month again replaces its
+    rows; a file of the same name in another folder adds to the month.
     When the month's outcomes are already loaded, its results in
     churn.campaign_results are recomputed.
 
@@ -474,7 +475,7 @@ def contacts_load(
     if load.reason_counts:
         text += " (" + ", ".join(f"{n} {r}" for r, n in load.reason_counts.items()) + ")"
     if load.replaced:
-        text += f"; {load.replaced} contacts of an earlier load of {file.name} replaced"
+        text += f"; {load.replaced} contacts of an earlier load of {load.source_file} replaced"
     typer.echo(text)
     if load.held_out_contacted:
         typer.echo(
@@ -500,16 +501,95 @@ def _format_points(value) -> str:
     return "n/a" if value is None or math.isnan(value) else f"{100 * value:+.1f}"
 
 
+def _detectable_text(value) -> str:
+    import math
+
+    if value is None or math.isnan(value):
+        return "too few clients to detect any effect"
+    return f"the smallest effect these groups detect is {100 * value:.1f} points"
+
+
+def _difference_text(difference, lower, upper) -> str:
+    return (
+        f"difference {_format_points(difference)} points, 95% CI "
+        f"{_format_points(lower)} to {_format_points(upper)}"
+    )
+
+
+def _combined_result_lines(row) -> list[str]:
+    """Lines for an overall or tier row of churn.campaign_results."""
+    group = "overall" if row.level == "overall" else f"{row.risk_tier} tier"
+    if row.contacted_measured == 0:
+        reason = "nobody contacted" if row.contacted == 0 else "no held-out client to compare"
+        return [
+            f"{group}: {reason}; {row.contacted} contacted, {row.held_out} held out, "
+            f"{row.listed} listed with a known outcome; not measured"
+        ]
+    lines = [
+        f"{group}: {row.contacted_measured} contacted (churn "
+        f"{_format_share(row.churn_rate_contacted)}); held-out clients of the same "
+        f"{row.strata_measured} risk tiers, weighted like the contacted ones, churned "
+        f"{_format_share(row.churn_rate_held_out_weighted)}; "
+        f"{_difference_text(row.difference, row.ci_lower, row.ci_upper)}; about "
+        f"{round(row.clients_kept):,} clients kept; {_detectable_text(row.min_detectable_effect)}",
+        f"  held out against every listed client of those tiers, contacted or not: "
+        f"{_difference_text(row.difference_listed, row.ci_lower_listed, row.ci_upper_listed)}",
+    ]
+    left_out = row.held_out - row.held_out_measured
+    if left_out:
+        lines.append(
+            f"  {left_out} held-out client(s) left out: they are in risk tiers nobody contacted "
+            "(the medium tier is not on the call list), so they would compare unlike clients"
+        )
+    unmatched = row.contacted - row.contacted_measured
+    if unmatched:
+        lines.append(
+            f"  {unmatched} contacted client(s) not measured: nobody of their risk tier was "
+            "held out"
+        )
+    return lines
+
+
+def _stratum_result_line(row) -> str:
+
+    from gymchurn.campaigns import READABLE_HALF_WIDTH, too_small_to_read
+
+    action = row.suggested_action if isinstance(row.suggested_action, str) else "no measure"
+    line = (
+        f"{row.risk_tier}, segment {row.cluster_id}, {action}: {row.contacted} contacted "
+        f"(churn {_format_share(row.churn_rate_contacted)}), {row.held_out} held out "
+        f"(churn {_format_share(row.churn_rate_held_out)}); "
+        f"{_difference_text(row.difference, row.ci_lower, row.ci_upper)}"
+    )
+    if row.held_out == 0:
+        return line + "; not measured: nobody of this stratum was held out"
+    line += f"; about {round(row.clients_kept):,} clients kept"
+    if too_small_to_read(row._asdict()):
+        if (
+            row.min_detectable_effect is None
+            or row.min_detectable_effect != row.min_detectable_effect
+        ):
+            return line + "; too few clients to read: too few clients to detect any effect"
+        return line + (
+            f"; too few clients to read: the interval is wider than "
+            f"+-{100 * READABLE_HALF_WIDTH:.0f} points"
+        )
+    return line + f"; {_detectable_text(row.min_detectable_effect)}"
+
+
 @contacts_app.command("results")
 def contacts_results(
     month: Annotated[str, typer.Option(help="Scored month whose list was contacted, YYYY-MM.")],
 ) -> None:
     """Recompute and print the measured effect of the contacts with a month's list.
 
-    Each row: contacted and held-out clients with known outcomes, their churn
-    rates, the difference (held out minus contacted, in percentage points)
-    with its 95 % confidence interval, the clients kept and the smallest
-    effect the group sizes can detect.
+    First the whole list and each risk tier, compared like with like: the
+    contacted clients against held-out clients of the same risk tier, the
+    tiers weighted by their contacted clients. Then each stratum
+    with contacted clients: the churn rates, the difference (held out minus
+    contacted, in percentage points) with its 95 % confidence interval, and
+    the clients kept. Strata whose interval is wider than +-20 points, or
+    too small to detect any effect, are marked too few clients to read.
 
     Exit codes: 0 printed; 1 nothing to measure yet (the reason is printed) or
     the database failed; 2 an invalid argument.
@@ -525,22 +605,18 @@ def contacts_results(
         raise _fail(reason)
     label = format_month(report_month)
     typer.echo(f"effect of the contacts with the at-risk list of {label}:")
-    for row in results.itertuples():
-        group = (
-            "overall"
-            if row.level == "overall"
-            else f"{row.risk_tier}, segment {row.cluster_id}, "
-            f"{row.suggested_action if isinstance(row.suggested_action, str) else 'no measure'}"
-        )
-        typer.echo(
-            f"{group}: {row.contacted} contacted "
-            f"(churn {_format_share(row.churn_rate_contacted)}), "
-            f"{row.held_out} held out (churn {_format_share(row.churn_rate_held_out)}); "
-            f"difference {_format_points(row.difference)} points, 95% CI "
-            f"{_format_points(row.ci_lower)} to {_format_points(row.ci_upper)}; "
-            f"clients kept {_format_points(row.clients_kept / 100)}; detectable "
-            f"{_format_points(row.min_detectable_effect)} points"
-        )
+    shown = campaigns.rows_for_reading(results)
+    strata = shown[shown["level"] == "stratum"]
+    for row in shown[shown["level"] != "stratum"].itertuples():
+        for line in _combined_result_lines(row):
+            typer.echo(line)
+    hidden = int((results["level"] == "stratum").sum()) - len(strata)
+    typer.echo(
+        f"strata with contacted clients (risk tier, segment, suggested action): {len(strata)}"
+        + (f"; {hidden} strata nobody contacted not shown" if hidden else "")
+    )
+    for row in strata.itertuples():
+        typer.echo(f"  {_stratum_result_line(row)}")
 
 
 def _simulator(

@@ -36,6 +36,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 from scipy.cluster import hierarchy
 
+from gymchurn.campaigns import READABLE_HALF_WIDTH, rows_for_reading, too_small_to_read
 from gymchurn.insights import MonthInsights
 from gymchurn.schema import (
     CHURNED,
@@ -1073,26 +1074,26 @@ def _campaign_verdict(overall: pd.Series) -> str:
     detectable = overall["min_detectable_effect"]
     if _is_missing(lower):
         return (
-            "The effect cannot be measured: the month has no contacted clients or no "
-            "held-out clients with a known outcome."
+            "The effect cannot be measured: no risk tier has both "
+            "contacted and held-out clients with a known outcome."
         )
     if lower > 0:
         return (
-            f"The contacts kept clients: the held-out clients left more often, by "
-            f"{_interval(lower, upper)} (95 % confidence), about "
-            f"{_count(overall['clients_kept'])} of {_count(overall['contacted'])} contacted "
-            "clients kept."
+            f"The contacts kept clients: held-out clients like the contacted ones left more "
+            f"often, by {_interval(lower, upper)} (95 % confidence), about "
+            f"{_whole(overall['clients_kept'])} of "
+            f"{_count(overall['contacted_measured'])} contacted clients kept."
         )
     if upper < 0:
         return (
-            f"The contacted clients left more often than the held-out ones, by "
+            f"The contacted clients left more often than held-out clients like them, by "
             f"{_interval(-upper, -lower)}: the contacts did not keep clients."
         )
     smallest = (
         f"; at this list size only a fall of the churn rate of at least "
         f"{_percent(detectable)} would likely have been seen"
         if not _is_missing(detectable)
-        else ""
+        else "; there are too few clients to detect any effect"
     )
     return (
         "The difference cannot be told from chance: its interval "
@@ -1104,17 +1105,17 @@ def _action(title) -> str:
     return title if isinstance(title, str) else "no measure"
 
 
+def _result_label(row: pd.Series) -> str:
+    if row["level"] == "overall":
+        return "overall"
+    if row["level"] == "tier":
+        return f"{row['risk_tier']} tier"
+    return f"{row['risk_tier']}, segment {row['cluster_id']}, {_action(row['suggested_action'])}"
+
+
 def _campaign_plot(results: pd.DataFrame) -> Plot:
     shown = results[results["ci_lower"].notna()].iloc[::-1]
-    labels = [
-        "overall"
-        if row["level"] == "overall"
-        else _wrapped(
-            f"{row['risk_tier']}, segment {row['cluster_id']}, {_action(row['suggested_action'])}",
-            45,
-        )
-        for _, row in shown.iterrows()
-    ]
+    labels = [_wrapped(_result_label(row), 45) for _, row in shown.iterrows()]
     figure = _new_figure(10, 0.45 * len(shown) + 1.4)
     axes = figure.subplots()
     positions = np.arange(len(shown))
@@ -1127,7 +1128,7 @@ def _campaign_plot(results: pd.DataFrame) -> Plot:
             - shown["difference"].to_numpy(dtype="float64"),
         ]
     )
-    colours = [_LEFT_COLOUR if level == "overall" else _STAYED_COLOUR for level in shown["level"]]
+    colours = [_LEFT_COLOUR if level != "stratum" else _STAYED_COLOUR for level in shown["level"]]
     for position, colour in enumerate(colours):
         axes.errorbar(
             difference[position],
@@ -1151,14 +1152,39 @@ def _campaign_plot(results: pd.DataFrame) -> Plot:
     )
 
 
-def _campaign(campaign) -> dict:
-    if campaign is None:
-        return {"notes": ["The effect of last month's contacts was not measured for this report."]}
-    label = format_month(campaign.previous_month)
-    if campaign.previous_note is not None:
-        return {"notes": [campaign.previous_note]}
-    results = campaign.previous_results()
-    overall = results[results["level"] == "overall"].iloc[0]
+def _whole(value) -> str:
+    """A number of clients rounded to whole clients, as in 1,234."""
+    return _MISSING if _is_missing(value) else _count(round(float(value)))
+
+
+def _tier_fact(row: pd.Series) -> tuple[str, str]:
+    title = f"{str(row['risk_tier']).capitalize()} tier"
+    counts = (
+        f"{_count(row['listed'])} listed (held-out clients not counted), "
+        f"{_count(row['contacted'])} of them contacted, {_count(row['held_out'])} held out"
+    )
+    if row["contacted_measured"] == 0:
+        return title, f"{counts}; not measured, because nobody of the tier was contacted"
+    return title, (
+        f"{counts}; difference {_points(row['difference'])} "
+        f"({_interval(row['ci_lower'], row['ci_upper'])}), about "
+        f"{_whole(row['clients_kept'])} clients kept"
+    )
+
+
+def _stratum_note(row: pd.Series) -> str:
+    if row["held_out"] == 0:
+        return "not measured: nobody held out"
+    if too_small_to_read(row):
+        if _is_missing(row["min_detectable_effect"]):
+            return "too few clients to read: too few clients to detect any effect"
+        return (
+            f"too few clients to read: interval wider than ±{100 * READABLE_HALF_WIDTH:.0f} points"
+        )
+    return f"detects a fall of {_points(row['min_detectable_effect']).lstrip('+')}"
+
+
+def _campaign_facts(overall: pd.Series, tiers: pd.DataFrame, label: str) -> list:
     facts = [
         ("List measured", f"{label}, contacted in the month after it"),
         (
@@ -1167,27 +1193,63 @@ def _campaign(campaign) -> dict:
             f"churn {_percent(overall['churn_rate_contacted'])}",
         ),
         (
-            "Held out",
-            f"{_count(overall['held_out'])} clients, "
-            f"churn {_percent(overall['churn_rate_held_out'])}",
+            "Held-out clients like them",
+            f"churn {_percent(overall['churn_rate_held_out_weighted'])}: "
+            f"{_count(overall['held_out_measured'])} held-out clients of the "
+            f"{_count(overall['strata_measured'])} risk tiers with contacts, "
+            "weighted like the contacted clients",
         ),
         ("Difference (held out minus contacted)", _points(overall["difference"])),
         ("95 % confidence interval", _interval(overall["ci_lower"], overall["ci_upper"])),
-        ("Clients kept", _decimal(overall["clients_kept"], 1)),
-        ("Smallest detectable effect", _points(overall["min_detectable_effect"]).lstrip("+")),
+        ("Clients kept", _whole(overall["clients_kept"])),
         (
-            "Listed clients, contacted or not",
-            f"{_count(overall['listed'])} clients, churn {_percent(overall['churn_rate_listed'])}, "
+            "Smallest detectable effect",
+            _points(overall["min_detectable_effect"]).lstrip("+")
+            if not _is_missing(overall["min_detectable_effect"])
+            else "too few clients to detect any effect",
+        ),
+        (
+            "Held out against every listed client of those tiers, contacted or not",
             f"difference {_points(overall['difference_listed'])} "
             f"({_interval(overall['ci_lower_listed'], overall['ci_upper_listed'])})",
         ),
     ]
+    facts += [_tier_fact(row) for _, row in tiers.iterrows()]
+    return facts
+
+
+def _campaign_notes(overall: pd.Series) -> list:
     notes = [_campaign_verdict(overall)]
+    left_out = overall["held_out"] - overall["held_out_measured"]
+    if left_out:
+        notes.append(
+            f"{_count(left_out)} held-out clients are left out of the estimate: nobody of "
+            "their risk tier was contacted (the medium tier is not on the call list), so "
+            "they would compare unlike clients."
+        )
+    unmatched = overall["contacted"] - overall["contacted_measured"]
+    if unmatched:
+        notes.append(
+            f"{_count(unmatched)} contacted clients are not measured: nobody of their risk "
+            "tier was held out."
+        )
     if overall["held_out_contacted"]:
         notes.append(
             f"{_count(overall['held_out_contacted'])} held-out clients were contacted all the "
             "same; they stay in the control group and make the measured effect smaller."
         )
+    return notes
+
+
+def _campaign(campaign) -> dict:
+    if campaign is None:
+        return {"notes": ["The effect of last month's contacts was not measured for this report."]}
+    label = format_month(campaign.previous_month)
+    if campaign.previous_note is not None:
+        return {"notes": [campaign.previous_note]}
+    results = rows_for_reading(campaign.previous_results())
+    overall = results[results["level"] == "overall"].iloc[0]
+    tiers = results[results["level"] == "tier"]
     strata = results[results["level"] == "stratum"]
     rows = tuple(
         (
@@ -1200,8 +1262,8 @@ def _campaign(campaign) -> dict:
             _percent(row["churn_rate_held_out"]),
             _points(row["difference"]),
             _interval(row["ci_lower"], row["ci_upper"]),
-            _decimal(row["clients_kept"], 1),
-            _points(row["min_detectable_effect"]).lstrip("+"),
+            _whole(row["clients_kept"]),
+            _stratum_note(row),
         )
         for _, row in strata.iterrows()
     )
@@ -1217,16 +1279,17 @@ def _campaign(campaign) -> dict:
             "difference",
             "95 % interval",
             "clients kept",
-            "detectable",
+            "reading",
         ),
         rows,
-        (False, False, False, True, True, True, True, True, True, True, True),
+        (False, False, False, True, True, True, True, True, True, True, False),
     )
     plots = [_campaign_plot(results)] if results["ci_lower"].notna().any() else []
+    title = "Segments and suggested actions with contacted clients"
     return {
-        "facts": facts,
-        "notes": notes,
-        "tables": [("By risk tier, segment and suggested action", table)] if rows else [],
+        "facts": _campaign_facts(overall, tiers, label),
+        "notes": _campaign_notes(overall),
+        "tables": [(title, table)] if rows else [],
         "plots": plots,
     }
 

@@ -88,7 +88,7 @@ COMMENT ON COLUMN crm.contacts.client_id IS 'Client id, as in churn.scores.';
 COMMENT ON COLUMN crm.contacts.contact_date IS 'Day of the contact, within the month after month.';
 COMMENT ON COLUMN crm.contacts.channel IS 'How the client was contacted (call, sms, email, ...), in lower case as written in the file.';
 COMMENT ON COLUMN crm.contacts.outcome IS 'How the contact went, as written in the file (reached, no answer, accepted offer, ...); NULL when the cell was empty.';
-COMMENT ON COLUMN crm.contacts.source_file IS 'Name of the loaded file; loading a file of the same name for the same month again replaces its rows.';
+COMMENT ON COLUMN crm.contacts.source_file IS 'Resolved path of the loaded file (its base name for rows loaded before paths were stored); loading the file from the same path for the same month again replaces its rows.';
 COMMENT ON COLUMN crm.contacts.line IS 'Line of the row in that file.';
 COMMENT ON COLUMN crm.contacts.load_id IS 'Id of the load that wrote the row.';
 COMMENT ON COLUMN crm.contacts.loaded_at IS 'When the row was loaded.';
@@ -106,10 +106,12 @@ CREATE TABLE IF NOT EXISTS crm.contact_quarantine (
     PRIMARY KEY (month, source_file, line)
 );
 
+ALTER TABLE crm.contact_quarantine ADD COLUMN IF NOT EXISTS duplicate_of text;
+
 COMMENT ON TABLE crm.contact_quarantine IS
     'Rows of contact files that were not loaded, with the reasons.';
 COMMENT ON COLUMN crm.contact_quarantine.month IS 'Month the file was loaded for (first day).';
-COMMENT ON COLUMN crm.contact_quarantine.source_file IS 'Name of the loaded file.';
+COMMENT ON COLUMN crm.contact_quarantine.source_file IS 'Resolved path of the loaded file (its base name for rows loaded before paths were stored).';
 COMMENT ON COLUMN crm.contact_quarantine.line IS 'Line of the row in that file.';
 COMMENT ON COLUMN crm.contact_quarantine.load_id IS 'Id of the load that quarantined the row.';
 COMMENT ON COLUMN crm.contact_quarantine.client_id IS 'The client_id cell as written.';
@@ -117,12 +119,13 @@ COMMENT ON COLUMN crm.contact_quarantine.contact_date IS 'The date cell as writt
 COMMENT ON COLUMN crm.contact_quarantine.channel IS 'The channel cell as written.';
 COMMENT ON COLUMN crm.contact_quarantine.outcome IS 'The outcome cell as written.';
 COMMENT ON COLUMN crm.contact_quarantine.reasons IS 'Why the row was not loaded: invalid_client_id, unknown_client, invalid_date, date_outside_month, empty_channel, duplicate.';
+COMMENT ON COLUMN crm.contact_quarantine.duplicate_of IS 'For a duplicate: the file and line of the contact it repeats (another file loaded for the month, or an earlier line of the same file); NULL otherwise.';
 
 -- The measured effect of the contacts, per month and stratum, recomputed by
 -- every run for each earlier month whose contacts and outcomes are loaded.
 CREATE TABLE IF NOT EXISTS churn.campaign_results (
     month date NOT NULL,
-    level text NOT NULL CHECK (level IN ('overall', 'stratum')),
+    level text NOT NULL,
     risk_tier text CHECK (risk_tier IN ('high', 'medium')),
     cluster_id smallint,
     segment text,
@@ -148,19 +151,32 @@ CREATE TABLE IF NOT EXISTS churn.campaign_results (
     computed_at timestamptz NOT NULL DEFAULT now()
 );
 
+-- Added after the first release: what the overall and tier rows measured.
+-- ADD COLUMN IF NOT EXISTS keeps the file safe to apply again.
+ALTER TABLE churn.campaign_results ADD COLUMN IF NOT EXISTS strata_measured integer;
+ALTER TABLE churn.campaign_results ADD COLUMN IF NOT EXISTS contacted_measured integer;
+ALTER TABLE churn.campaign_results ADD COLUMN IF NOT EXISTS held_out_measured integer;
+ALTER TABLE churn.campaign_results ADD COLUMN IF NOT EXISTS churn_rate_held_out_weighted double precision;
+
+-- The first release checked level inline (overall, stratum); the check is
+-- dropped and added again so that tier rows are allowed on old and new tables.
+ALTER TABLE churn.campaign_results DROP CONSTRAINT IF EXISTS campaign_results_level_check;
+ALTER TABLE churn.campaign_results ADD CONSTRAINT campaign_results_level_check
+    CHECK (level IN ('overall', 'tier', 'stratum'));
+
 CREATE UNIQUE INDEX IF NOT EXISTS campaign_results_key ON churn.campaign_results (
     month, level, coalesce(risk_tier, ''), coalesce(cluster_id, -1), coalesce(suggested_action, '')
 );
 
 COMMENT ON TABLE churn.campaign_results IS
-    'Did the contacts keep clients? Per month whose outcomes are known: churn of the contacted clients against the held-out control group, overall and per risk tier, segment and suggested action.';
+    'Did the contacts keep clients? Per month whose outcomes are known: churn of the contacted clients against the held-out control group, overall, per risk tier, and per risk tier, segment and suggested action.';
 COMMENT ON COLUMN churn.campaign_results.month IS 'Scored month whose at-risk list was contacted (first day); the churn counted is in the month after it.';
-COMMENT ON COLUMN churn.campaign_results.level IS 'overall (every listed client of the high and medium tiers) or stratum (one risk tier, segment and suggested action).';
+COMMENT ON COLUMN churn.campaign_results.level IS 'overall (every stratum of the high and medium tiers), tier (the strata of one risk tier) or stratum (one risk tier, segment and suggested action). The overall row combines the risk tiers with contacted and held-out clients; within a tier the holdout takes the same share of every segment, so the tier row compares the tier''s held-out and contacted clients directly.';
 COMMENT ON COLUMN churn.campaign_results.risk_tier IS 'high or medium; NULL on the overall row.';
-COMMENT ON COLUMN churn.campaign_results.cluster_id IS 'Segment (churn.clusters.cluster_id); NULL on the overall row.';
-COMMENT ON COLUMN churn.campaign_results.segment IS 'Plain name of the segment; NULL on the overall row.';
-COMMENT ON COLUMN churn.campaign_results.suggested_action IS 'Measure suggested to the stratum''s clients; NULL on the overall row and for clients no measure fitted.';
-COMMENT ON COLUMN churn.campaign_results.listed IS 'Clients on the list (not held out) whose outcome is known.';
+COMMENT ON COLUMN churn.campaign_results.cluster_id IS 'Segment (churn.clusters.cluster_id); NULL on the overall and tier rows.';
+COMMENT ON COLUMN churn.campaign_results.segment IS 'Plain name of the segment; NULL on the overall and tier rows.';
+COMMENT ON COLUMN churn.campaign_results.suggested_action IS 'Measure suggested to the stratum''s clients; NULL on the overall and tier rows and for clients no measure fitted.';
+COMMENT ON COLUMN churn.campaign_results.listed IS 'Clients on the list (not held out) whose outcome is known, of both tiers on the overall row: the medium tier is not in churn.at_risk.';
 COMMENT ON COLUMN churn.campaign_results.contacted IS 'Of those, clients with at least one loaded contact.';
 COMMENT ON COLUMN churn.campaign_results.held_out IS 'Held-out clients whose outcome is known, contacted or not.';
 COMMENT ON COLUMN churn.campaign_results.held_out_contacted IS 'Held-out clients contacted all the same: they stay in the control group, and make the measured difference smaller than the true effect.';
@@ -169,15 +185,19 @@ COMMENT ON COLUMN churn.campaign_results.churned_contacted IS 'Contacted clients
 COMMENT ON COLUMN churn.campaign_results.churned_held_out IS 'Held-out clients who left in the month after month.';
 COMMENT ON COLUMN churn.campaign_results.churn_rate_listed IS 'churned_listed / listed (0 to 1); NULL when listed is 0.';
 COMMENT ON COLUMN churn.campaign_results.churn_rate_contacted IS 'churned_contacted / contacted (0 to 1); NULL when contacted is 0.';
-COMMENT ON COLUMN churn.campaign_results.churn_rate_held_out IS 'churned_held_out / held_out (0 to 1); NULL when held_out is 0.';
-COMMENT ON COLUMN churn.campaign_results.difference IS 'churn_rate_held_out - churn_rate_contacted: the share of contacted clients the contacts kept. Positive means fewer contacted clients left.';
-COMMENT ON COLUMN churn.campaign_results.ci_lower IS 'Lower end of the 95 percent confidence interval of difference (Newcombe hybrid score interval for two independent proportions).';
+COMMENT ON COLUMN churn.campaign_results.churn_rate_held_out IS 'churned_held_out / held_out (0 to 1), pooled over the row''s strata; NULL when held_out is 0. Not comparable with churn_rate_contacted on the overall and tier rows: use churn_rate_held_out_weighted.';
+COMMENT ON COLUMN churn.campaign_results.difference IS 'Held-out minus contacted churn rate: the share of contacted clients the contacts kept. On a stratum or tier row the plain difference; on the overall row the sum of the measured tiers'' differences weighted by their contacted clients. Positive means fewer contacted clients left.';
+COMMENT ON COLUMN churn.campaign_results.ci_lower IS 'Lower end of the 95 percent confidence interval of difference: Newcombe hybrid score interval on a stratum or tier row; on the overall row difference - 1.96 standard errors, the variance summing the squared weights times each tier''s variance read from its Newcombe interval, ((upper - lower) / (2 * 1.96))^2.';
 COMMENT ON COLUMN churn.campaign_results.ci_upper IS 'Upper end of that interval. An interval that contains 0 shows no effect the data can tell from chance.';
-COMMENT ON COLUMN churn.campaign_results.clients_kept IS 'difference * contacted: contacted clients who stayed because of the contacts, an estimate.';
-COMMENT ON COLUMN churn.campaign_results.min_detectable_effect IS 'Smallest fall of the churn rate (0 to 1) that these group sizes detect with 80 percent power at the 5 percent level, from the pooled churn rate; NULL when no fall can be detected.';
-COMMENT ON COLUMN churn.campaign_results.difference_listed IS 'churn_rate_held_out - churn_rate_listed: the effect of putting clients on the list, whether or not they were reached; free of the choice of whom to contact.';
+COMMENT ON COLUMN churn.campaign_results.clients_kept IS 'difference * contacted_measured: contacted clients who stayed because of the contacts, an estimate.';
+COMMENT ON COLUMN churn.campaign_results.min_detectable_effect IS 'Smallest fall of the churn rate (0 to 1) that these group sizes detect with 80 percent power at the 5 percent level; NULL when no fall can be detected.';
+COMMENT ON COLUMN churn.campaign_results.difference_listed IS 'Held-out minus listed churn rate, contacted or not: the effect of putting clients on the list, free of the choice of whom to contact. On the overall row weighted by the listed clients of the measured tiers.';
 COMMENT ON COLUMN churn.campaign_results.ci_lower_listed IS 'Lower end of the 95 percent confidence interval of difference_listed.';
 COMMENT ON COLUMN churn.campaign_results.ci_upper_listed IS 'Upper end of the 95 percent confidence interval of difference_listed.';
+COMMENT ON COLUMN churn.campaign_results.strata_measured IS 'Risk tiers of the row with both contacted and held-out clients, the ones its difference uses (0 or 1 on a tier or stratum row).';
+COMMENT ON COLUMN churn.campaign_results.contacted_measured IS 'Contacted clients of the measured tiers (or stratum); contacted - contacted_measured were in tiers with nobody held out.';
+COMMENT ON COLUMN churn.campaign_results.held_out_measured IS 'Held-out clients of the measured tiers (or stratum); held_out - held_out_measured were in tiers nobody contacted, left out of the difference.';
+COMMENT ON COLUMN churn.campaign_results.churn_rate_held_out_weighted IS 'Churn rate of the held-out clients of the measured tiers, each tier weighted by its contacted clients: the churn the contacted clients would have had without the contacts.';
 COMMENT ON COLUMN churn.campaign_results.computed_at IS 'When the row was computed.';
 
 -- The grants of 009_bi.sql cover these tables from the next upgrade on, and

@@ -67,7 +67,7 @@ def _write_contacts(engine: Engine, month: dt.date, client_ids: list[int]) -> No
             "load_id": uuid.uuid4(),
         }
     )
-    keys = {"month": month, "source_file": SOURCE_FILE}
+    keys = {"month": month, "source_file": SOURCE_FILE, "legacy_name": SOURCE_FILE}
     with engine.begin() as conn:
         db.execute(conn, "delete_file_contacts", keys)
         db.copy_rows(

@@ -1,1 +1,2 @@
-DELETE FROM crm.contact_quarantine WHERE month = %(month)s AND source_file = %(source_file)s
+DELETE FROM crm.contact_quarantine
+WHERE month = %(month)s AND source_file IN (%(source_file)s, %(legacy_name)s)
