@@ -8,13 +8,19 @@ contacted clients measures what the contacts achieved (see
 
 The choice depends only on (seed, month, client id) and the client's stratum,
 never on row order: every client gets a uniform number from a hash of the
-three, and in each stratum of n clients the round(share * n) lowest numbers
-are held out. A rerun of the month with the same tiers and segments holds
-out the same clients.
+three, and in each stratum of n clients the share * n lowest numbers are held
+out. share * n is rounded down or up at random, up with a probability equal
+to its fraction (from a hash of the seed, month and stratum), so that every
+client of the month has the same chance of being held out. Rounding every
+stratum the same way would hold out, say, one client in five of a small
+segment and one in ten of a large one, and the held-out group would lean
+towards the small segments. A rerun of the month with the same tiers and
+segments holds out the same clients.
 """
 
 import datetime as dt
 import logging
+import math
 
 import numpy as np
 import pandas as pd
@@ -55,9 +61,19 @@ def uniform_draws(client_ids, month: dt.date, seed: int) -> np.ndarray:
     return (bits >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
-def held_out_count(n_clients: int, share: float) -> int:
-    """Return round(share * n_clients), halves rounded up."""
-    return int(np.floor(share * n_clients + 0.5))
+def held_out_count(n_clients: int, share: float, draw: float) -> int:
+    """Return share * n_clients, rounded up when ``draw`` (in [0, 1)) is below its fraction.
+
+    Over draws the count averages exactly share * n_clients.
+    """
+    # Rounded first, so that 0.1 * 30 = 3.0000000000000004 counts as 3.
+    exact = round(share * n_clients, 9)
+    whole = math.floor(exact)
+    return whole + int(draw < exact - whole)
+
+
+# Stratum keys hashed for the rounding draws start above every client id.
+_STRATUM_KEY_BASE = 1 << 62
 
 
 def select_holdout(clients: pd.DataFrame, month: dt.date, share: float, seed: int) -> np.ndarray:
@@ -80,11 +96,13 @@ def select_holdout(clients: pd.DataFrame, month: dt.date, share: float, seed: in
     draws = uniform_draws(clients[CLIENT_ID].to_numpy(), month, seed)
     listed = clients[clients["risk_tier"].isin(HOLDOUT_TIERS)]
     positions = pd.Series(np.arange(len(clients)), index=clients.index)
-    for _, stratum in listed.groupby(["risk_tier", CLUSTER_ID], sort=True):
+    for (tier, cluster), stratum in listed.groupby(["risk_tier", CLUSTER_ID], sort=True):
+        key = _STRATUM_KEY_BASE + HOLDOUT_TIERS.index(tier) * (1 << 32) + int(cluster)
+        (rounding,) = uniform_draws([key], month, seed)
         at = positions[stratum.index].to_numpy()
         # Ties of the draws are all but impossible; the client id breaks them.
         order = np.lexsort((stratum[CLIENT_ID].to_numpy(), draws[at]))
-        held_out[at[order[: held_out_count(len(stratum), share)]]] = True
+        held_out[at[order[: held_out_count(len(stratum), share, rounding)]]] = True
     return held_out
 
 
