@@ -77,8 +77,7 @@ def scored_month(database):
     # churn.scores holds a partition a month; the job's publish creates it.
     _execute(
         database,
-        "CREATE TABLE churn.scores_2026_10 PARTITION OF churn.scores "
-        "FOR VALUES IN ('2026-10-01')",
+        "CREATE TABLE churn.scores_2026_10 PARTITION OF churn.scores FOR VALUES IN ('2026-10-01')",
     )
     _execute(
         database,
