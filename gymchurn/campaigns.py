@@ -4,8 +4,8 @@ A month's at-risk list (the high and medium tiers) is split at random into
 the listed clients and a held-out control group (:mod:`gymchurn.holdout`),
 a share of each stratum of risk tier and segment. Marketers contact listed
 clients during the following month, in practice only the high tier that
-``churn.at_risk`` and the CSV export hold, and load those contacts
-(:mod:`gymchurn.contacts`); the month's outcomes then tell who left.
+``churn.at_risk`` and the CSV export contain. They load those contacts
+(:mod:`gymchurn.contacts`), and the month's outcomes then show who left.
 
 Each stratum (risk tier, segment and suggested action) gets a row with:
 
@@ -398,7 +398,7 @@ class Measurement:
     months: list = field(default_factory=list)
     """The months measured, whose rows :func:`store_results` replaces."""
     previous_note: str | None = None
-    """Why the previous month has no results, or None when it has some."""
+    """Reason the previous month has no results, or None when it has some."""
 
     @property
     def previous_month(self) -> dt.date:

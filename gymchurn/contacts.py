@@ -386,7 +386,7 @@ def _duplicates(keys: pd.DataFrame, loaded_elsewhere: pd.DataFrame | None, sourc
 
 @dataclass(frozen=True)
 class ContactLoad:
-    """What loading a contact file wrote."""
+    """Counts and paths that loading a contact file wrote."""
 
     path: Path
     month: dt.date

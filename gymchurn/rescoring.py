@@ -79,7 +79,7 @@ class SplineRescorer(MatrixRescorer):
 
     @staticmethod
     def fits(pipeline) -> bool:
-        """Tell whether ``pipeline`` has the layout this rescorer knows."""
+        """Return whether ``pipeline`` has the layout this rescorer supports."""
         if not (
             isinstance(pipeline, Pipeline)
             and len(pipeline) == 2

@@ -849,7 +849,7 @@ def publish(
     auc = realised_roc_auc(scores, checked)
     table = scores.merge(segments.assignments, on=CLIENT_ID, validate="one_to_one")
     if HOLDOUT not in table:
-        # Scores not marked by holdout.mark_holdout hold nobody out.
+        # Scores not marked by holdout.mark_holdout have no held-out clients.
         table[HOLDOUT] = False
     table["suggested_action"] = _suggested_actions(table, insights)
     clusters = _cluster_rows(segments, table).assign(month=month, run_id=run_id)

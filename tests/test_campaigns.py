@@ -74,7 +74,7 @@ def scored_month(database):
             {"cluster": 1, "name": "loyal clients", "run_id": RUN_ID},
         ],
     )
-    # churn.scores holds a partition a month; the job's publish creates it.
+    # churn.scores has one partition a month, which the job's publish creates.
     _execute(
         database,
         "CREATE TABLE churn.scores_2026_10 PARTITION OF churn.scores FOR VALUES IN ('2026-10-01')",

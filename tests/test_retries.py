@@ -130,7 +130,7 @@ def test_rejected_connection_not_transient(server_message):
 
 
 def test_missing_database_not_transient(server_url):
-    # The name is never created, so the server answers that it does not exist.
+    # The database is never created, so the server reports that it does not exist.
     missing = server_url.set(database=f"missing_{uuid.uuid4().hex[:12]}")
     engine = sa.create_engine(missing)
     try:

@@ -35,7 +35,7 @@ SOURCE_FILE = "simulated_contacts.csv"
 
 @dataclass
 class CampaignSimulation:
-    """What a simulated campaign wrote, and the effects it planted."""
+    """Months, contacts and planted effects of a simulated campaign."""
 
     scored: list = field(default_factory=list)
     """Results of the monthly runs, one dict a scored month."""
