@@ -350,6 +350,28 @@ def campaign_results(month: dt.date, strata: pd.DataFrame) -> pd.DataFrame:
     return results[RESULT_COLUMNS]
 
 
+def pool_months(overall: pd.DataFrame) -> tuple[float, float, float]:
+    """Combine several months' ``overall`` rows into one effect with its 95 % interval.
+
+    The months' differences are weighted by their ``contacted_measured``
+    clients. Months are independent draws, so their variances, read from
+    each interval's half-width, add with the squared weights.
+
+    Returns:
+        The pooled difference and the lower and upper ends of its interval;
+        NaNs when no month has measured clients.
+    """
+    measured = overall[overall["contacted_measured"] > 0]
+    if measured.empty:
+        return math.nan, math.nan, math.nan
+    weights = measured["contacted_measured"] / measured["contacted_measured"].sum()
+    z = norm.ppf(1 - ALPHA / 2)
+    errors = (measured["ci_upper"] - measured["ci_lower"]) / (2 * z)
+    difference = float((weights * measured["difference"]).sum())
+    half = z * math.sqrt(float((weights**2 * errors**2).sum()))
+    return difference, difference - half, difference + half
+
+
 def too_small_to_read(row) -> bool:
     """Tell whether a result row has too few clients to read its difference.
 
