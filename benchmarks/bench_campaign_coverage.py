@@ -98,10 +98,10 @@ def _one_seed(server: sa.URL, seed: int, args, folder: Path) -> dict:
     )
     return {
         "seed": seed,
-        "planted": round(planted, 4),
-        "difference": round(difference, 4),
-        "ci_lower": round(lower, 4),
-        "ci_upper": round(upper, 4),
+        "planted": round(float(planted), 4),
+        "difference": round(float(difference), 4),
+        "ci_lower": round(float(lower), 4),
+        "ci_upper": round(float(upper), 4),
         "contacted": int(overall["contacted"].sum()),
         "held_out": int(overall["held_out"].sum()),
     }
