@@ -81,6 +81,7 @@ TO_SQL_INDEXES = [
     "WHERE risk_tier = 'high'",
 ]
 SEED = 42
+TASK_RUNS_PAGE = 200
 
 
 def _peak_rss_mib() -> float:
@@ -122,9 +123,18 @@ def _task_seconds(flow_run_id) -> tuple[dict, float, float]:
 
     with get_client(sync_client=True) as client:
         flow_run = client.read_flow_run(flow_run_id)
-        task_runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
-        )
+        # The API returns at most 200 task runs a request (its default limit), fewer
+        # than the chunk tasks of ten million clients, so read page after page.
+        task_runs = []
+        while True:
+            page = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+                limit=TASK_RUNS_PAGE,
+                offset=len(task_runs),
+            )
+            task_runs += page
+            if len(page) < TASK_RUNS_PAGE:
+                break
     # Chunk tasks of one step overlap: a step's seconds run from the start of its
     # first task to the end of its last.
     spans = {}
