@@ -766,6 +766,7 @@ def load_questionnaire_file(
         if existing:
             # Raising here rolls the whole load back.
             _reject_numbered_changes(loaded, month, q_changed + o_changed + o_removed)
+        db.execute(conn, "analyze_crm")
     return LoadSummary(
         month,
         len(questionnaires),

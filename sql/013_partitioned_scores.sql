@@ -164,6 +164,11 @@ BEGIN
         END IF;
     END LOOP;
 
+    -- Statistics for the planner, sampled from the new rows before churn.scores
+    -- is locked: without them it took a million-row month for a few rows and
+    -- looked up each at-risk client's questionnaire one by one.
+    EXECUTE format('ANALYZE churn.%I', staging);
+
     -- The swap. Dropping the month's old partition locks churn.scores until
     -- the commit. ATTACH PARTITION validates the foreign keys with one query
     -- each and reuses the indexes built above.

@@ -261,6 +261,22 @@ def test_load_questionnaire_file_twice_changes_nothing(database, real_data, sour
     assert _count(database, "crm.churn_outcomes") == n_rows
 
 
+def test_load_questionnaire_file_analyzes_tables(database, real_data):
+    load_questionnaire_file(database, read_questionnaire_csv(real_data), OCTOBER)
+
+    # The planner's row counts, which ANALYZE sets exactly for tables this small.
+    with database.connect() as conn:
+        tuples = dict(
+            conn.execute(
+                sa.text(
+                    "SELECT relname, reltuples FROM pg_class WHERE oid IN "
+                    "('crm.questionnaires'::regclass, 'crm.churn_outcomes'::regclass)"
+                )
+            ).all()
+        )
+    assert tuples == {"questionnaires": 4000, "churn_outcomes": 4000}
+
+
 def test_load_questionnaire_file_one_changed_value(database, tmp_path):
     reference = _with_client_ids(CASES / "00_clean_reference.csv", tmp_path, "reference.csv")
     load_questionnaire_file(database, read_questionnaire_csv(reference), OCTOBER)

@@ -161,4 +161,5 @@ def write_simulation(
             )
             if on_month is not None:
                 on_month(simulated)
+        db.execute(conn, "analyze_crm")
     return summary
