@@ -94,14 +94,20 @@ def test_swap_analyzes_new_partition(database):
     _publish_scores(database, MARCH, _scores(3, 0.7))
 
     # ANALYZE counts every row of a table this small.
-    assert _scalar(
-        database, "SELECT reltuples FROM pg_class WHERE oid = 'churn.scores_2026_03'::regclass"
-    ) == 3
-    assert _scalar(
-        database,
-        "SELECT count(*) FROM pg_stats WHERE schemaname = 'churn' "
-        "AND tablename = 'scores_2026_03' AND attname = 'churn_probability'",
-    ) == 1
+    assert (
+        _scalar(
+            database, "SELECT reltuples FROM pg_class WHERE oid = 'churn.scores_2026_03'::regclass"
+        )
+        == 3
+    )
+    assert (
+        _scalar(
+            database,
+            "SELECT count(*) FROM pg_stats WHERE schemaname = 'churn' "
+            "AND tablename = 'scores_2026_03' AND attname = 'churn_probability'",
+        )
+        == 1
+    )
 
 
 def test_swap_indexes_and_no_defaults_left(database):
