@@ -164,9 +164,9 @@ BEGIN
         END IF;
     END LOOP;
 
-    -- Statistics for the planner, sampled from the new rows before churn.scores
-    -- is locked: without them it took a million-row month for a few rows and
-    -- looked up each at-risk client's questionnaire one by one.
+    -- Planner statistics of the new rows, taken before churn.scores is locked.
+    -- Without them the planner expected a few rows in a month of millions and
+    -- looked up each at-risk client's questionnaire by index.
     EXECUTE format('ANALYZE churn.%I', staging);
 
     -- The swap. Dropping the month's old partition locks churn.scores until
