@@ -8,10 +8,10 @@ on the first scored month, the champion loaded after. It then pools the
 scored months' ``overall`` rows of ``churn.campaign_results`` and drops the
 database.
 
-The script prints one line a seed and then one JSON line: how many pooled
-95 % intervals contain the planted effect, how many lie wholly above or
-below it, and the mean and spread of the estimates against the intervals'
-mean standard error.
+The script prints one line a seed, then one JSON line of the summary. It
+counts the pooled 95 % intervals that contain the planted effect and those
+wholly above or below it. It also gives the mean and spread of the
+estimates, next to the intervals' mean standard error.
 
     python benchmarks/bench_campaign_coverage.py [--seeds 20] [--first-seed 1]
         [--effect 0.0] [--clients 2000] [--months 3]

@@ -25,8 +25,8 @@ measures, each in a process of its own so that each has its own peak memory:
   starts, so that ``to_sql`` writes rows of the same size;
 - ``floor``: COPY out of the questionnaires the flow reads and COPY in of
   the rows the flow wrote to ``churn.scores``, with no work between, into a
-  copy of that table with its indexes and checks but not its foreign keys;
-  and, as the ``bare`` floor, the same COPY in into a copy without indexes.
+  copy of that table with its indexes and checks but not its foreign keys.
+  The ``bare`` floor COPYs the same rows into a copy without indexes.
 
 Prints one JSON line and drops the database.
 
@@ -55,14 +55,13 @@ import sqlalchemy as sa  # noqa: E402
 
 START = dt.date(2026, 1, 1)
 DEFAULT_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-# Training rows of the naive phase's random forest; 0 fits it on all of them,
-# as the published analyses do. A smaller sample shows how much of the naive
-# pipeline's time the forest takes: on the 2-core machine of
-# docs/benchmarks.md it took 2.4 s on 25,000 rows and 15.7 s on 100,000.
+# Training rows of the naive phase's random forest. 0 fits it on all of them,
+# as the published analyses do. On the 2-core machine of docs/benchmarks.md
+# the forest took 2.4 s on 25,000 rows and 15.7 s on 100,000.
 NAIVE_FOREST_ROWS = 0
 NAIVE_CLUSTERS = 5
-# The table to_sql appends to in the write phase: the columns it writes, with
-# the indexes churn.scores has on them, so that both land in an indexed table.
+# The table to_sql appends to in the write phase. It has the indexes
+# churn.scores has on these columns, so both writes land in an indexed table.
 TO_SQL_TABLE = """
     CREATE TABLE public.write_to_sql (
         month date NOT NULL,
@@ -402,6 +401,17 @@ def _naive(url: sa.URL, months: int, forest_rows: int) -> dict:
     }
 
 
+def _copy_file_in(conn, cursor, rows, table: str) -> float:
+    """COPY the COPY-format ``rows`` file into ``table`` and commit; return the seconds taken."""
+    started = time.perf_counter()
+    rows.seek(0)
+    with cursor.copy(f"COPY {table} FROM STDIN") as copy:
+        while block := rows.read(1 << 20):
+            copy.write(block)
+    conn.commit()
+    return time.perf_counter() - started
+
+
 def _floor(url: sa.URL, months: int) -> dict:
     """COPY out the questionnaires a run reads, COPY in the scores it writes."""
     import psycopg
@@ -431,13 +441,7 @@ def _floor(url: sa.URL, months: int) -> dict:
                 n_bytes += len(block)
         read = time.perf_counter() - started
 
-        mark = time.perf_counter()
-        scores.seek(0)
-        with cursor.copy("COPY public.floor_scores FROM STDIN") as copy:
-            while block := scores.read(1 << 20):
-                copy.write(block)
-        conn.commit()
-        write = time.perf_counter() - mark
+        write = _copy_file_in(conn, cursor, scores, "public.floor_scores")
         n_scores = cursor.execute("SELECT count(*) FROM public.floor_scores").fetchone()[0]
 
         # The same COPY into a table without indexes, as the write step's first half does.
@@ -446,13 +450,7 @@ def _floor(url: sa.URL, months: int) -> dict:
             "(LIKE churn.scores INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
         )
         conn.commit()
-        mark = time.perf_counter()
-        scores.seek(0)
-        with cursor.copy("COPY public.floor_scores_bare FROM STDIN") as copy:
-            while block := scores.read(1 << 20):
-                copy.write(block)
-        conn.commit()
-        write_bare = time.perf_counter() - mark
+        write_bare = _copy_file_in(conn, cursor, scores, "public.floor_scores_bare")
     return {
         "seconds": round(read + write, 1),
         "bare_seconds": round(read + write_bare, 1),
