@@ -74,8 +74,7 @@ TO_SQL_TABLE = """
     )
 """
 TO_SQL_INDEXES = [
-    "CREATE INDEX ON public.write_to_sql (month, risk_tier)",
-    "CREATE INDEX ON public.write_to_sql (month, cluster_id, risk_tier)",
+    "CREATE INDEX ON public.write_to_sql (month, risk_tier, cluster_id)",
     "CREATE INDEX ON public.write_to_sql (month, churn_probability DESC, client_id) "
     "WHERE risk_tier = 'high'",
 ]
@@ -184,10 +183,12 @@ def _run_flow(url: sa.URL, months: int, retrain: str, home: Path) -> dict:
 
 
 def _published_scores(url: sa.URL, month: dt.date):
-    """Read the month's published score rows, with reasons as tuples.
+    """Read the month's published score rows, with reasons as the flow holds them.
 
     The rows are fetched 100,000 at a time, and equal values of the text
-    columns share one object, so that 10,000,000 rows fit in a few GiB.
+    columns share one object, so that 10,000,000 rows fit in a few GiB. The
+    reasons become a categorical of each client's phrases joined, as
+    :func:`gymchurn.reasons.phrase_sets` returns them.
 
     Returns:
         The rows, the run that published them and its model version.
@@ -195,6 +196,8 @@ def _published_scores(url: sa.URL, month: dt.date):
     import numpy as np
     import pandas as pd
     import psycopg
+
+    from gymchurn.reasons import SEPARATOR
 
     query = (
         "SELECT client_id, churn_probability, risk_tier, cluster_id, reasons,"
@@ -222,7 +225,7 @@ def _published_scores(url: sa.URL, month: dt.date):
                         "churn_probability": np.array(probability, dtype="float64"),
                         "risk_tier": objects(tier),
                         "cluster_id": np.array(cluster, dtype="int16"),
-                        "reasons": objects(map(tuple, reasons)),
+                        "reasons": objects(map(SEPARATOR.join, reasons)),
                         "suggested_action": objects(action),
                         "holdout": np.array(holdout, dtype="bool"),
                     }
@@ -230,16 +233,9 @@ def _published_scores(url: sa.URL, month: dt.date):
             )
             runs.update(zip(run, version, strict=True))
     ((run_id, version),) = runs
-    return pd.concat(parts, ignore_index=True), run_id, version
-
-
-def _reasons_text(reasons):
-    """Join each client's reasons with "; ", each distinct list once."""
-    import numpy as np
-    import pandas as pd
-
-    codes, distinct = pd.factorize(reasons)
-    return np.array(["; ".join(phrases) for phrases in distinct], dtype=object)[codes]
+    published = pd.concat(parts, ignore_index=True)
+    published["reasons"] = published["reasons"].astype("category")
+    return published, run_id, version
 
 
 def _to_sql_rows(month: dt.date, scores):
@@ -282,7 +278,7 @@ def _write(url: sa.URL, months: int, with_to_sql: bool) -> dict:
         "commit_seconds": round(committed - swapped, 2),
     }
     if with_to_sql:
-        rows = _to_sql_rows(month, published.assign(reasons=_reasons_text(published["reasons"])))
+        rows = _to_sql_rows(month, published)
         with engine.begin() as conn:
             conn.exec_driver_sql(TO_SQL_TABLE)
             for statement in TO_SQL_INDEXES:
@@ -318,7 +314,7 @@ def _naive(url: sa.URL, months: int, forest_rows: int) -> dict:
 
     month = _scored_month(months)
     published, _, _ = _published_scores(url, month)
-    reasons = pd.Series(_reasons_text(published["reasons"]), index=published["client_id"])
+    reasons = pd.Series(published["reasons"].to_numpy(), index=published["client_id"])
     engine = sa.create_engine(url)
     seconds = {}
     started = time.perf_counter()

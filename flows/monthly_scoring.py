@@ -188,7 +188,7 @@ def _top_at_risk(insights, scores, rows: int = 20) -> list[dict]:
             "churn_probability": round(float(row.churn_probability), 4),
             "risk_tier": row.risk_tier,
             "segment": names.get(row.cluster_id, ""),
-            "reasons": "; ".join(row.reasons),
+            "reasons": row.reasons,
         }
         for row in top.itertuples()
     ]

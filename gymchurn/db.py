@@ -441,11 +441,36 @@ def copy_csv(
     are quoted as identifiers all the same. ``freeze`` writes the rows frozen
     (COPY FREEZE), which needs a table created in the current transaction.
     """
+    _copy_in(conn, table, columns, chunks, "CSV", freeze)
+
+
+def copy_binary(
+    conn: Connection,
+    table: str,
+    columns: Sequence[str],
+    chunks: Iterable[bytes],
+    *,
+    freeze: bool = False,
+) -> None:
+    """Write PostgreSQL's binary COPY format into ``columns`` of ``table``, as :func:`copy_csv`.
+
+    The chunks together must be a whole input, header and trailer included,
+    as :func:`gymchurn.binary_copy.blocks` yields them.
+    """
+    _copy_in(conn, table, columns, chunks, "BINARY", freeze)
+
+
+def connection_encoding(conn: Connection) -> str:
+    """Return the Python name of the encoding text must be sent in on ``conn``."""
+    return conn.connection.driver_connection.info.encoding
+
+
+def _copy_in(conn, table: str, columns: Sequence[str], chunks, form: str, freeze: bool) -> None:
     from psycopg import sql
     from psycopg.copy import QueuedLibpqWriter
 
     raw = conn.connection.driver_connection
-    options = sql.SQL("FORMAT CSV, FREEZE" if freeze else "FORMAT CSV")
+    options = sql.SQL(f"FORMAT {form}, FREEZE" if freeze else f"FORMAT {form}")
     statement = sql.SQL("COPY {} ({}) FROM STDIN ({})").format(
         sql.Identifier(*table.split(".")),
         sql.SQL(", ").join(sql.Identifier(c) for c in columns),

@@ -40,8 +40,8 @@ class MonthInsights:
     ``churned`` (0.0 or 1.0)."""
     scores: pd.DataFrame
     """One row a scored client: ``client_id``, ``churn_probability``, ``risk_tier``
-    (``high``, ``medium``, ``low``), ``reasons`` (list of str), ``cluster_id``,
-    ``suggested_action`` (title of the measure chosen by :func:`suggest_actions`, or
+    (``high``, ``medium``, ``low``), ``reasons`` (the phrases joined by ``"; "``),
+    ``cluster_id``, ``suggested_action`` (title of the measure chosen by :func:`suggest_actions`, or
     None)."""
     clusters: pd.DataFrame
     """One row a segment, by ``cluster_id``: ``name`` (plain, e.g. "1-month contracts,

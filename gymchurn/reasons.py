@@ -103,6 +103,9 @@ _MISSING_PHRASES = {
 
 DEFAULT_MIN_CONTRIBUTION = 0.01
 
+SEPARATOR = "; "
+"""Joins a client's phrases into one text. No phrase contains it."""
+
 
 @dataclass(frozen=True)
 class Reason:
@@ -387,6 +390,50 @@ def top_phrases(
     return phrases
 
 
+def phrase_sets(
+    attribution: Attribution,
+    clients: pd.DataFrame,
+    *,
+    top: int = 3,
+    min_contribution: float = DEFAULT_MIN_CONTRIBUTION,
+) -> pd.Categorical:
+    """Return each client's phrases of :func:`top_phrases` as one text, in a categorical.
+
+    A client's phrases are joined by :data:`SEPARATOR`, largest contribution
+    first; a client without a reason gets ``""``. Many clients share a set of
+    reasons, so each distinct set is held and joined once, and no list is
+    built per client. :func:`split_phrases` gives the list back.
+
+    The arguments, the order and the errors are those of :func:`top_reasons`.
+    """
+    rows, _, _, texts = _select(attribution, clients, top, min_contribution)
+    n_clients = len(clients)
+    if rows.size == 0:
+        return pd.Categorical.from_codes(np.zeros(n_clients, dtype="int8"), categories=[""])
+    phrase_codes, phrases = pd.factorize(texts)
+    # The reasons come by client row, largest first, so a reason's rank is its
+    # position after the first reason of its row.
+    firsts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+    ranks = np.arange(rows.size) - np.repeat(firsts, np.diff(np.r_[firsts, rows.size]))
+    chosen = np.full((n_clients, max(top, 1)), -1, dtype="int64")
+    chosen[rows, ranks] = phrase_codes
+    # Number the distinct rows of chosen, one column at a time so that the
+    # key stays below the number of clients.
+    codes = np.zeros(n_clients, dtype="int64")
+    for rank in range(chosen.shape[1]):
+        codes = pd.factorize(codes * (len(phrases) + 1) + chosen[:, rank] + 1)[0]
+    example = np.empty(codes.max() + 1, dtype="int64")
+    example[codes] = np.arange(n_clients)
+    words = np.asarray(phrases, dtype="object")
+    categories = [SEPARATOR.join(words[row[row >= 0]]) for row in chosen[example]]
+    return pd.Categorical.from_codes(codes, categories=categories)
+
+
+def split_phrases(text: str) -> list[str]:
+    """Return the phrases of one client's text from :func:`phrase_sets`, ``[]`` for ``""``."""
+    return text.split(SEPARATOR) if text else []
+
+
 def _select(
     attribution: Attribution, clients: pd.DataFrame, top: int, min_contribution: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -456,15 +503,33 @@ def explain(
 
 
 def _describe_rows(factor: str, clients: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
-    # Phrase each distinct combination of values once, because most factors take
-    # few distinct values and phrasing 100,000 rows one by one is slow.
+    # Phrase each distinct combination of values, as the phrase shows them,
+    # once: phrasing every client of a chunk one by one is slow.
     columns = FACTORS[factor]
     own = np.column_stack(
         [clients[column].to_numpy(dtype="float64", na_value=np.nan)[rows] for column in columns]
     )
-    distinct, inverse = np.unique(own, axis=0, return_inverse=True)
-    phrases = [describe(factor, dict(zip(columns, values, strict=True))) for values in distinct]
-    return np.array(phrases, dtype="object")[inverse.ravel()]
+    shown = _shown(factor, own)
+    codes = np.zeros(len(rows), dtype="int64")
+    for index in range(shown.shape[1]):
+        column_codes, distinct = pd.factorize(shown[:, index], use_na_sentinel=False)
+        codes = pd.factorize(codes * len(distinct) + column_codes)[0]
+    example = np.empty(codes.max(initial=-1) + 1, dtype="int64")
+    example[codes] = np.arange(len(rows))
+    phrases = [describe(factor, dict(zip(columns, own[row], strict=True))) for row in example]
+    return np.array(phrases, dtype="object")[codes]
+
+
+def _shown(factor: str, values: np.ndarray) -> np.ndarray:
+    """Round ``values`` as the factor's phrase shows them, so that equal rows read the same."""
+    if factor != VISITS:
+        # Whole numbers: numpy's rint rounds halves to even, as Python's format does.
+        return np.rint(values)
+    tenths = values * 10
+    # A value within rounding error of a half tenth keeps its own phrase,
+    # because the product above may have rounded it across the half.
+    halfway = np.abs(tenths - np.floor(tenths) - 0.5) < 1e-6
+    return np.where(halfway, values, np.rint(tenths) / 10)
 
 
 def format_count(count: float, unit: str) -> str:

@@ -54,7 +54,7 @@ CREATE TABLE IF NOT EXISTS churn.scores (
     PRIMARY KEY (month, client_id)
 );
 
-CREATE INDEX IF NOT EXISTS scores_month_tier ON churn.scores (month, risk_tier);
+CREATE INDEX IF NOT EXISTS scores_month_tier ON churn.scores (month, risk_tier, cluster_id);
 
 COMMENT ON TABLE churn.scores IS
     'Probability that the client leaves in the month after month, with risk tier and segment.';

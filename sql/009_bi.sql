@@ -94,11 +94,10 @@ LEFT JOIN churn.monitoring AS m
 WHERE r.status = 'succeeded';
 
 -- Indexes. The primary key of every monthly table already starts with month.
--- These serve the segment filter, the at-risk ranking, the data-quality
--- tables by month, and the join of scores to outcomes.
+-- These serve the at-risk ranking, the data-quality tables by month, and the
+-- join of scores to outcomes. scores_month_tier (003) serves the filters by
+-- risk tier and by tier and segment.
 
-CREATE INDEX IF NOT EXISTS scores_month_cluster_tier
-    ON churn.scores (month, cluster_id, risk_tier);
 CREATE INDEX IF NOT EXISTS scores_high_tier_ranking
     ON churn.scores (month, churn_probability DESC, client_id)
     WHERE risk_tier = 'high';

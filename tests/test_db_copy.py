@@ -1,14 +1,15 @@
-"""COPY helpers of gymchurn.db: array columns through CSV, reading COPY output as it streams."""
+"""COPY helpers: array columns through CSV, binary COPY input, reading COPY output as it streams."""
 
 import io
 
+import numpy as np
 import pandas as pd
 import psycopg
 import pytest
 import sqlalchemy as sa
 from psycopg import sql
 
-from gymchurn import db
+from gymchurn import binary_copy, db
 
 
 def test_array_literal_round_trips_through_copy(database):
@@ -28,6 +29,48 @@ def test_array_literal_round_trips_through_copy(database):
         stored = conn.execute(sa.text("SELECT reasons FROM public.arrays ORDER BY id")).all()
     assert written == 4
     assert [list(row.reasons) for row in stored] == reasons
+
+
+def test_binary_blocks_round_trip_through_copy(database):
+    """Each kind of column the score writer sends, in blocks that split the rows."""
+    arrays = [["fell from 2.0 to 1.0", "ü ß"], [], ['say "x"', "{a,b}", "back\\slash", "NULL", ""]]
+    columns = [
+        binary_copy.Numbers(np.array([3, -1, 2**40]), ">i8"),
+        binary_copy.Numbers(np.array([0.1, 2.5e-7, 1 / 3]), ">f8"),
+        binary_copy.Numbers(np.array([-2, 7, 0]), ">i2"),
+        binary_copy.Numbers(np.array([True, False, True]), "?"),
+        binary_copy.Coded(np.array([1, 0, 1]), [b"high", None]),
+        binary_copy.Coded(
+            np.array([0, 1, 2]), [binary_copy.text_array_payload(a, "utf-8") for a in arrays]
+        ),
+    ]
+    names = ["id", "share", "small", "flag", "tier", "reasons"]
+    with database.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE public.fields (id bigint, share float8, small smallint, flag boolean,"
+            " tier text, reasons text[])"
+        )
+        blocks = list(binary_copy.blocks(columns, np.array([2, 0, 1]), rows=2))
+        db.copy_binary(conn, "public.fields", names, blocks)
+    with database.connect() as conn:
+        stored = conn.execute(sa.text("SELECT * FROM public.fields")).all()
+
+    # A header, two blocks (two rows and one) and the trailer.
+    assert len(blocks) == 4
+    assert [tuple(row) for row in stored] == [
+        (2**40, 1 / 3, 0, True, None, arrays[2]),
+        (3, 0.1, -2, True, None, arrays[0]),
+        (-1, 2.5e-7, 7, False, "high", []),
+    ]
+
+
+def test_binary_blocks_of_no_rows_are_an_empty_copy(database):
+    with database.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE public.fields (id bigint)")
+        columns = [binary_copy.Numbers(np.array([], dtype="int64"), ">i8")]
+        db.copy_binary(conn, "public.fields", ["id"], binary_copy.blocks(columns, np.array([])))
+    with database.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM public.fields")).scalar() == 0
 
 
 def test_copy_stream_reads_blocks_split_anywhere():

@@ -464,3 +464,63 @@ def test_top_reasons_missing_value_phrase(reference):
 
     assert [reason.text for reason in chosen] == ["age not recorded"]
     assert chosen[0].contribution == pytest.approx(0.7)
+
+
+@pytest.mark.parametrize("top", [3, 1])
+def test_phrase_sets_join_top_phrases(real_attributions, clients, top):
+    attribution = real_attributions["hist_gradient_boosting"]
+
+    sets = reasons.phrase_sets(attribution, clients, top=top)
+    phrases = reasons.top_phrases(attribution, clients, top=top)
+
+    assert len(sets) == len(clients) == 4000
+    assert [reasons.split_phrases(text) for text in sets] == phrases
+    # Clients share sets of reasons: far fewer distinct texts than clients.
+    assert 10 < len(sets.categories) < 2000
+    assert sum(not text for text in sets) == sum(not p for p in phrases) > 0
+
+
+def test_phrase_sets_without_any_reason(real_attributions, clients):
+    sets = reasons.phrase_sets(real_attributions["logistic_regression"], clients, top=0)
+
+    assert list(sets.categories) == [""]
+    assert len(sets) == 4000
+
+
+def test_no_phrase_contains_the_separator(real_attributions, clients):
+    attribution = real_attributions["hist_gradient_boosting"]
+    texts = {
+        reason.text
+        for client_reasons in reasons.top_reasons(attribution, clients)
+        for reason in client_reasons
+    }
+    texts |= set(reasons._MISSING_PHRASES.values())
+    texts |= {phrase for pair in reasons._FLAG_PHRASES.values() for phrase in pair}
+
+    assert len(texts) > 20
+    assert not any(reasons.SEPARATOR in text for text in texts)
+
+
+@pytest.mark.parametrize("factor", list(reasons.FACTORS))
+def test_describe_rows_equals_one_by_one(clients, factor):
+    """Phrasing the distinct shown values once gives each client's own phrase."""
+    frame = clients.copy()
+    edges = [0.05, 0.15, 0.25, 0.35, 0.45, 1.45, 2.25, 2.35, 2.5, 3.5, 0.5, 1.0049999, np.nan]
+    for column in reasons.FACTORS[factor]:
+        values = frame[column].to_numpy(dtype="float64", copy=True)
+        values[: len(edges)] = edges
+        frame[column] = values
+    rows = np.r_[np.arange(len(edges)), np.arange(len(edges), len(frame), 2)]
+
+    phrases = reasons._describe_rows(factor, frame, rows)
+
+    own = {
+        column: frame[column].to_numpy(dtype="float64", na_value=np.nan)
+        for column in reasons.FACTORS[factor]
+    }
+    expected = [
+        reasons.describe(factor, {column: values[row] for column, values in own.items()})
+        for row in rows
+    ]
+    assert phrases.tolist() == expected
+    assert len(set(expected)) > 1
