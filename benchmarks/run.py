@@ -42,6 +42,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -142,11 +143,37 @@ def _task_seconds(flow_run_id) -> tuple[dict, float, float]:
         name = task_run.name.rsplit("-", 1)[0]
         first, last = spans.get(name, (task_run.start_time, task_run.end_time))
         spans[name] = (min(first, task_run.start_time), max(last, task_run.end_time))
-    seconds = {
-        name: round((last - first).total_seconds(), 2) for name, (first, last) in spans.items()
-    }
     flow_seconds = (flow_run.end_time - flow_run.start_time).total_seconds()
-    return seconds, flow_seconds, flow_run.start_time.timestamp()
+    spans = {
+        name: (first.timestamp(), last.timestamp()) for name, (first, last) in spans.items()
+    }
+    return spans, flow_seconds, flow_run.start_time.timestamp()
+
+
+class _RssSampler(threading.Thread):
+    """Records this process's resident memory every ``interval`` seconds until stopped."""
+
+    def __init__(self, interval: float = 0.1):
+        super().__init__(daemon=True)
+        self.interval = interval
+        self.samples: list[tuple[float, int]] = []
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        import psutil
+
+        process = psutil.Process()
+        while not self._stop_event.is_set():
+            self.samples.append((time.time(), process.memory_info().rss))
+            self._stop_event.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+
+    def peak_mib(self, first: float, last: float) -> float | None:
+        inside = [rss for at, rss in self.samples if first <= at <= last]
+        return round(max(inside) / 2**20, 1) if inside else None
 
 
 def _run_flow(url: sa.URL, months: int, retrain: str, home: Path) -> dict:
@@ -161,12 +188,17 @@ def _run_flow(url: sa.URL, months: int, retrain: str, home: Path) -> dict:
     from gymchurn.schema import format_month
 
     imported = time.perf_counter()
+    sampler = _RssSampler()
+    sampler.start()
     state = monthly_scoring(
         month=format_month(_scored_month(months)), retrain=retrain, return_state=True
     )
     result = state.result()
     total = time.perf_counter() - started
-    steps, flow_seconds, flow_started = _task_seconds(state.state_details.flow_run_id)
+    sampler.stop()
+    spans, flow_seconds, flow_started = _task_seconds(state.state_details.flow_run_id)
+    steps = {name: round(last - first, 2) for name, (first, last) in spans.items()}
+    step_peaks = {name: sampler.peak_mib(first, last) for name, (first, last) in spans.items()}
     prefect_start = flow_started - started_wall - (imported - started)
     return {
         "seconds": round(total, 1),
@@ -175,6 +207,7 @@ def _run_flow(url: sa.URL, months: int, retrain: str, home: Path) -> dict:
         "run_without_prefect_start_seconds": round(total - prefect_start, 1),
         "flow_seconds": round(flow_seconds, 1),
         "steps_seconds": steps,
+        "steps_peak_rss_mib": step_peaks,
         "rows_read": result["rows_read"],
         "rows_scored": result["rows_scored"],
         "model_decision": result["model_decision"],
