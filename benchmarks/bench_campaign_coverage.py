@@ -92,10 +92,7 @@ def _one_seed(server: sa.URL, seed: int, args, folder: Path) -> dict:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()
     difference, lower, upper = pool_months(overall)
-    contacted = simulation.contacted
-    planted = sum(simulation.true_effects.get(m, 0.0) * n for m, n in contacted.items()) / sum(
-        contacted.values()
-    )
+    planted = simulation.planted_effect()
     return {
         "seed": seed,
         "planted": round(float(planted), 4),

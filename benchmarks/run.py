@@ -144,9 +144,7 @@ def _task_seconds(flow_run_id) -> tuple[dict, float, float]:
         first, last = spans.get(name, (task_run.start_time, task_run.end_time))
         spans[name] = (min(first, task_run.start_time), max(last, task_run.end_time))
     flow_seconds = (flow_run.end_time - flow_run.start_time).total_seconds()
-    spans = {
-        name: (first.timestamp(), last.timestamp()) for name, (first, last) in spans.items()
-    }
+    spans = {name: (first.timestamp(), last.timestamp()) for name, (first, last) in spans.items()}
     return spans, flow_seconds, flow_run.start_time.timestamp()
 
 

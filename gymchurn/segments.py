@@ -46,6 +46,9 @@ MAX_FIT_ROWS = 100_000
 SILHOUETTE_RANGE = range(2, 9)
 SILHOUETTE_SAMPLE = 2_000
 LINKAGE_SAMPLE = 1_000
+# Rows standardised at a time to fit the scaler: a month up to this size is fitted
+# in one piece, as StandardScaler.fit would.
+SCALER_CHUNK_ROWS = 1_000_000
 NAME_TRAITS = 3
 """Traits a segment's name is built from."""
 WARM_START_TOLERANCE = 0.05
@@ -86,7 +89,7 @@ class Segmentation:
     """Segments of one month."""
 
     assignments: pd.DataFrame
-    """One row a client: ``client_id``, ``cluster_id``."""
+    """One row a client, in client_id order: ``client_id``, ``cluster_id``."""
     profiles: pd.DataFrame
     """One row a segment: ``cluster_id``, ``name``, ``size``, ``share``, ``churn_rate``,
     the mean of each feature, and ``traits`` (what sets it apart, strongest first)."""
@@ -99,10 +102,6 @@ class Segmentation:
     """Ward linkage of a sample of standardised clients, for a dendrogram."""
     matched: bool
     """True when the ids were matched to an earlier month's segments."""
-
-
-def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame.sort_values(CLIENT_ID, kind="stable").reset_index(drop=True)
 
 
 def _sample(n_rows: int, size: int, seed: int) -> np.ndarray:
@@ -202,15 +201,15 @@ def _ids_by_churn(labels_of_reference: np.ndarray, reference: pd.DataFrame, k: i
     return ids
 
 
-def _trait(feature: str, segment: pd.Series, members: pd.DataFrame, clients: pd.DataFrame) -> str:
-    """Phrase what sets the segment apart in ``feature``, with its figures."""
-    base = clients[FEATURES].mean()
-    phrase = _short_phrase(feature, segment[feature] - base[feature], members)
+def _trait(feature: str, segment: pd.Series, base: pd.Series, one_month: float, overall: float):
+    """Phrase what sets the segment apart in ``feature``, with its figures.
+
+    ``segment`` and ``base`` are the segment's and all clients' mean answers;
+    ``one_month`` and ``overall`` their shares on a 1-month contract.
+    """
+    phrase = _short_phrase(feature, segment[feature] - base[feature], one_month)
     if feature == "contract_period":
-        return (
-            f"{phrase} ({(members[feature] == 1).mean():.0%} on 1-month contracts "
-            f"vs {(clients[feature] == 1).mean():.0%} of all clients)"
-        )
+        return f"{phrase} ({one_month:.0%} on 1-month contracts vs {overall:.0%} of all clients)"
     if feature in BINARY_FEATURES:
         return f"{phrase} ({segment[feature]:.0%} vs {base[feature]:.0%} of all clients)"
     return (
@@ -233,19 +232,22 @@ def _traits(distance: pd.Series) -> list[str]:
     return chosen
 
 
-def _short_phrase(feature: str, distance: float, clients: pd.DataFrame) -> str:
+def _short_phrase(feature: str, distance: float, one_month_share: float) -> str:
     low, high = _TRAIT_PHRASES[feature]
-    if feature == "contract_period" and (clients[feature] == 1).mean() >= 0.75:
+    if feature == "contract_period" and one_month_share >= 0.75:
         return "1-month contracts"
     return high if distance > 0 else low
 
 
-def _names(trait_features: dict, differences: pd.DataFrame, members: dict) -> dict:
-    """Name each segment after its strongest traits; names differ between segments."""
+def _names(trait_features: dict, differences: pd.DataFrame, one_month: pd.Series) -> dict:
+    """Name each segment after its strongest traits; names differ between segments.
+
+    ``one_month`` is the share of each segment's clients on a 1-month contract.
+    """
     names = {}
     for cluster, features in trait_features.items():
         phrases = [
-            _short_phrase(f, differences.loc[cluster, f], members[cluster]) for f in features
+            _short_phrase(f, differences.loc[cluster, f], one_month[cluster]) for f in features
         ]
         names[cluster] = phrases or ["typical clients"]
     counts = {cluster: min(NAME_TRAITS, len(p)) for cluster, p in names.items()}
@@ -318,16 +320,26 @@ def fit_segments(
     """
     if clients.empty:
         raise ValueError("no clients to segment")
-    clients = _sorted(clients)
-    matrix = feature_matrix(clients)
-    scaler = StandardScaler().fit(matrix)
-    standardised = scaler.transform(matrix)
-    silhouette = silhouette_by_count(standardised, seed=seed)
+    # Samples are drawn by position in client order, so that the segments do not
+    # depend on the order of the rows. Only the sampled rows are standardised:
+    # the month's clients are never copied whole.
+    by_client = np.argsort(clients[CLIENT_ID].to_numpy(), kind="stable")
+
+    def rows(positions: np.ndarray) -> np.ndarray:
+        return feature_matrix(clients.iloc[by_client[positions]])
+
+    scaler = StandardScaler()
+    for start in range(0, len(clients), SCALER_CHUNK_ROWS):
+        scaler.partial_fit(rows(np.arange(start, min(start + SCALER_CHUNK_ROWS, len(clients)))))
+    n_clients = len(clients)
+    silhouette = silhouette_by_count(
+        scaler.transform(rows(_sample(n_clients, SILHOUETTE_SAMPLE, seed))), seed=seed
+    )
     k = choose_count(silhouette, n_clusters)
-    fit_rows = _sample(len(clients), MAX_FIT_ROWS, seed)
+    fit_matrix = rows(_sample(n_clients, MAX_FIT_ROWS, seed))
     # k-means needs k distinct rows among those it is fitted on. Hashing the rows
     # counts them in linear time; sorting them (numpy.unique) took 7 s on a million.
-    distinct = int((~pd.DataFrame(matrix[fit_rows]).duplicated()).sum())
+    distinct = int((~pd.DataFrame(fit_matrix).duplicated()).sum())
     if distinct < k:
         logger.warning(
             "segment: %d distinct questionnaires cannot form %d segments; forming %d",
@@ -336,7 +348,7 @@ def fit_segments(
             distinct,
         )
         k = distinct
-    kmeans = _fit_kmeans(standardised[fit_rows], k, seed, previous, scaler)
+    kmeans = _fit_kmeans(scaler.transform(fit_matrix), k, seed, previous, scaler)
 
     reference = reference.dropna(subset=[CHURNED]) if not reference.empty else reference
     reference_raw = (
@@ -348,7 +360,7 @@ def fit_segments(
     matched = ids is not None
     if ids is None:
         ids = _ids_by_churn(reference_raw, reference, k)
-    linkage = ward_linkage(standardised[_sample(len(clients), LINKAGE_SAMPLE, seed)], "ward")
+    linkage = ward_linkage(scaler.transform(rows(_sample(n_clients, LINKAGE_SAMPLE, seed))), "ward")
     return SegmentModel(
         scaler=scaler,
         kmeans=kmeans,
@@ -387,14 +399,20 @@ def describe_segments(
         assignments: ``client_id`` and ``cluster_id`` of each of ``clients``,
             in any order, as :func:`assign_segments` returns them.
     """
-    clients = _sorted(clients)
-    assignments = assignments.sort_values(CLIENT_ID, kind="stable").reset_index(drop=True)
-    if not np.array_equal(assignments[CLIENT_ID].to_numpy(), clients[CLIENT_ID].to_numpy()):
+    # Each client's segment, in the row order of clients; the month is not sorted.
+    ordered = assignments.sort_values(CLIENT_ID, kind="stable")
+    assigned_ids = ordered[CLIENT_ID].to_numpy()
+    client_ids = clients[CLIENT_ID].to_numpy()
+    by_client = np.argsort(client_ids, kind="stable")
+    if len(assigned_ids) != len(client_ids) or not np.array_equal(
+        assigned_ids, client_ids[by_client]
+    ):
         raise ValueError(
             f"assignments cover {len(assignments)} clients but clients has {len(clients)} "
             "other ones; assign every client of the month exactly once"
         )
-    cluster_of_client = assignments[CLUSTER_ID].to_numpy()
+    cluster_of_client = np.empty(len(clients), dtype=ordered[CLUSTER_ID].dtype)
+    cluster_of_client[by_client] = ordered[CLUSTER_ID].to_numpy()
     ids = fitted.ids
     reference = fitted.reference
 
@@ -403,9 +421,11 @@ def describe_segments(
     means = clients[FEATURES].groupby(cluster_of_client).mean()
     differences = (means - base_mean) / base_std
     differences.index.name = CLUSTER_ID
-    members = {c: clients[cluster_of_client == c] for c in means.index}
+    on_one_month = clients["contract_period"] == 1
+    one_month = on_one_month.groupby(cluster_of_client).mean()
+    overall_one_month = float(on_one_month.mean())
     trait_features = {c: _traits(differences.loc[c]) for c in means.index}
-    names = _names(trait_features, differences, members)
+    names = _names(trait_features, differences, one_month)
 
     churn = (
         reference[CHURNED].astype("float64").groupby(fitted.reference_ids).mean()
@@ -420,11 +440,16 @@ def describe_segments(
     profiles["churn_rate"] = churn.reindex(profiles[CLUSTER_ID]).to_numpy()
     profiles = profiles.join(means.reindex(profiles[CLUSTER_ID]).reset_index(drop=True))
     profiles["traits"] = [
-        [_trait(f, means.loc[c], members[c], clients) for f in trait_features[c][:MAX_TRAITS]]
+        [
+            _trait(f, means.loc[c], base_mean, one_month[c], overall_one_month)
+            for f in trait_features[c][:MAX_TRAITS]
+        ]
         for c in profiles[CLUSTER_ID]
     ]
     return Segmentation(
-        assignments=pd.DataFrame({CLIENT_ID: clients[CLIENT_ID], CLUSTER_ID: cluster_of_client}),
+        assignments=pd.DataFrame(
+            {CLIENT_ID: assigned_ids, CLUSTER_ID: ordered[CLUSTER_ID].to_numpy()}
+        ),
         profiles=profiles,
         differences=differences.reindex(profiles[CLUSTER_ID]),
         silhouette=fitted.silhouette,

@@ -44,6 +44,16 @@ class CampaignSimulation:
     true_effects: dict = field(default_factory=dict)
     """Per month with contacts, the expected fall of the contacted clients' churn rate."""
 
+    def planted_effect(self) -> float:
+        """The expected fall of the contacted clients' churn rate over every month, by clients."""
+        contacted = sum(self.contacted.values())
+        if not contacted:
+            raise ValueError("no client was contacted, so no effect was planted")
+        return (
+            sum(self.true_effects.get(month, 0.0) * n for month, n in self.contacted.items())
+            / contacted
+        )
+
 
 def _listed_clients(engine: Engine, month: dt.date) -> list[int]:
     with engine.connect() as conn:
