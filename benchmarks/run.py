@@ -23,10 +23,12 @@ measures, each in a process of its own so that each has its own peak memory:
   every training row, or on a seeded sample of ``--naive-forest-rows``.
   The reasons it writes are the champion run's, read before the clock
   starts, so that ``to_sql`` writes rows of the same size;
-- ``floor``: COPY out of the questionnaires the flow reads and COPY in of
-  the rows the flow wrote to ``churn.scores``, with no work between, into a
-  copy of that table with its indexes and checks but not its foreign keys.
-  The ``bare`` floor COPYs the same rows into a copy without indexes.
+- ``floor``: COPY out of the questionnaires the flow reads (the month's,
+  and the sample of earlier labelled rows it draws to train on, with the
+  flow's own queries) and COPY in of the rows the flow wrote to
+  ``churn.scores``, with no work between, into a copy of that table with its
+  indexes and checks but not its foreign keys. The ``bare`` floor COPYs the
+  same rows into a copy without indexes.
 
 Prints one JSON line and drops the database.
 
@@ -439,6 +441,39 @@ def _copy_file_in(conn, cursor, rows, table: str) -> float:
     return time.perf_counter() - started
 
 
+def _job_reads(month: dt.date, months: int) -> list[tuple[str, dict]]:
+    """The query files whose rows a run COPYs out, with their parameters.
+
+    They are the month's questionnaires and the sample of labelled rows of the
+    earlier months that a run draws to train on, as large as the settings in
+    the environment make it.
+    """
+    from gymchurn import history
+    from gymchurn.settings import get_settings
+    from gymchurn.simulation.simulator import add_months
+
+    settings = get_settings()
+    earlier = [add_months(month, -offset) for offset in range(1, months)]
+    sample = {
+        "months": sorted(earlier),
+        "n_rows": history.candidate_rows(settings.max_training_rows, settings.max_invalid_share),
+        "seed": settings.random_seed,
+    }
+    return [("questionnaires_for_month", {"month": month}), ("labelled_sample_of_months", sample)]
+
+
+def _copy_out_bytes(cursor, name: str, params: dict) -> int:
+    """COPY the rows of query file ``name`` out as CSV, and count the bytes without parsing."""
+    from gymchurn import db
+
+    statement = f"COPY ({db.read_sql(name).strip().rstrip(';')}) TO STDOUT (FORMAT CSV, HEADER)"
+    n_bytes = 0
+    with cursor.copy(statement, params) as copy:
+        for block in copy:
+            n_bytes += len(block)
+    return n_bytes
+
+
 def _floor(url: sa.URL, months: int) -> dict:
     """COPY out the questionnaires a run reads, COPY in the scores it writes."""
     import psycopg
@@ -458,14 +493,8 @@ def _floor(url: sa.URL, months: int) -> dict:
         conn.commit()
 
         started = time.perf_counter()
-        n_bytes = 0
-        statement = (
-            "COPY (SELECT q.*, o.churned FROM crm.questionnaires q LEFT JOIN crm.churn_outcomes o "
-            "USING (client_id, month) WHERE q.month <= %s) TO STDOUT (FORMAT CSV, HEADER)"
-        )
-        with cursor.copy(statement, (month,)) as copy:
-            for block in copy:
-                n_bytes += len(block)
+        reads = _job_reads(month, months)
+        n_bytes = sum(_copy_out_bytes(cursor, name, params) for name, params in reads)
         read = time.perf_counter() - started
 
         write = _copy_file_in(conn, cursor, scores, "public.floor_scores")
