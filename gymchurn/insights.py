@@ -363,6 +363,34 @@ def _conclusions(month, scored, reference, clusters, drivers, groups, measures) 
     return texts
 
 
+def _scored_clients(
+    clients: pd.DataFrame, scores: pd.DataFrame, assignments: pd.DataFrame
+) -> pd.DataFrame:
+    """Join each client's answers, score and segment, in client_id order.
+
+    The job's three frames already list the same clients in client_id order,
+    so they are put side by side; other frames are joined on ``client_id``.
+    """
+    ids = clients[CLIENT_ID].to_numpy()
+    aligned = (
+        bool(np.all(ids[1:] > ids[:-1]))
+        and np.array_equal(scores[CLIENT_ID].to_numpy(), ids)
+        and np.array_equal(assignments[CLIENT_ID].to_numpy(), ids)
+    )
+    if not aligned:
+        return (
+            clients[[CLIENT_ID, *FEATURES]]
+            .merge(scores, on=CLIENT_ID, validate="one_to_one")
+            .merge(assignments, on=CLIENT_ID, validate="one_to_one")
+            .sort_values(CLIENT_ID, kind="stable")
+            .reset_index(drop=True)
+        )
+    columns = {column: clients[column].array for column in [CLIENT_ID, *FEATURES]}
+    for frame in (scores, assignments):
+        columns |= {column: frame[column].array for column in frame.columns if column != CLIENT_ID}
+    return pd.DataFrame(columns, copy=False)
+
+
 def build_insights(
     month: dt.date,
     clients: pd.DataFrame,
@@ -381,13 +409,7 @@ def build_insights(
         measures: the rules of the measures; None reads the shipped file.
     """
     measures = measures or load_measures()
-    scored = (
-        clients[[CLIENT_ID, *FEATURES]]
-        .merge(scores, on=CLIENT_ID, validate="one_to_one")
-        .merge(segmentation.assignments, on=CLIENT_ID, validate="one_to_one")
-        .sort_values(CLIENT_ID, kind="stable")
-        .reset_index(drop=True)
-    )
+    scored = _scored_clients(clients, scores, segmentation.assignments)
     reference = reference.dropna(subset=[CHURNED]) if not reference.empty else reference
     clusters = _clusters(segmentation, scored)
     groups = _target_groups(clusters, scored, measures.target_groups)

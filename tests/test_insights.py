@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from threadpoolctl import threadpool_limits
 
+from gymchurn import insights as insights_module
 from gymchurn import model
 from gymchurn.drivers import find_drivers
 from gymchurn.insights import build_insights, rank_measures, suggest_actions
@@ -274,3 +275,24 @@ def test_suggest_actions_ignore_row_order():
 
     assert forward.to_list() == ["Onboarding", "Group class", "Longer contract", "Onboarding"]
     assert backward.reindex(forward.index).to_list() == forward.to_list()
+
+
+def test_clients_in_client_order_are_joined_side_by_side(insights, labelled, parts):
+    """The job passes frames in client_id order; the result equals joining shuffled ones."""
+    scores, segments, drivers = parts
+    ordered = labelled.sort_values(CLIENT_ID, kind="stable").reset_index(drop=True)
+    ordered_scores = scores.sort_values(CLIENT_ID, kind="stable").reset_index(drop=True)
+    shuffled = labelled.sample(frac=1, random_state=3)
+    assert not shuffled[CLIENT_ID].is_monotonic_increasing
+
+    side_by_side = build_insights(OCTOBER, ordered, labelled, ordered_scores, segments, drivers)
+    joined = build_insights(OCTOBER, shuffled, labelled, scores, segments, drivers)
+
+    # Side by side: the answers are the client frame's own, not a joined copy.
+    scored = insights_module._scored_clients(ordered, ordered_scores, segments.assignments)
+    charges = "avg_additional_charges_total"
+    assert np.shares_memory(scored[charges].to_numpy(), ordered[charges].to_numpy())
+    assert len(side_by_side.scores) == 4000
+    pd.testing.assert_frame_equal(side_by_side.scores, joined.scores)
+    pd.testing.assert_frame_equal(side_by_side.clusters, joined.clusters)
+    assert side_by_side.conclusions == joined.conclusions
