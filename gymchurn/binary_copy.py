@@ -1,10 +1,11 @@
 """Rows in PostgreSQL's binary COPY format, built a block of rows at a time with numpy.
 
 psycopg's ``Copy.write_row`` formats one row per Python call: on a million
-score rows it took twice as long as the server took to store them. Here each
-column is either a number array (:class:`Numbers`), whose fields a structured
-numpy array writes, or codes into distinct values (:class:`Coded`), each
-combination of values framed once; a block is then one ``bytes.join``.
+score rows it took twice as long as the server took to store them. Here a
+column is either a number array (:class:`Numbers`) or codes into a list of
+distinct values (:class:`Coded`). A structured numpy array writes the number
+fields of a block of rows at once, and each combination of coded values is
+framed once, so a block is then one ``bytes.join``.
 
 The format (PostgreSQL's documentation of COPY, "Binary Format"): a header,
 then per row a 16-bit field count and per field a 32-bit length (-1 for NULL)
@@ -139,6 +140,11 @@ class _CodedRun:
     def _combine(self) -> None:
         combined = np.zeros(len(self.columns[0].codes), dtype="int64")
         for column in self.columns:
+            if len(column.codes) and column.codes.min() < 0:
+                raise ValueError(
+                    "invalid code -1 in a coded column: every code must index its payloads, "
+                    "with None as the payload of NULL"
+                )
             # Renumbered after each column, so the key stays below the row count.
             combined = pd.factorize(combined * len(column.payloads) + column.codes)[0]
         # One row of each combination, to read its codes from.

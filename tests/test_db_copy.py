@@ -113,3 +113,10 @@ def test_copy_to_file_failure_leaves_no_file(database, tmp_path):
         db.copy_to_file(conn, statement, None, path)
 
     assert list(tmp_path.iterdir()) == []
+
+
+def test_binary_blocks_reject_code_without_payload():
+    columns = [binary_copy.Coded(np.array([0, -1]), [b"high"])]
+
+    with pytest.raises(ValueError, match="invalid code -1"):
+        list(binary_copy.blocks(columns, np.array([0, 1])))
