@@ -216,7 +216,7 @@ def _run_flow(url: sa.URL, months: int, retrain: str, home: Path) -> dict:
 
 
 def _published_scores(url: sa.URL, month: dt.date):
-    """Read the month's published score rows, with reasons as the flow holds them.
+    """Read the month's published score rows, with reasons in the flow's in-memory form.
 
     The rows are fetched 100,000 at a time, and equal values of the text
     columns share one object, so that 10,000,000 rows fit in a few GiB. The
@@ -442,11 +442,11 @@ def _copy_file_in(conn, cursor, rows, table: str) -> float:
 
 
 def _job_reads(month: dt.date, months: int) -> list[tuple[str, dict]]:
-    """The query files whose rows a run COPYs out, with their parameters.
+    """Return the query files whose rows a run COPYs out, with their parameters.
 
-    They are the month's questionnaires and the sample of labelled rows of the
-    earlier months that a run draws to train on, as large as the settings in
-    the environment make it.
+    They read the month's questionnaires and the sample of labelled rows of the
+    earlier months that a run draws to train on, of the size the settings in
+    the environment give.
     """
     from gymchurn import history
     from gymchurn.settings import get_settings
