@@ -494,7 +494,8 @@ def train(training: pd.DataFrame, *, seed: int, folds: int, threshold: float) ->
     if min(n_churned, len(labels) - n_churned) < minimum:
         raise ValueError(
             f"training needs at least {minimum} churned and {minimum} retained clients; "
-            f"found {n_churned} churned of {len(labels)} labelled rows"
+            f"found {n_churned} churned of {len(labels)} labelled rows. Load more labelled "
+            "questionnaires (a larger file or more months with outcomes) and run again"
         )
     features = feature_matrix(training)
     results = []

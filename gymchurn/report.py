@@ -924,7 +924,10 @@ def _sign_notes(
     notes = []
     for row in influence.itertuples(index=False):
         rates = churn_by_value[churn_by_value["feature"] == row.feature]["churn_rate"]
-        if len(rates) < 2 or rates.iloc[-1] == rates.iloc[0] or row.lr_coefficient == 0:
+        if len(rates) < 2 or row.lr_coefficient == 0:
+            continue
+        # Rates that read the same in whole percents show no trend to contradict.
+        if f"{rates.iloc[0]:.0%}" == f"{rates.iloc[-1]:.0%}":
             continue
         rises = rates.iloc[-1] > rates.iloc[0]
         if rises == (row.lr_coefficient > 0):

@@ -257,6 +257,8 @@ def test_train_too_few_churned_raises(training):
 
     with pytest.raises(ValueError, match=f"found {FOLDS - 1} churned of {len(few)} labelled rows"):
         model.train(few, seed=SEED, folds=FOLDS, threshold=THRESHOLD)
+    with pytest.raises(ValueError, match="Load more labelled questionnaires"):
+        model.train(few, seed=SEED, folds=FOLDS, threshold=THRESHOLD)
 
 
 def feature_row(**values) -> np.ndarray:

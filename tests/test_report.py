@@ -537,3 +537,26 @@ def test_check_report_command_without_chromium(report_file, tmp_path, monkeypatc
     assert result.exit_code == 1
     assert "Chromium not found" in result.output
     assert "apt-get install chromium" in result.output
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "noted"),
+    [(0.231, 0.234, False), (0.20, 0.30, True), (0.30, 0.20, False)],
+)
+def test_sign_note_only_for_a_visible_opposite_trend(real_data, low, high, noted):
+    """A coefficient that lowers churn contradicts a rate that visibly rises."""
+    from gymchurn.report import _sign_notes
+
+    reference = read_questionnaire_csv(real_data).questionnaires
+    influence = pd.DataFrame(
+        {"feature": ["phone"], "lr_coefficient": [-0.4], "direction": ["lowers churn"]}
+    )
+    churn_by_value = pd.DataFrame(
+        {"feature": ["phone", "phone"], "value": [0, 1], "churn_rate": [low, high]}
+    )
+
+    notes = _sign_notes(influence, churn_by_value, reference)
+
+    assert len(notes) == int(noted)
+    if noted:
+        assert "rises from 20% to 30%" in notes[0]
