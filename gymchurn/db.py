@@ -482,16 +482,6 @@ def _copy_in(conn, table: str, columns: Sequence[str], chunks, form: str, freeze
                 copy.write(chunk)
 
 
-def array_literal(values: Sequence[str]) -> str:
-    """Write a list of strings as a PostgreSQL ``text[]`` literal, each element quoted.
-
-    Used to send array columns through :func:`copy_frame`'s CSV, which quotes
-    the literal once more as a CSV field.
-    """
-    quoted = ('"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"' for value in values)
-    return "{" + ",".join(quoted) + "}"
-
-
 def frame_rows(frame: pd.DataFrame, columns: Sequence[str]) -> Iterable[list]:
     """Yield the rows of ``frame`` as lists, with NaN turned into None."""
     subset = frame.loc[:, list(columns)].astype(object)

@@ -1,4 +1,4 @@
-"""COPY helpers: array columns through CSV, binary COPY input, reading COPY output as it streams."""
+"""COPY helpers: binary COPY input, and reading COPY output as it streams."""
 
 import io
 
@@ -10,25 +10,6 @@ import sqlalchemy as sa
 from psycopg import sql
 
 from gymchurn import binary_copy, db
-
-
-def test_array_literal_round_trips_through_copy(database):
-    reasons = [
-        ["1-month contract ends in 1 month", "spends 1,234 on extras"],
-        [],
-        ['says "hello"', "back\\slash", "{braces}", "semi;colon"],
-        ["NULL", "", "trailing space "],
-    ]
-    frame = pd.DataFrame(
-        {"id": range(len(reasons)), "reasons": [db.array_literal(r) for r in reasons]}
-    )
-    with database.begin() as conn:
-        conn.exec_driver_sql("CREATE TABLE public.arrays (id int, reasons text[])")
-        written = db.copy_frame(conn, "public.arrays", frame)
-    with database.connect() as conn:
-        stored = conn.execute(sa.text("SELECT reasons FROM public.arrays ORDER BY id")).all()
-    assert written == 4
-    assert [list(row.reasons) for row in stored] == reasons
 
 
 def test_binary_blocks_round_trip_through_copy(database):
