@@ -114,11 +114,16 @@ def _settings():
             2,
         ) from None
     except ValidationError as err:
-        problems = "; ".join(
-            f"{'_'.join(str(part) for part in error['loc']) or 'settings'}: {error['msg']}"
-            for error in err.errors()
-        )
+        problems = "; ".join(_setting_problem(error) for error in err.errors())
         raise _fail(f"invalid setting (GYMCHURN_* environment variables): {problems}", 2) from None
+
+
+def _setting_problem(error: dict) -> str:
+    """Name the environment variable of a settings error, with the value it was given."""
+    field = "_".join(str(part) for part in error["loc"])
+    if not field:
+        return f"settings: {error['msg']}"
+    return f"GYMCHURN_{field.upper()}={error['input']!r}: {error['msg']}"
 
 
 def _engine(force_upgrade: bool = False):

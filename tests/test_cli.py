@@ -234,8 +234,8 @@ def test_cli_invalid_timezone_exits_2(monkeypatch):
 
     get_settings.cache_clear()
     assert result.exit_code == 2
-    assert "timezone" in result.stderr
-    assert "Mars/Olympus" in result.stderr
+    assert "GYMCHURN_TIMEZONE='Mars/Olympus'" in result.stderr
+    assert "unknown time zone" in result.stderr
 
 
 def test_models_evaluate_real_file_json(real_data, tmp_path):
@@ -304,6 +304,17 @@ def test_reversed_row_count_band_rejected(monkeypatch):
     get_settings.cache_clear()
     assert result.exit_code == 2
     assert "0 <= low < high" in result.output
+
+
+def test_invalid_setting_names_its_variable(monkeypatch):
+    monkeypatch.setenv("GYMCHURN_RISK_HIGH_THRESHOLD", "abc")
+    get_settings.cache_clear()
+
+    result = _invoke("models", "list")
+
+    get_settings.cache_clear()
+    assert result.exit_code == 2
+    assert "GYMCHURN_RISK_HIGH_THRESHOLD='abc': Input should be a valid number" in result.output
 
 
 def test_validate_without_arguments_rejected():
