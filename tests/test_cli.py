@@ -295,26 +295,26 @@ def test_models_evaluate_leaves_out_quarantined(tmp_path, real_data):
     assert "100 quarantined by the row rules" in result.stderr
 
 
-def test_reversed_row_count_band_rejected(monkeypatch):
-    monkeypatch.setenv("GYMCHURN_ROW_COUNT_ERROR_BAND", "[2.0, 0.5]")
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("GYMCHURN_ROW_COUNT_ERROR_BAND", "[2.0, 0.5]", "0 <= low < high"),
+        (
+            "GYMCHURN_RISK_HIGH_THRESHOLD",
+            "abc",
+            "GYMCHURN_RISK_HIGH_THRESHOLD='abc': Input should be a valid number",
+        ),
+    ],
+)
+def test_invalid_setting_rejected(monkeypatch, variable, value, message):
+    monkeypatch.setenv(variable, value)
     get_settings.cache_clear()
 
     result = _invoke("models", "list")
 
     get_settings.cache_clear()
     assert result.exit_code == 2
-    assert "0 <= low < high" in result.output
-
-
-def test_invalid_setting_names_its_variable(monkeypatch):
-    monkeypatch.setenv("GYMCHURN_RISK_HIGH_THRESHOLD", "abc")
-    get_settings.cache_clear()
-
-    result = _invoke("models", "list")
-
-    get_settings.cache_clear()
-    assert result.exit_code == 2
-    assert "GYMCHURN_RISK_HIGH_THRESHOLD='abc': Input should be a valid number" in result.output
+    assert message in result.output
 
 
 def test_validate_without_arguments_rejected():
