@@ -60,7 +60,7 @@ RUN_KEYS = (
     "data_docs_path",
 )
 MODEL_KEYS = ("version", "algorithm", "decision", "reason", "metrics")
-QUALITY_COLUMNS = ("dataset", "rule", "description", "failed_rows")
+QUALITY_COLUMNS = ("dataset", "rule", "description", "failed_rows", "examples")
 
 # Metric key -> column title, in the order of the model comparison table.
 METRIC_TITLES = {
@@ -1315,16 +1315,22 @@ def _quality(run: dict, quality: pd.DataFrame, findings: list) -> dict:
     notes = []
     if len(failed):
         rows = tuple(
-            (str(row.dataset), str(row.rule), str(row.description), _count(row.failed_rows))
+            (
+                str(row.dataset),
+                str(row.rule),
+                str(row.description),
+                _count(row.failed_rows),
+                str(row.examples),
+            )
             for row in failed.itertuples(index=False)
         )
         tables.append(
             (
                 "Row rules that failed",
                 Table(
-                    ("dataset", "rule", "description", "failed rows"),
+                    ("dataset", "rule", "description", "failed rows", "for example (client id)"),
                     rows,
-                    (False, False, False, True),
+                    (False, False, False, True, False),
                 ),
             )
         )

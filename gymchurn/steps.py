@@ -47,6 +47,7 @@ from gymchurn.validation import (
     DataValidationError,
     ValidationReport,
     build_data_docs,
+    describe_examples,
     validate_questionnaires,
     validation_result_rows,
 )
@@ -1265,11 +1266,12 @@ def _quality_rows(checked: CheckedData) -> pd.DataFrame:
                 "rule": rule.rule,
                 "description": rule.description,
                 "failed_rows": rule.n_failed,
+                "examples": describe_examples(rule),
             }
             for report in reports
             for rule in report.rules
         ],
-        columns=["dataset", "rule", "description", "failed_rows"],
+        columns=["dataset", "rule", "description", "failed_rows", "examples"],
     )
 
 

@@ -213,7 +213,7 @@ class ValidationReport:
             f"{self.n_quarantined} quarantined"
         ]
         for result in self.failed_rules:
-            examples = ", ".join(_describe_example(result, example) for example in result.examples)
+            examples = describe_examples(result)
             rows = "row" if result.n_failed == 1 else "rows"
             kept = ", warning only, rows kept" if result.severity == WARNING else ""
             lines.append(
@@ -228,6 +228,11 @@ class ValidationReport:
                 f" for example line(s) {_fault_lines(self.unmatched_faults)}"
             )
         return "\n".join(lines)
+
+
+def describe_examples(result: RuleResult) -> str:
+    """Format a rule's example rows as ``11 (age=-3), 12 (age=240)``: client id and value."""
+    return ", ".join(_describe_example(result, example) for example in result.examples)
 
 
 def _describe_example(result: RuleResult, example: tuple) -> str:

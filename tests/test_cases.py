@@ -267,3 +267,20 @@ def test_row_count_stop_keeps_docs_and_counts(database, real_data, monkeypatch):
         )["rule"]
     )
     assert "row_count" in rules
+
+
+def test_report_quality_rows_name_the_ages(cases_database):
+    """The report's table of failed rules gives the clients and ages of file 03."""
+    load_questionnaire_file(
+        cases_database,
+        read_questionnaire_csv(CASES / "03_age_out_of_range.csv"),
+        MONTH,
+        replace=True,
+    )
+    checked = steps.check(steps.extract(cases_database, MONTH), get_settings())
+
+    quality = steps._quality_rows(checked)
+    age = quality[(quality["rule"] == "age_in_range") & (quality["failed_rows"] > 0)]
+
+    assert age["failed_rows"].tolist() == [2]
+    assert age["examples"].tolist() == ["3 (age=-3), 8 (age=240)"]

@@ -158,6 +158,7 @@ def _build_inputs(path: Path) -> ReportInputs:
                 "month_to_end_contract at most contract_period",
             ],
             "failed_rows": [2, 0, 1],
+            "examples": ["3 (age=-3), 8 (age=240)", "", "2 (contract_period=1, month_to_end=4)"],
         }
     )
     findings = [
@@ -339,7 +340,7 @@ def test_report_marks_chosen_model(document):
 
 def test_report_lists_failed_rules_and_findings(document):
     text = _visible_text(document)
-    assert "age_in_range age between 12 and 100 2" in text
+    assert "age_in_range age between 12 and 100 2 3 (age=-3), 8 (age=240)" in text
     assert "contract_end" in text
     assert "lifetime_not_null" not in text
     assert "/srv/gymchurn/data_docs/2026-10/index.html" in text
