@@ -151,7 +151,7 @@ def _task_seconds(flow_run_id) -> tuple[dict, float, float]:
 
 
 class _RssSampler(threading.Thread):
-    """Records this process's resident memory every ``interval`` seconds until stopped."""
+    """Thread that samples this process's resident memory every ``interval`` seconds."""
 
     def __init__(self, interval: float = 0.1):
         super().__init__(daemon=True)
@@ -466,9 +466,8 @@ def _copy_out_bytes(cursor, name: str, params: dict) -> int:
     """COPY the rows of query file ``name`` out as CSV, and count the bytes without parsing."""
     from gymchurn import db
 
-    statement = f"COPY ({db.read_sql(name).strip().rstrip(';')}) TO STDOUT (FORMAT CSV, HEADER)"
     n_bytes = 0
-    with cursor.copy(statement, params) as copy:
+    with cursor.copy(db.copy_out_statement(name), params) as copy:
         for block in copy:
             n_bytes += len(block)
     return n_bytes

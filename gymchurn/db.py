@@ -333,13 +333,18 @@ def execute(conn: Connection, name: str, params: dict | None = None) -> sa.Curso
     return conn.exec_driver_sql(read_sql(name), params or {})
 
 
+def copy_out_statement(name: str) -> str:
+    """Return ``COPY (query file NAME) TO STDOUT`` as CSV with a header, its marks kept."""
+    return f"COPY ({read_sql(name).strip().rstrip(';')}) TO STDOUT (FORMAT CSV, HEADER)"
+
+
 def read_frame(conn: Connection, name: str, params: dict | None = None) -> pd.DataFrame:
     """Read the result of query file ``NAME`` into a DataFrame through COPY.
 
     COPY takes no server-side parameters, so psycopg merges ``params`` into the
     statement on the client, quoting each value as a literal.
     """
-    statement = f"COPY ({read_sql(name).strip().rstrip(';')}) TO STDOUT (FORMAT CSV, HEADER)"
+    statement = copy_out_statement(name)
     raw = conn.connection.driver_connection
     with raw.cursor() as cursor, cursor.copy(statement, params or None) as copy:
         # pandas parses the blocks as they arrive, so the CSV text is never

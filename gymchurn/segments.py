@@ -201,7 +201,9 @@ def _ids_by_churn(labels_of_reference: np.ndarray, reference: pd.DataFrame, k: i
     return ids
 
 
-def _trait(feature: str, segment: pd.Series, base: pd.Series, one_month: float, overall: float):
+def _trait(
+    feature: str, segment: pd.Series, base: pd.Series, one_month: float, overall: float
+) -> str:
     """Phrase what sets the segment apart in ``feature``, with its figures.
 
     ``segment`` and ``base`` are the segment's and all clients' mean answers;
@@ -399,14 +401,12 @@ def describe_segments(
         assignments: ``client_id`` and ``cluster_id`` of each of ``clients``,
             in any order, as :func:`assign_segments` returns them.
     """
-    # Each client's segment, in the row order of clients; the month is not sorted.
+    # Each client's segment in the row order of clients, without sorting the month.
     ordered = assignments.sort_values(CLIENT_ID, kind="stable")
     assigned_ids = ordered[CLIENT_ID].to_numpy()
     client_ids = clients[CLIENT_ID].to_numpy()
     by_client = np.argsort(client_ids, kind="stable")
-    if len(assigned_ids) != len(client_ids) or not np.array_equal(
-        assigned_ids, client_ids[by_client]
-    ):
+    if not np.array_equal(assigned_ids, client_ids[by_client]):
         raise ValueError(
             f"assignments cover {len(assignments)} clients but clients has {len(clients)} "
             "other ones; assign every client of the month exactly once"
