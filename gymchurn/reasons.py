@@ -104,7 +104,7 @@ _MISSING_PHRASES = {
 DEFAULT_MIN_CONTRIBUTION = 0.01
 
 SEPARATOR = "; "
-"""Joins a client's phrases into one text. No phrase contains it."""
+"""Separator between a client's phrases in one text. No phrase contains it."""
 
 
 @dataclass(frozen=True)
@@ -509,7 +509,7 @@ def _describe_rows(factor: str, clients: pd.DataFrame, rows: np.ndarray) -> np.n
     own = np.column_stack(
         [clients[column].to_numpy(dtype="float64", na_value=np.nan)[rows] for column in columns]
     )
-    shown = _shown(factor, own)
+    shown = _as_phrased(factor, own)
     codes = np.zeros(len(rows), dtype="int64")
     for index in range(shown.shape[1]):
         column_codes, distinct = pd.factorize(shown[:, index], use_na_sentinel=False)
@@ -520,7 +520,7 @@ def _describe_rows(factor: str, clients: pd.DataFrame, rows: np.ndarray) -> np.n
     return np.array(phrases, dtype="object")[codes]
 
 
-def _shown(factor: str, values: np.ndarray) -> np.ndarray:
+def _as_phrased(factor: str, values: np.ndarray) -> np.ndarray:
     """Round ``values`` as the factor's phrase shows them, so that equal rows read the same."""
     if factor != VISITS:
         # Whole numbers: numpy's rint rounds halves to even, as Python's format does.

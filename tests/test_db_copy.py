@@ -45,7 +45,7 @@ def test_binary_blocks_round_trip_through_copy(database):
     ]
 
 
-def test_binary_blocks_of_no_rows_are_an_empty_copy(database):
+def test_binary_blocks_without_rows(database):
     with database.begin() as conn:
         conn.exec_driver_sql("CREATE TABLE public.fields (id bigint)")
         columns = [binary_copy.Numbers(np.array([], dtype="int64"), ">i8")]

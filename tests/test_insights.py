@@ -277,7 +277,7 @@ def test_suggest_actions_ignore_row_order():
     assert backward.reindex(forward.index).to_list() == forward.to_list()
 
 
-def test_clients_in_client_order_are_joined_side_by_side(insights, labelled, parts):
+def test_ordered_frames_match_joined_frames(insights, labelled, parts):
     """The job passes frames in client_id order; the result equals joining shuffled ones."""
     scores, segments, drivers = parts
     ordered = labelled.sort_values(CLIENT_ID, kind="stable").reset_index(drop=True)

@@ -45,7 +45,7 @@ class CampaignSimulation:
     """Per month with contacts, the expected fall of the contacted clients' churn rate."""
 
     def planted_effect(self) -> float:
-        """The expected fall of the contacted clients' churn rate over every month, by clients."""
+        """Return the expected fall of the contacted clients' churn rate, weighted by clients."""
         contacted = sum(self.contacted.values())
         if not contacted:
             raise ValueError("no client was contacted, so no effect was planted")
