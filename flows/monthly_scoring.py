@@ -233,6 +233,9 @@ def monthly_scoring(month: str | None = None, retrain: str = "auto") -> dict:
         counts["rows_read"] = len(data.scoring)
         checked = validate(data, settings)
         counts["rows_quarantined"] = checked.scoring.n_quarantined
+        # The valid rows are a copy when any row was quarantined: the month's
+        # rows as read are not needed again.
+        del data
         data_docs = document(settings, run_id, checked)
         chosen = train_or_load_model(engine, settings, checked, retrain)
         chunks = steps.client_chunks(checked, settings.chunk_rows)

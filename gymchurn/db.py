@@ -13,7 +13,7 @@ import os
 import re
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from functools import cache
 from pathlib import Path
 
@@ -350,6 +350,24 @@ def read_frame(conn: Connection, name: str, params: dict | None = None) -> pd.Da
         # pandas parses the blocks as they arrive, so the CSV text is never
         # held whole next to the frame.
         return pd.read_csv(io.BufferedReader(_CopyStream(copy), buffer_size=1 << 20))
+
+
+def read_frames(
+    conn: Connection, name: str, params: dict | None = None, *, chunk_rows: int
+) -> Iterator[pd.DataFrame]:
+    """Read the result of query file ``NAME`` through COPY, ``chunk_rows`` rows a frame.
+
+    Like :func:`read_frame`, but the caller gets each frame as soon as it is
+    parsed, so it can shrink it before the next one is read. Each frame's
+    dtypes are inferred from its own rows: an integer column with a null in
+    one frame only is float64 there.
+    """
+    statement = copy_out_statement(name)
+    raw = conn.connection.driver_connection
+    with raw.cursor() as cursor, cursor.copy(statement, params or None) as copy:
+        stream = io.BufferedReader(_CopyStream(copy), buffer_size=1 << 20)
+        with pd.read_csv(stream, chunksize=chunk_rows) as reader:
+            yield from reader
 
 
 class _CopyStream(io.RawIOBase):

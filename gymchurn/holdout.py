@@ -25,6 +25,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from gymchurn.joins import by_client
 from gymchurn.schema import CLIENT_ID, format_month
 from gymchurn.segments import CLUSTER_ID
 
@@ -118,9 +119,7 @@ def mark_holdout(
     Returns:
         A copy of ``scores`` with a boolean ``holdout`` column.
     """
-    clients = scores[[CLIENT_ID, "risk_tier"]].merge(
-        assignments[[CLIENT_ID, CLUSTER_ID]], on=CLIENT_ID, how="left", validate="one_to_one"
-    )
+    clients = by_client(scores[[CLIENT_ID, "risk_tier"]], assignments[[CLIENT_ID, CLUSTER_ID]])
     flags = select_holdout(clients, month, share, seed)
     marked = scores.assign(**{HOLDOUT: flags})
     listed = clients["risk_tier"].isin(HOLDOUT_TIERS).to_numpy()

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from gymchurn.drivers import Drivers
+from gymchurn.joins import by_client
 from gymchurn.measures import Measure, Measures, load_measures
 from gymchurn.schema import CHURNED, CLIENT_ID, FEATURE_LABELS, FEATURES, format_month
 from gymchurn.segments import CLUSTER_ID, Segmentation
@@ -366,29 +367,11 @@ def _conclusions(month, scored, reference, clusters, drivers, groups, measures) 
 def _scored_clients(
     clients: pd.DataFrame, scores: pd.DataFrame, assignments: pd.DataFrame
 ) -> pd.DataFrame:
-    """Join each client's answers, score and segment, in client_id order.
-
-    The job's three frames already list the same clients in client_id order,
-    so they are put side by side; other frames are joined on ``client_id``.
-    """
-    ids = clients[CLIENT_ID].to_numpy()
-    aligned = (
-        bool(np.all(ids[1:] > ids[:-1]))
-        and np.array_equal(scores[CLIENT_ID].to_numpy(), ids)
-        and np.array_equal(assignments[CLIENT_ID].to_numpy(), ids)
-    )
-    if not aligned:
-        return (
-            clients[[CLIENT_ID, *FEATURES]]
-            .merge(scores, on=CLIENT_ID, validate="one_to_one")
-            .merge(assignments, on=CLIENT_ID, validate="one_to_one")
-            .sort_values(CLIENT_ID, kind="stable")
-            .reset_index(drop=True)
-        )
-    columns = {column: clients[column].array for column in [CLIENT_ID, *FEATURES]}
-    for frame in (scores, assignments):
-        columns |= {column: frame[column].array for column in frame.columns if column != CLIENT_ID}
-    return pd.DataFrame(columns, copy=False)
+    """Join each client's answers, score and segment, in client_id order."""
+    scored = by_client(clients[[CLIENT_ID, *FEATURES]], scores, assignments, how="inner")
+    if scored[CLIENT_ID].is_monotonic_increasing:
+        return scored
+    return scored.sort_values(CLIENT_ID, kind="stable").reset_index(drop=True)
 
 
 def build_insights(

@@ -179,3 +179,36 @@ def test_check_blocked_month_keeps_sample_size(database):
     assert set(checked.training["month"]) == {JAN}
     assert len(checked.training) == 100
     assert checked.training_report.n_rows == 200
+
+
+def test_extract_reads_the_month_alike_in_any_chunk_size(database):
+    """Chunks of 7 rows, some with a null answer, give the frame one chunk gives."""
+    _simulate(database)
+    _execute(
+        database,
+        "UPDATE crm.questionnaires SET age = NULL, lifetime = 300"
+        " WHERE month = :m AND client_id % 50 = 4",
+        m=MAR,
+    )
+    with database.connect() as conn:
+        n_rows, n_nulls = conn.execute(
+            sa.text(
+                "SELECT count(*), count(*) FILTER (WHERE age IS NULL)"
+                " FROM crm.questionnaires WHERE month = :m"
+            ),
+            {"m": MAR},
+        ).one()
+
+    whole = steps.extract(database, MAR, Settings(chunk_rows=1_000_000)).scoring
+    chunked = steps.extract(database, MAR, Settings(chunk_rows=7)).scoring
+
+    pd.testing.assert_frame_equal(chunked, whole)
+    assert n_nulls >= 3
+    assert len(whole) == n_rows
+    assert whole["row_number"].tolist() == list(range(1, n_rows + 1))
+    assert whole["client_id"].is_monotonic_increasing
+    assert whole["age"].isna().sum() == n_nulls
+    # A null keeps age float64; 300 months of lifetime need int16, not int8.
+    assert str(whole["age"].dtype) == "float64"
+    assert str(whole["lifetime"].dtype) == "int16"
+    assert str(whole["gender"].dtype) == "int8"
