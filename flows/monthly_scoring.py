@@ -17,6 +17,12 @@ from gymchurn.settings import get_settings
 from gymchurn.validation import DataValidationError
 
 
+def _released(result):
+    """Return ``result`` once the step's freed memory is given back to the system."""
+    runtime.release_free_memory()
+    return result
+
+
 def _retry_if_transient(task, task_run, state) -> bool:
     return db.is_transient(state.result(raise_on_failure=False))
 
@@ -33,12 +39,12 @@ _DB_RETRIES = {
 
 @task(cache_policy=NO_CACHE, **_DB_RETRIES)
 def extract(engine, month, settings):
-    return steps.extract(engine, month, settings)
+    return _released(steps.extract(engine, month, settings))
 
 
 @task(cache_policy=NO_CACHE)
 def validate(data, settings):
-    return steps.check(data, settings)
+    return _released(steps.check(data, settings))
 
 
 @task(cache_policy=NO_CACHE)
@@ -71,7 +77,7 @@ def score(chosen, checked, settings, chunks):
     started = time.perf_counter()
     reference = steps.reason_reference(checked)
     futures = [score_chunk.submit(chosen.pipeline, chunk, reference) for chunk in chunks]
-    return steps.combine_scores(chosen, settings, [f.result() for f in futures], started)
+    return _released(steps.combine_scores(chosen, settings, [f.result() for f in futures], started))
 
 
 def segment(checked, settings, previous, chunks):
@@ -79,7 +85,9 @@ def segment(checked, settings, previous, chunks):
     started = time.perf_counter()
     fitted = fit_segments(checked, settings, previous)
     futures = [assign_segments.submit(fitted, chunk) for chunk in chunks]
-    return steps.describe_segments(fitted, checked, [f.result() for f in futures], started)
+    return _released(
+        steps.describe_segments(fitted, checked, [f.result() for f in futures], started)
+    )
 
 
 @task(cache_policy=NO_CACHE)
@@ -96,7 +104,7 @@ def explain(chosen, checked, settings):
 
 @task(cache_policy=NO_CACHE)
 def advise(checked, scores, segments, drivers, settings):
-    return steps.advise(checked, scores, segments, drivers, settings)
+    return _released(steps.advise(checked, scores, segments, drivers, settings))
 
 
 @task(cache_policy=NO_CACHE, **_DB_RETRIES)
@@ -124,8 +132,10 @@ def document(settings, run_id, checked):
 # Publishing is one transaction: a retry after a lost connection starts afresh.
 @task(cache_policy=NO_CACHE, **_DB_RETRIES)
 def publish(engine, run_id, checked, chosen, scores, segments, data_docs, insights, report):
-    return steps.publish(
-        engine, run_id, checked, chosen, scores, segments, data_docs, insights, report
+    return _released(
+        steps.publish(
+            engine, run_id, checked, chosen, scores, segments, data_docs, insights, report
+        )
     )
 
 
