@@ -34,6 +34,7 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import silhouette_score
 from sklearn.preprocessing import StandardScaler
 
+from gymchurn.joins import lined_up
 from gymchurn.model import feature_matrix
 from gymchurn.schema import BINARY_FEATURES, CHURNED, CLIENT_ID, FEATURE_LABELS, FEATURES
 
@@ -325,10 +326,12 @@ def fit_segments(
     # Samples are drawn by position in client order, so that the segments do not
     # depend on the order of the rows. Only the sampled rows are standardised:
     # the month's clients are never copied whole.
-    by_client = np.argsort(clients[CLIENT_ID].to_numpy(), kind="stable")
+    by_client = _client_order(clients[CLIENT_ID].to_numpy())
 
     def rows(positions: np.ndarray) -> np.ndarray:
-        return feature_matrix(clients.iloc[by_client[positions]])
+        return feature_matrix(
+            clients.iloc[positions if by_client is None else by_client[positions]]
+        )
 
     scaler = StandardScaler()
     for start in range(0, len(clients), SCALER_CHUNK_ROWS):
@@ -375,6 +378,13 @@ def fit_segments(
     )
 
 
+def _client_order(client_ids: np.ndarray) -> np.ndarray | None:
+    """Return the positions of ``client_ids`` in increasing order, or None when they are."""
+    if len(client_ids) < 2 or bool(np.all(client_ids[1:] > client_ids[:-1])):
+        return None
+    return np.argsort(client_ids, kind="stable")
+
+
 def assign_segments(fitted: SegmentModel, clients: pd.DataFrame) -> pd.DataFrame:
     """Assign each client to the segment of the nearest centroid.
 
@@ -401,18 +411,24 @@ def describe_segments(
         assignments: ``client_id`` and ``cluster_id`` of each of ``clients``,
             in any order, as :func:`assign_segments` returns them.
     """
-    # Each client's segment in the row order of clients, without sorting the month.
-    ordered = assignments.sort_values(CLIENT_ID, kind="stable")
-    assigned_ids = ordered[CLIENT_ID].to_numpy()
     client_ids = clients[CLIENT_ID].to_numpy()
-    by_client = np.argsort(client_ids, kind="stable")
-    if not np.array_equal(assigned_ids, client_ids[by_client]):
-        raise ValueError(
-            f"assignments cover {len(assignments)} clients but clients has {len(clients)} "
-            "other ones; assign every client of the month exactly once"
-        )
-    cluster_of_client = np.empty(len(clients), dtype=ordered[CLUSTER_ID].dtype)
-    cluster_of_client[by_client] = ordered[CLUSTER_ID].to_numpy()
+    if lined_up(assignments, clients) and _client_order(client_ids) is None:
+        # The job's case: both list the clients in client_id order.
+        assigned_ids = client_ids
+        assigned_clusters = cluster_of_client = assignments[CLUSTER_ID].to_numpy()
+    else:
+        # Each client's segment in the row order of clients, without sorting the month.
+        ordered = assignments.sort_values(CLIENT_ID, kind="stable")
+        assigned_ids = ordered[CLIENT_ID].to_numpy()
+        assigned_clusters = ordered[CLUSTER_ID].to_numpy()
+        by_client = np.argsort(client_ids, kind="stable")
+        if not np.array_equal(assigned_ids, client_ids[by_client]):
+            raise ValueError(
+                f"assignments cover {len(assignments)} clients but clients has {len(clients)} "
+                "other ones; assign every client of the month exactly once"
+            )
+        cluster_of_client = np.empty(len(clients), dtype=assigned_clusters.dtype)
+        cluster_of_client[by_client] = assigned_clusters
     ids = fitted.ids
     reference = fitted.reference
 
@@ -447,9 +463,7 @@ def describe_segments(
         for c in profiles[CLUSTER_ID]
     ]
     return Segmentation(
-        assignments=pd.DataFrame(
-            {CLIENT_ID: assigned_ids, CLUSTER_ID: ordered[CLUSTER_ID].to_numpy()}
-        ),
+        assignments=pd.DataFrame({CLIENT_ID: assigned_ids, CLUSTER_ID: assigned_clusters}),
         profiles=profiles,
         differences=differences.reindex(profiles[CLUSTER_ID]),
         silhouette=fitted.silhouette,
