@@ -42,8 +42,8 @@ class MonthInsights:
     scores: pd.DataFrame
     """One row a scored client: ``client_id``, ``churn_probability``, ``risk_tier``
     (``high``, ``medium``, ``low``), ``reasons`` (the phrases joined by ``"; "``),
-    ``cluster_id``, ``suggested_action`` (title of the measure chosen by :func:`suggest_actions`, or
-    None)."""
+    ``cluster_id``, ``suggested_action`` (a categorical of the titles of the measures
+    chosen by :func:`suggest_actions`, missing where none was)."""
     clusters: pd.DataFrame
     """One row a segment, by ``cluster_id``: ``name`` (plain, e.g. "1-month contracts,
     new members, rare visitors"), ``size``, ``share`` (of the month's clients),
@@ -397,7 +397,10 @@ def build_insights(
     clusters = _clusters(segmentation, scored)
     groups = _target_groups(clusters, scored, measures.target_groups)
     recommended = _measures(groups, scored, drivers, measures)
-    scored["suggested_action"] = suggest_actions(scored, recommended, drivers.influence, measures)
+    # A categorical: a few titles repeated for millions of clients.
+    scored["suggested_action"] = pd.Categorical(
+        suggest_actions(scored, recommended, drivers.influence, measures)
+    )
     patterns = _patterns(clients, reference, drivers)
     conclusions = _conclusions(month, scored, reference, clusters, drivers, groups, recommended)
     logger.info(

@@ -1073,14 +1073,14 @@ def _reason_arrays(column: pd.Series, encoding: str) -> binary_copy.Coded:
     return binary_copy.Coded(codes, payloads)
 
 
-def _suggested_actions(table: pd.DataFrame, insights: MonthInsights | None) -> np.ndarray:
-    """Return each client's suggested measure from ``insights``, or None for all without it."""
+def _suggested_actions(table: pd.DataFrame, insights: MonthInsights | None):
+    """Return each client's suggested measure from ``insights``, missing for all without it."""
     if insights is None:
         return np.full(len(table), None, dtype=object)
     if lined_up(insights.scores, table):
-        return insights.scores["suggested_action"].to_numpy(dtype=object)
+        return insights.scores["suggested_action"].array
     actions = insights.scores.set_index(CLIENT_ID)["suggested_action"]
-    return actions.reindex(table[CLIENT_ID]).to_numpy(dtype=object)
+    return actions.reindex(table[CLIENT_ID]).array
 
 
 def _cluster_rows(segments: Segmentation, scored: pd.DataFrame) -> pd.DataFrame:
