@@ -505,6 +505,7 @@ def _run_suite(
         }[suite_name]
         batch = objects.batch_definition.get_batch(batch_parameters={"dataframe": frame})
         suite_result = batch.validate(suite, result_format=result_format)
+        _release_batch(objects.batch_definition, batch.id)
     # Data Docs file a result under its run name and time: the dataset label names it.
     suite_result.meta["run_id"] = RunIdentifier(run_name=dataset, run_time=dt.datetime.now(dt.UTC))
     logger.debug(
@@ -515,6 +516,17 @@ def _run_suite(
         time.perf_counter() - started,
     )
     return suite_result
+
+
+def _release_batch(batch_definition: BatchDefinition, batch_id: str) -> None:
+    """Drop the references GX keeps to a validated batch, so that its frame can be freed.
+
+    GX 1.24 keeps the last batch and its DataFrame in the data source's execution
+    engine until the next batch replaces them.
+    """
+    manager = batch_definition.data_asset.datasource.get_execution_engine().batch_manager
+    manager.batch_data_cache.pop(batch_id, None)
+    manager.reset_batch_cache()
 
 
 # ---------------------------------------------------------------------------

@@ -1,9 +1,11 @@
 """Tests of the questionnaire validation on the chain's real 4,000-row export."""
 
 import datetime as dt
+import gc
 import json
 import re
 import socket
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -503,6 +505,20 @@ def test_gx_result_lists_failing_row_numbers(questionnaires):
     assert age.result["unexpected_index_column_names"] == ["row_number"]
     assert age.result["unexpected_index_list"] == [{"row_number": [11, 21]}]
     assert _rule(report, "age_in_range").examples == ((11, -3), (21, 101))
+
+
+def test_run_suite_frees_frame_after_run(questionnaires):
+    keep = np.ones(len(questionnaires), dtype=bool)
+    gx_frame = validation._prepare_for_gx(questionnaires, keep=keep)
+    reference = weakref.ref(gx_frame)
+
+    validation._run_suite(
+        gx_frame, "questionnaire_rows", "month 2026-10", validation._RESULT_FORMAT
+    )
+    del gx_frame
+    gc.collect()
+
+    assert reference() is None
 
 
 # ---------------------------------------------------------------------------
