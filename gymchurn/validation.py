@@ -886,21 +886,28 @@ def _build_report(
 ) -> ValidationReport:
     positions = pd.Index(questionnaires[ROW_NUMBER].to_numpy())
     quarantine_rules = [rule for rule in _REPORT_RULES if rule.severity == QUARANTINE]
-    failed = np.zeros((len(questionnaires), len(quarantine_rules)), dtype=bool)
     rule_positions = {}
     results = []
     for rule in _REPORT_RULES:
         found = failures.get(rule.name, np.empty(0, dtype="int64"))
         rule_positions[rule.name] = np.sort(positions.get_indexer(found))
         results.append(_rule_result(questionnaires, rule, rule_positions[rule.name], raw_values))
-    for column_index, rule in enumerate(quarantine_rules):
-        failed[rule_positions[rule.name], column_index] = True
-
-    is_quarantined = failed.any(axis=1)
+    is_quarantined = np.zeros(len(questionnaires), dtype=bool)
+    for rule in quarantine_rules:
+        is_quarantined[rule_positions[rule.name]] = True
     quarantined_positions = np.flatnonzero(is_quarantined)
-    quarantined = questionnaires.iloc[quarantined_positions].copy()
+    # The matrix has a row for each quarantined row only, because most rows pass
+    # every rule.
+    failed = np.zeros((len(quarantined_positions), len(quarantine_rules)), dtype=bool)
+    for column_index, rule in enumerate(quarantine_rules):
+        rows = np.searchsorted(quarantined_positions, rule_positions[rule.name])
+        failed[rows, column_index] = True
+
+    # With copy-on-write, adding columns to this selection leaves the caller's frame
+    # unchanged, so no copy is needed.
+    quarantined = questionnaires.iloc[quarantined_positions]
     names = [rule.name for rule in quarantine_rules]
-    quarantined[FAILED_RULES] = _failed_rule_lists(failed[is_quarantined], names, quarantined)
+    quarantined[FAILED_RULES] = _failed_rule_lists(failed, names, quarantined)
     quarantined[FAILED_VALUES] = _failed_value_dicts(
         questionnaires, quarantine_rules, rule_positions, quarantined_positions, raw_values
     )
@@ -966,9 +973,9 @@ def _identical_answer_examples(questionnaires: pd.DataFrame, positions: np.ndarr
     """Pair up to five flagged rows with the other client ids that gave the same answers."""
     if len(positions) == 0:
         return []
-    flagged = questionnaires.iloc[positions]
-    hashes = pd.util.hash_pandas_object(flagged[[MONTH, *FEATURES]], index=False).to_numpy()
-    client_ids = flagged[CLIENT_ID].to_numpy()
+    answers = questionnaires[[MONTH, *FEATURES]].iloc[positions]
+    hashes = pd.util.hash_pandas_object(answers, index=False).to_numpy()
+    client_ids = questionnaires[CLIENT_ID].iloc[positions].to_numpy()
     examples = []
     for offset in range(min(_MAX_EXAMPLES, len(positions))):
         same = np.flatnonzero(hashes == hashes[offset])
