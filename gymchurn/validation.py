@@ -25,6 +25,12 @@ Duplicate rows follow this policy:
   (severity warning) and scored. The chain's real 4,000-row export has none, so a
   count above zero usually means that the export copied answers between clients.
 
+With ``chunk_rows``, the row and load-fault suites run on consecutive slices of the
+batch and their results are merged, so GX reads one slice's float64 copy at a time.
+The uniqueness rules and ``duplicate_row`` compare rows across slices, so they are
+decided for the whole batch from row hashes, and rows that share a hash are compared
+by value. The outcome equals that of one run on the whole batch.
+
 Batch rules that compare a month with earlier months live in ``gymchurn.batch_rules``.
 All Great Expectations imports of the package live in this module.
 """
@@ -33,6 +39,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
 import json
 import logging
 import re
@@ -48,9 +55,11 @@ import great_expectations as gx
 import great_expectations.expectations as gxe
 import numpy as np
 import pandas as pd
+from great_expectations.core.batch import BatchMarkers
 from great_expectations.core.batch_definition import BatchDefinition
 from great_expectations.core.expectation_validation_result import (
     ExpectationSuiteValidationResult,
+    ExpectationValidationResult,
 )
 from great_expectations.core.run_identifier import RunIdentifier
 from great_expectations.data_context.types.base import (
@@ -62,6 +71,8 @@ from great_expectations.data_context.types.resource_identifiers import (
     ExpectationSuiteIdentifier,
     ValidationResultIdentifier,
 )
+from great_expectations.execution_engine.pandas_execution_engine import HASH_THRESHOLD
+from great_expectations.validator.validation_statistics import calc_validation_statistics
 
 from gymchurn.schema import (
     BINARY_FEATURES,
@@ -505,6 +516,7 @@ def _run_suite(
         }[suite_name]
         batch = objects.batch_definition.get_batch(batch_parameters={"dataframe": frame})
         suite_result = batch.validate(suite, result_format=result_format)
+        _release_batch(objects.batch_definition, batch.id)
     # Data Docs file a result under its run name and time: the dataset label names it.
     suite_result.meta["run_id"] = RunIdentifier(run_name=dataset, run_time=dt.datetime.now(dt.UTC))
     logger.debug(
@@ -517,6 +529,17 @@ def _run_suite(
     return suite_result
 
 
+def _release_batch(batch_definition: BatchDefinition, batch_id: str) -> None:
+    """Drop the references GX keeps to a validated batch, so that its frame can be freed.
+
+    GX 1.24 keeps the last batch and its DataFrame in the data source's execution
+    engine until the next batch replaces them.
+    """
+    manager = batch_definition.data_asset.datasource.get_execution_engine().batch_manager
+    manager.batch_data_cache.pop(batch_id, None)
+    manager.reset_batch_cache()
+
+
 # ---------------------------------------------------------------------------
 # Validation
 
@@ -527,6 +550,7 @@ def validate_questionnaires(
     dataset: str,
     max_invalid_share: float = 0.5,
     faults: pd.DataFrame | None = None,
+    chunk_rows: int | None = None,
 ) -> ValidationReport:
     """Check every questionnaire row and split the batch into valid and quarantined.
 
@@ -542,6 +566,12 @@ def validate_questionnaires(
             loader leaves those cells null. A fault is matched to rows by
             ``client_id``, and also by ``month`` when the fault table has that column.
             A matched row is quarantined under ``<column>_parseable``.
+        chunk_rows: Largest number of rows that the row and load-fault suites check
+            at once, or None to check the whole batch at once. GX then reads a
+            float64 copy of one slice at a time, so the memory those suites use is
+            bounded by the slice instead of the batch. Row hashes and positions, a
+            few tens of bytes a row, and the returned frames still grow with the
+            batch. The report and the GX results equal those of an unsliced run.
 
     Returns:
         The report with every row rule and the valid and quarantined rows.
@@ -551,25 +581,28 @@ def validate_questionnaires(
             dtype, ``row_number`` is not unique, the batch has no rows, GX could not
             evaluate a rule, or more than ``max_invalid_share`` of the rows are
             quarantined.
-        ValueError: When ``max_invalid_share`` is outside 0 to 1, or ``faults``
-            lacks a column or names a column that is not parsed from the file.
+        ValueError: When ``max_invalid_share`` is outside 0 to 1, ``chunk_rows`` is
+            not None or a whole number of at least 1, or ``faults`` lacks a column
+            or names a column that is not parsed from the file.
     """
     if not 0.0 <= max_invalid_share <= 1.0:
         raise ValueError(f"invalid max_invalid_share {max_invalid_share!r}: expected 0 to 1")
+    _check_chunk_rows(chunk_rows)
     _check_fault_table(faults)
     started = time.perf_counter()
     column_result = _check_columns(questionnaires, dataset)
-    repeats = _repeated_rows(questionnaires)
-    gx_frame = _prepare_for_gx(questionnaires, keep=~repeats)
-    row_result = _run_suite(gx_frame, "questionnaire_rows", dataset, _RESULT_FORMAT)
+    if chunk_rows is not None and len(questionnaires) <= chunk_rows:
+        chunk_rows = None
+    keys = _BatchKeys.of(questionnaires)
+    repeats = _repeated_rows(questionnaires, chunk_rows)
+    row_result = _run_row_suite(questionnaires, keys, repeats, dataset, chunk_rows)
     gx_results = [column_result, row_result]
     failures = _failed_rows_by_rule(row_result, dataset, gx_results)
-    failures[DUPLICATE_ROW] = questionnaires[ROW_NUMBER].to_numpy()[repeats]
+    failures[DUPLICATE_ROW] = keys.row_numbers[repeats]
 
     raw_values, unmatched = _match_faults(questionnaires, faults)
     if raw_values:
-        fault_frame = _prepare_fault_frame(questionnaires, raw_values)
-        fault_result = _run_suite(fault_frame, "questionnaire_load_faults", dataset, _RESULT_FORMAT)
+        fault_result = _run_fault_suite(keys, raw_values, dataset, chunk_rows)
         gx_results.append(fault_result)
         failures |= _failed_rows_by_rule(fault_result, dataset, gx_results)
     if unmatched is not None and len(unmatched):
@@ -691,36 +724,171 @@ def _check_month_dtype(
     )
 
 
-def _repeated_rows(questionnaires: pd.DataFrame) -> np.ndarray:
-    """Return a mask of the rows identical to an earlier row (see the module's policy)."""
+def _check_chunk_rows(chunk_rows: int | None) -> None:
+    if chunk_rows is None:
+        return
+    is_whole = isinstance(chunk_rows, (int, np.integer)) and not isinstance(chunk_rows, bool)
+    if not is_whole or chunk_rows < 1:
+        raise ValueError(
+            f"invalid chunk_rows {chunk_rows!r}: expected None or a whole number of at least 1"
+        )
+
+
+@dataclass(frozen=True)
+class _BatchKeys:
+    """The batch's row numbers, client ids and months as NumPy arrays, read once.
+
+    Every slice then gets the dtype of the whole column: ``to_numpy`` of an
+    ``Int64`` column gives float64 only when the column has a null. For a
+    NumPy-backed column the array is a view of the caller's data.
+    """
+
+    row_numbers: np.ndarray
+    client_ids: np.ndarray
+    months: np.ndarray
+
+    @classmethod
+    def of(cls, questionnaires: pd.DataFrame) -> _BatchKeys:
+        return cls(
+            row_numbers=questionnaires[ROW_NUMBER].to_numpy(),
+            client_ids=questionnaires[CLIENT_ID].to_numpy(),
+            months=questionnaires[MONTH].to_numpy(),
+        )
+
+
+def _repeated_rows(questionnaires: pd.DataFrame, chunk_rows: int | None) -> np.ndarray:
+    """Return a mask of the rows identical to an earlier row (see the module's policy).
+
+    With ``chunk_rows``, the rows are hashed one slice at a time and only the rows
+    that share a hash are compared by value, so the batch is not copied whole.
+    """
     subset = [CLIENT_ID, MONTH, *FEATURES]
     if CHURNED in questionnaires.columns:
         subset.append(CHURNED)
-    return questionnaires.duplicated(subset=subset, keep="first").to_numpy()
+    if chunk_rows is None:
+        return questionnaires.duplicated(subset=subset, keep="first").to_numpy()
+
+    n_rows = len(questionnaires)
+    hashes = np.empty(n_rows, dtype=np.uint64)
+    for start in range(0, n_rows, chunk_rows):
+        part = slice(start, start + chunk_rows)
+        hashes[part] = _row_hashes(questionnaires[subset].iloc[part])
+    repeated = _confirmed_duplicates(
+        hashes,
+        lambda positions: questionnaires[subset].iloc[positions],
+        keep="first",
+        chunk_rows=chunk_rows,
+    )
+    mask = np.zeros(n_rows, dtype=bool)
+    mask[repeated] = True
+    return mask
 
 
-def _prepare_for_gx(questionnaires: pd.DataFrame, keep: np.ndarray) -> pd.DataFrame:
-    """Copy the kept rows' columns GX reads, indexed by row number, with float64 values.
+# Columns of the frame the row suite validates, in its order.
+_GX_COLUMNS = (*FEATURES, CHURNED, CLIENT_ID, MONTH)
+
+
+def _prepare_for_gx(
+    questionnaires: pd.DataFrame,
+    keys: _BatchKeys,
+    rows: slice | np.ndarray,
+    columns: Sequence[str] = _GX_COLUMNS,
+) -> pd.DataFrame:
+    """Copy the columns GX reads of the rows at ``rows``, indexed by row number.
 
     Features and ``churned`` become float64 with NaN for nulls, so GX gets one dtype
     whether the caller passes int64, float64 or a nullable dtype such as ``Int64``.
     A batch without ``churned`` gets an all-null one, which passes its rule.
     """
-    # Masking each column's array, not the frame, avoids a copy of the whole frame.
-    selected = slice(None) if keep.all() else keep
-    index = pd.Index(questionnaires[ROW_NUMBER].to_numpy()[selected], name=ROW_NUMBER)
-    columns = {
-        column: questionnaires[column].to_numpy(dtype="float64", na_value=np.nan)[selected]
-        for column in FEATURES
-    }
-    if CHURNED in questionnaires.columns:
-        churned = questionnaires[CHURNED].to_numpy(dtype="float64", na_value=np.nan)
-        columns[CHURNED] = churned[selected]
-    else:
-        columns[CHURNED] = np.full(len(index), np.nan)
-    for column in [CLIENT_ID, MONTH]:
-        columns[column] = questionnaires[column].to_numpy()[selected]
-    return pd.DataFrame(columns, index=index)
+    index = pd.Index(keys.row_numbers[rows], name=ROW_NUMBER)
+    values = {}
+    for column in columns:
+        if column == CLIENT_ID:
+            values[column] = keys.client_ids[rows]
+        elif column == MONTH:
+            values[column] = keys.months[rows]
+        elif column in questionnaires.columns:
+            # Selecting the rows before converting copies only them.
+            series = questionnaires[column].iloc[rows]
+            values[column] = series.to_numpy(dtype="float64", na_value=np.nan)
+        else:
+            values[column] = np.full(len(index), np.nan)
+    return pd.DataFrame(values, index=index)
+
+
+def _run_row_suite(
+    questionnaires: pd.DataFrame,
+    keys: _BatchKeys,
+    repeats: np.ndarray,
+    dataset: str,
+    chunk_rows: int | None,
+) -> ExpectationSuiteValidationResult:
+    """Run the row suite on the rows that are not exact repeats of an earlier row.
+
+    With ``chunk_rows``, GX checks one slice of at most that many rows at a time,
+    and the slices' results are merged. The uniqueness rules compare rows across
+    slices, so their failing rows are found for the whole batch and replace those
+    GX found within each slice.
+    """
+    if chunk_rows is None:
+        rows = np.flatnonzero(~repeats) if repeats.any() else slice(None)
+        gx_frame = _prepare_for_gx(questionnaires, keys, rows)
+        return _run_suite(gx_frame, "questionnaire_rows", dataset, _RESULT_FORMAT)
+
+    kept_positions = np.flatnonzero(~repeats)
+    hashes = _UniqueRuleHashes.empty(len(kept_positions))
+    results, fingerprint = _run_in_slices(
+        lambda part: _prepare_for_gx(questionnaires, keys, kept_positions[part]),
+        len(kept_positions),
+        "questionnaire_rows",
+        dataset,
+        chunk_rows,
+        inspect=hashes.add,
+    )
+    unexpected_rows = {}
+    for rule in _UNIQUE_RULES:
+        positions = _confirmed_duplicates(
+            hashes.hashes[rule.name],
+            functools.partial(_unique_rule_values, questionnaires, keys, kept_positions, rule),
+            keep=False,
+            chunk_rows=chunk_rows,
+            considered=hashes.considered[rule.name],
+        )
+        unexpected_rows[rule.name] = keys.row_numbers[kept_positions[positions]]
+    return _merge_suite_results(results, dataset, fingerprint, unexpected_rows)
+
+
+def _unique_rule_values(
+    questionnaires: pd.DataFrame,
+    keys: _BatchKeys,
+    kept_positions: np.ndarray,
+    rule: _Rule,
+    positions: np.ndarray,
+) -> pd.DataFrame:
+    """Return a uniqueness rule's columns as GX reads them, at ``kept_positions[positions]``."""
+    return _prepare_for_gx(questionnaires, keys, kept_positions[positions], columns=rule.columns)
+
+
+def _run_fault_suite(
+    keys: _BatchKeys,
+    raw_values: dict[str, dict[int, str]],
+    dataset: str,
+    chunk_rows: int | None,
+) -> ExpectationSuiteValidationResult:
+    """Run the load-fault suite on every row, in slices of ``chunk_rows`` when given."""
+    fault_codes = _fault_codes(raw_values)
+    n_rows = len(keys.row_numbers)
+    if chunk_rows is None:
+        fault_frame = _prepare_fault_frame(keys, fault_codes, slice(0, n_rows))
+        return _run_suite(fault_frame, "questionnaire_load_faults", dataset, _RESULT_FORMAT)
+    results, fingerprint = _run_in_slices(
+        lambda part: _prepare_fault_frame(keys, fault_codes, part),
+        n_rows,
+        "questionnaire_load_faults",
+        dataset,
+        chunk_rows,
+    )
+    return _merge_suite_results(results, dataset, fingerprint, {})
 
 
 def _match_faults(
@@ -764,24 +932,47 @@ def _match_faults(
     return raw_values, unmatched
 
 
-def _prepare_fault_frame(
-    questionnaires: pd.DataFrame, raw_values: dict[str, dict[int, str]]
-) -> pd.DataFrame:
-    """Build the load-fault suite's frame: per parseable column, raw text or null.
+@dataclass(frozen=True)
+class _FaultCodes:
+    """One parseable column's load faults as categorical codes, sorted by row position."""
 
-    The columns are categoricals, because nearly every cell is null and their codes
-    take 1 or 2 bytes a row where an object column takes 8.
-    """
-    columns = {}
+    categories: list[str]
+    positions: np.ndarray
+    codes: np.ndarray
+
+
+def _fault_codes(raw_values: dict[str, dict[int, str]]) -> dict[str, _FaultCodes]:
+    """Encode each parseable column's raw texts by row position, for the fault frames."""
+    table = {}
     for column in PARSEABLE_COLUMNS:
         faults = raw_values.get(column, {})
         categories = sorted(set(faults.values()))
         code_of = {raw: code for code, raw in enumerate(categories)}
-        codes = np.full(len(questionnaires), -1, dtype=np.min_scalar_type(-len(categories) - 1))
-        for position, raw in faults.items():
-            codes[position] = code_of[raw]
-        columns[f"{column}{_RAW_SUFFIX}"] = pd.Categorical.from_codes(codes, categories)
-    index = pd.Index(questionnaires[ROW_NUMBER].to_numpy(), name=ROW_NUMBER)
+        dtype = np.min_scalar_type(-len(categories) - 1)
+        positions = np.fromiter(faults.keys(), dtype=np.int64, count=len(faults))
+        codes = np.fromiter((code_of[raw] for raw in faults.values()), dtype=dtype)
+        order = np.argsort(positions)
+        table[column] = _FaultCodes(categories, positions[order], codes[order])
+    return table
+
+
+def _prepare_fault_frame(
+    keys: _BatchKeys, fault_codes: dict[str, _FaultCodes], rows: slice
+) -> pd.DataFrame:
+    """Build the load-fault suite's frame of the rows in ``rows``: per parseable column,
+    raw text or null, indexed by row number.
+
+    The columns are categoricals, because nearly every cell is null and their codes
+    take 1 or 2 bytes a row where an object column takes 8.
+    """
+    start, stop, _ = rows.indices(len(keys.row_numbers))
+    columns = {}
+    for column, faults in fault_codes.items():
+        codes = np.full(stop - start, -1, dtype=faults.codes.dtype)
+        low, high = np.searchsorted(faults.positions, [start, stop])
+        codes[faults.positions[low:high] - start] = faults.codes[low:high]
+        columns[f"{column}{_RAW_SUFFIX}"] = pd.Categorical.from_codes(codes, faults.categories)
+    index = pd.Index(keys.row_numbers[start:stop], name=ROW_NUMBER)
     return pd.DataFrame(columns, index=index)
 
 
@@ -863,6 +1054,329 @@ def _gx_exception_message(exception_info: Any) -> str | None:
 
 
 # ---------------------------------------------------------------------------
+# Validation in slices
+
+# The compound uniqueness rules compare each row with every other row of the
+# batch, so they are decided for the whole batch, not within a slice.
+_UNIQUE_RULES = tuple(
+    rule for rule in _ROW_RULES if rule.name in {"client_month_unique", IDENTICAL_ANSWERS}
+)
+
+# Fields of a rule's GX result under _RESULT_FORMAT, by how the slices' values combine.
+_SUMMED_FIELDS = ("element_count", "unexpected_count", "missing_count")
+_PERCENT_FIELDS = (
+    "unexpected_percent",
+    "missing_percent",
+    "unexpected_percent_total",
+    "unexpected_percent_nonmissing",
+)
+_SHARED_FIELDS = ("unexpected_index_column_names",)
+_INDEX_LIST_FIELD = "unexpected_index_list"
+_FINGERPRINT_KEY = "pandas_data_fingerprint"
+
+
+def _run_in_slices(
+    build_frame: Callable[[slice], pd.DataFrame],
+    n_rows: int,
+    suite_name: str,
+    dataset: str,
+    chunk_rows: int,
+    inspect: Callable[[pd.DataFrame, slice], None] | None = None,
+) -> tuple[list[ExpectationSuiteValidationResult], _Fingerprint]:
+    """Run a suite on consecutive slices of at most ``chunk_rows`` of ``n_rows`` rows.
+
+    ``build_frame`` makes a slice's frame just before its GX run, and the frame is
+    dropped after the run, so one slice's copy exists at a time. ``inspect`` gets
+    each frame after its run.
+
+    Returns:
+        The slices' GX results in row order, and the fingerprint of their frames.
+    """
+    results = []
+    fingerprint = _Fingerprint()
+    for start in range(0, n_rows, chunk_rows):
+        part = slice(start, min(start + chunk_rows, n_rows))
+        frame = build_frame(part)
+        results.append(_run_suite(frame, suite_name, dataset, _RESULT_FORMAT))
+        fingerprint.update(frame)
+        if inspect is not None:
+            inspect(frame, part)
+        # Without this the next slice's frame is built while this one is alive.
+        del frame
+    return results, fingerprint
+
+
+@dataclass(frozen=True)
+class _UniqueRuleHashes:
+    """Per uniqueness rule, a hash of each row's values and whether GX compares the row."""
+
+    hashes: dict[str, np.ndarray]
+    considered: dict[str, np.ndarray]
+
+    @classmethod
+    def empty(cls, n_rows: int) -> _UniqueRuleHashes:
+        return cls(
+            hashes={rule.name: np.empty(n_rows, dtype=np.uint64) for rule in _UNIQUE_RULES},
+            considered={rule.name: np.empty(n_rows, dtype=bool) for rule in _UNIQUE_RULES},
+        )
+
+    def add(self, frame: pd.DataFrame, part: slice) -> None:
+        """Fill in the rows of ``part`` from their row-suite frame."""
+        for rule in _UNIQUE_RULES:
+            values = frame[list(rule.columns)]
+            # GX leaves out of a compound rule the rows whose values are all missing.
+            self.considered[rule.name][part] = values.notna().any(axis=1).to_numpy()
+            self.hashes[rule.name][part] = _row_hashes(values)
+
+
+def _row_hashes(frame: pd.DataFrame) -> np.ndarray:
+    """Hash each row so that rows which ``DataFrame.duplicated`` finds equal hash equal.
+
+    Rows with different values can share a hash, so equal hashes only mark
+    candidates to compare.
+    """
+    comparable = {column: _comparable_values(frame[column]) for column in frame.columns}
+    return pd.util.hash_pandas_object(pd.DataFrame(comparable), index=False).to_numpy()
+
+
+def _comparable_values(column: pd.Series) -> np.ndarray:
+    """Map a column to an array in which the values pandas finds equal are equal.
+
+    ``DataFrame.duplicated`` of several columns treats every null of a column as
+    one value, and 0.0 as equal to -0.0, so these get one representation each.
+    """
+    if pd.api.types.is_bool_dtype(column.dtype) or pd.api.types.is_numeric_dtype(column.dtype):
+        values = column.to_numpy(dtype="float64", na_value=np.nan)
+        return np.where(np.isnan(values), np.nan, values + 0.0)
+    if pd.api.types.is_datetime64_any_dtype(column.dtype):
+        # NaT is one fixed integer.
+        return column.array.asi8
+    # duplicated() compares a column through pd.factorize, which codes every null
+    # -1. Python's hash of each distinct value is the same in every slice.
+    codes, uniques = pd.factorize(column.to_numpy(dtype=object))
+    keys = np.array([*(hash(value) for value in uniques), 0], dtype=np.int64)
+    return keys[codes]
+
+
+def _confirmed_duplicates(
+    hashes: np.ndarray,
+    rows_at: Callable[[np.ndarray], pd.DataFrame],
+    *,
+    keep: str | bool,
+    chunk_rows: int,
+    considered: np.ndarray | None = None,
+) -> np.ndarray:
+    """Return the positions ``DataFrame.duplicated(keep=keep)`` flags, found through hashes.
+
+    Rows with equal values share a hash, so a row whose hash no other row has is
+    no duplicate. The rows that share a hash are read back with ``rows_at`` and
+    compared by pandas, whole groups of equal hashes at a time, so a hash
+    collision flags no row. A read-back contains the groups that start within
+    ``chunk_rows`` candidates, so it exceeds that only by its last group.
+
+    Args:
+        hashes: One hash a row, from ``_row_hashes``.
+        rows_at: Returns the compared columns of the rows at the sorted positions given.
+        keep: As in ``DataFrame.duplicated``.
+        chunk_rows: Number of candidate rows read back at a time.
+        considered: Mask of the rows to compare, or None for every row.
+
+    Returns:
+        The flagged positions, sorted.
+    """
+    positions = np.arange(len(hashes)) if considered is None else np.flatnonzero(considered)
+    positions = positions[np.argsort(hashes[positions], kind="stable")]
+    sorted_hashes = hashes[positions]
+    same_as_next = sorted_hashes[1:] == sorted_hashes[:-1]
+    shared = np.zeros(len(positions), dtype=bool)
+    shared[1:] |= same_as_next
+    shared[:-1] |= same_as_next
+    positions, sorted_hashes = positions[shared], sorted_hashes[shared]
+    if len(positions) == 0:
+        return np.empty(0, dtype=np.int64)
+
+    group_starts = np.flatnonzero(np.r_[True, sorted_hashes[1:] != sorted_hashes[:-1]])
+    window = group_starts // chunk_rows
+    batch_starts = group_starts[np.r_[True, window[1:] != window[:-1]]]
+    flagged = []
+    for low, high in zip(batch_starts, [*batch_starts[1:], len(positions)], strict=True):
+        batch = np.sort(positions[low:high])
+        flagged.append(batch[rows_at(batch).duplicated(keep=keep).to_numpy()])
+    return np.sort(np.concatenate(flagged))
+
+
+class _Fingerprint:
+    """The ``pandas_data_fingerprint`` GX gives a whole frame, computed slice by slice.
+
+    GX 1.24 stores in a batch's markers the MD5 of ``hash_pandas_object(frame,
+    index=True)`` when the frame's shallow size is under ``HASH_THRESHOLD`` bytes.
+    Row hashes do not depend on the other rows, so the slices' hashes fed in row
+    order give the whole frame's digest.
+    """
+
+    def __init__(self) -> None:
+        self._digest = hashlib.md5(usedforsecurity=False)
+        self._n_bytes = 0
+
+    def update(self, frame: pd.DataFrame) -> None:
+        self._digest.update(pd.util.hash_pandas_object(frame, index=True).to_numpy())
+        # NOTE: a load-fault frame's categories are counted once a slice, so the
+        # size is a little over what GX counts for the whole frame.
+        self._n_bytes += int(frame.memory_usage().sum())
+
+    def markers(self, slice_markers: BatchMarkers) -> BatchMarkers:
+        """Return a slice's batch markers with the whole frame's fingerprint."""
+        markers = {key: value for key, value in slice_markers.items() if key != _FINGERPRINT_KEY}
+        if self._n_bytes < HASH_THRESHOLD:
+            markers[_FINGERPRINT_KEY] = self._digest.hexdigest()
+        return BatchMarkers(markers)
+
+
+def _merge_suite_results(
+    results: Sequence[ExpectationSuiteValidationResult],
+    dataset: str,
+    fingerprint: _Fingerprint,
+    unexpected_rows: dict[str, np.ndarray],
+) -> ExpectationSuiteValidationResult:
+    """Merge one suite's results on consecutive slices into the whole batch's result.
+
+    Args:
+        results: The slices' results, in row order.
+        dataset: Label of the batch, the run name of the merged result.
+        fingerprint: Fingerprint of the slices' frames.
+        unexpected_rows: Per rule name, the failing row numbers found across the
+            whole batch, which replace those GX found within the slices.
+    """
+    first = results[0]
+    by_rule = [{_rule_name(result): result for result in suite.results} for suite in results]
+    merged = []
+    for result in first.results:
+        name = _rule_name(result)
+        parts = [results_of_slice[name] for results_of_slice in by_rule]
+        merged.append(_merge_expectation_results(parts, unexpected_rows.get(name)))
+    statistics = calc_validation_statistics(merged)
+    meta = {key: value for key, value in first.meta.items() if key != "run_id"}
+    meta["batch_markers"] = fingerprint.markers(first.meta["batch_markers"])
+    suite_result = ExpectationSuiteValidationResult(
+        success=statistics.success,
+        results=merged,
+        suite_name=first.suite_name,
+        suite_parameters=first.suite_parameters,
+        statistics={
+            "evaluated_expectations": statistics.evaluated_expectations,
+            "successful_expectations": statistics.successful_expectations,
+            "unsuccessful_expectations": statistics.unsuccessful_expectations,
+            "success_percent": statistics.success_percent,
+        },
+        meta=meta,
+        batch_id=first.batch_id,
+        result_url=first.result_url,
+        id=first.id,
+    )
+    suite_result.meta["run_id"] = RunIdentifier(run_name=dataset, run_time=dt.datetime.now(dt.UTC))
+    logger.debug(
+        "Merged %d slices' results of %s: %d failed expectations",
+        len(results),
+        first.suite_name,
+        statistics.unsuccessful_expectations,
+    )
+    return suite_result
+
+
+def _merge_expectation_results(
+    parts: Sequence[ExpectationValidationResult], unexpected_rows: np.ndarray | None
+) -> ExpectationValidationResult:
+    """Merge one rule's results on consecutive slices, as GX reports the whole batch.
+
+    A slice where GX could not evaluate the rule makes the whole batch's rule
+    fail to evaluate, so that slice's result is returned.
+    """
+    for part in parts:
+        if _gx_exception_message(part.exception_info) is not None:
+            return part
+    first = parts[0]
+    known = {*_SUMMED_FIELDS, *_PERCENT_FIELDS, *_SHARED_FIELDS, _INDEX_LIST_FIELD}
+    unknown = sorted(set(first.result) - known)
+    if unknown:
+        raise RuntimeError(
+            f"cannot merge the GX result fields {', '.join(unknown)} of rule "
+            f"{_rule_name(first)} across slices: validate without chunk_rows"
+        )
+
+    counts = {
+        field: sum(part.result[field] for part in parts)
+        for field in _SUMMED_FIELDS
+        if field in first.result
+    }
+    if unexpected_rows is None:
+        index_list = _merge_index_lists([part.result[_INDEX_LIST_FIELD] for part in parts])
+    else:
+        counts["unexpected_count"] = len(unexpected_rows)
+        index_list = [{ROW_NUMBER: unexpected_rows.tolist()}] if len(unexpected_rows) else []
+    result = dict(first.result)
+    result.update(counts)
+    result.update(_map_percentages(counts))
+    result[_INDEX_LIST_FIELD] = index_list
+    return ExpectationValidationResult(
+        success=_map_success(first.expectation_config.kwargs, counts),
+        expectation_config=first.expectation_config,
+        result=result,
+        meta=first.meta,
+        exception_info=first.exception_info,
+        rendered_content=first.rendered_content,
+    )
+
+
+def _merge_index_lists(index_lists: Sequence[list[dict[str, list]]]) -> list[dict[str, list]]:
+    """Concatenate the slices' ``unexpected_index_list`` in row order.
+
+    With ``exclude_unexpected_values``, GX 1.24 lists a slice's failing row
+    numbers in one dict, or returns an empty list when no row failed.
+    """
+    merged: dict[str, list] = {}
+    for index_list in index_lists:
+        for entry in index_list:
+            for column, values in entry.items():
+                merged.setdefault(column, []).extend(values)
+    return [merged] if merged else []
+
+
+def _map_percentages(counts: dict[str, int]) -> dict[str, float | None]:
+    """Compute the percent fields of a map rule's result from its counts, as GX 1.24 does.
+
+    Rules that count missing values (all but the null rules) give the unexpected
+    share of the rows that are not missing.
+    """
+    n_elements = counts["element_count"]
+    n_unexpected = counts["unexpected_count"]
+    share_of_all = n_unexpected / n_elements * 100 if n_elements > 0 else None
+    if "missing_count" not in counts:
+        return {"unexpected_percent": share_of_all}
+    n_missing = counts["missing_count"]
+    n_present = n_elements - n_missing
+    share_of_present = n_unexpected / n_present * 100 if n_elements > 0 and n_present > 0 else None
+    return {
+        "unexpected_percent": share_of_present,
+        "missing_percent": n_missing / n_elements * 100 if n_elements > 0 else None,
+        "unexpected_percent_total": share_of_all,
+        "unexpected_percent_nonmissing": share_of_present,
+    }
+
+
+def _map_success(kwargs: dict[str, Any], counts: dict[str, int]) -> bool:
+    """Decide a map rule's success from its counts and ``mostly``, as GX 1.24 does."""
+    n_considered = counts["element_count"] - counts.get("missing_count", 0)
+    if n_considered == 0:
+        return True
+    mostly = kwargs.get("mostly", 1)
+    return (n_considered - counts["unexpected_count"]) / n_considered >= mostly
+
+
+def _rule_name(result: ExpectationValidationResult) -> str:
+    return result.expectation_config.meta[_RULE_META_KEY]
+
+
+# ---------------------------------------------------------------------------
 # Report
 
 
@@ -874,21 +1388,28 @@ def _build_report(
 ) -> ValidationReport:
     positions = pd.Index(questionnaires[ROW_NUMBER].to_numpy())
     quarantine_rules = [rule for rule in _REPORT_RULES if rule.severity == QUARANTINE]
-    failed = np.zeros((len(questionnaires), len(quarantine_rules)), dtype=bool)
     rule_positions = {}
     results = []
     for rule in _REPORT_RULES:
         found = failures.get(rule.name, np.empty(0, dtype="int64"))
         rule_positions[rule.name] = np.sort(positions.get_indexer(found))
         results.append(_rule_result(questionnaires, rule, rule_positions[rule.name], raw_values))
-    for column_index, rule in enumerate(quarantine_rules):
-        failed[rule_positions[rule.name], column_index] = True
-
-    is_quarantined = failed.any(axis=1)
+    is_quarantined = np.zeros(len(questionnaires), dtype=bool)
+    for rule in quarantine_rules:
+        is_quarantined[rule_positions[rule.name]] = True
     quarantined_positions = np.flatnonzero(is_quarantined)
-    quarantined = questionnaires.iloc[quarantined_positions].copy()
+    # The matrix has a row for each quarantined row only, because most rows pass
+    # every rule.
+    failed = np.zeros((len(quarantined_positions), len(quarantine_rules)), dtype=bool)
+    for column_index, rule in enumerate(quarantine_rules):
+        rows = np.searchsorted(quarantined_positions, rule_positions[rule.name])
+        failed[rows, column_index] = True
+
+    # With copy-on-write, adding columns to this selection leaves the caller's frame
+    # unchanged, so no copy is needed.
+    quarantined = questionnaires.iloc[quarantined_positions]
     names = [rule.name for rule in quarantine_rules]
-    quarantined[FAILED_RULES] = _failed_rule_lists(failed[is_quarantined], names, quarantined)
+    quarantined[FAILED_RULES] = _failed_rule_lists(failed, names, quarantined)
     quarantined[FAILED_VALUES] = _failed_value_dicts(
         questionnaires, quarantine_rules, rule_positions, quarantined_positions, raw_values
     )
@@ -954,9 +1475,9 @@ def _identical_answer_examples(questionnaires: pd.DataFrame, positions: np.ndarr
     """Pair up to five flagged rows with the other client ids that gave the same answers."""
     if len(positions) == 0:
         return []
-    flagged = questionnaires.iloc[positions]
-    hashes = pd.util.hash_pandas_object(flagged[[MONTH, *FEATURES]], index=False).to_numpy()
-    client_ids = flagged[CLIENT_ID].to_numpy()
+    answers = questionnaires[[MONTH, *FEATURES]].iloc[positions]
+    hashes = pd.util.hash_pandas_object(answers, index=False).to_numpy()
+    client_ids = questionnaires[CLIENT_ID].iloc[positions].to_numpy()
     examples = []
     for offset in range(min(_MAX_EXAMPLES, len(positions))):
         same = np.flatnonzero(hashes == hashes[offset])

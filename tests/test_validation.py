@@ -1,9 +1,11 @@
 """Tests of the questionnaire validation on the chain's real 4,000-row export."""
 
 import datetime as dt
+import gc
 import json
 import re
 import socket
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -503,6 +505,20 @@ def test_gx_result_lists_failing_row_numbers(questionnaires):
     assert age.result["unexpected_index_column_names"] == ["row_number"]
     assert age.result["unexpected_index_list"] == [{"row_number": [11, 21]}]
     assert _rule(report, "age_in_range").examples == ((11, -3), (21, 101))
+
+
+def test_run_suite_frees_frame_after_run(questionnaires):
+    keys = validation._BatchKeys.of(questionnaires)
+    gx_frame = validation._prepare_for_gx(questionnaires, keys, slice(0, 100))
+    reference = weakref.ref(gx_frame)
+
+    validation._run_suite(
+        gx_frame, "questionnaire_rows", "month 2026-10", validation._RESULT_FORMAT
+    )
+    del gx_frame
+    gc.collect()
+
+    assert reference() is None
 
 
 # ---------------------------------------------------------------------------
@@ -1008,3 +1024,326 @@ def test_random_faults_quarantine_with_raw_value(loaded_rows, faulty, raw):
         assert values[row + 1][f"{column}_parseable"] == {column: raw}
         assert values[row + 1][f"{column}_not_null"] == {column: None}
     assert report.n_quarantined == len({row for row, _ in faulty})
+
+
+# ---------------------------------------------------------------------------
+# Validation in slices: with chunk_rows, the same outcome as one run on the batch
+
+
+def _gx_fields(result) -> dict:
+    """Return a GX suite result as JSON, without the times that differ between runs."""
+    fields = result.to_json_dict()
+    fields["meta"]["run_id"].pop("run_time")
+    fields["meta"]["batch_markers"].pop("ge_load_time")
+    return fields
+
+
+def _assert_same_outcome(sliced, whole):
+    assert sliced.dataset == whole.dataset
+    assert sliced.n_rows == whole.n_rows
+    assert sliced.rules == whole.rules
+    pd.testing.assert_frame_equal(sliced.valid, whole.valid)
+    pd.testing.assert_frame_equal(sliced.quarantined, whole.quarantined)
+    if whole.unmatched_faults is None:
+        assert sliced.unmatched_faults is None
+    else:
+        pd.testing.assert_frame_equal(sliced.unmatched_faults, whole.unmatched_faults)
+    assert [r.suite_name for r in sliced.gx_results] == [r.suite_name for r in whole.gx_results]
+    for sliced_result, whole_result in zip(sliced.gx_results, whole.gx_results, strict=True):
+        assert _gx_fields(sliced_result) == _gx_fields(whole_result)
+    assert validation_result_rows(MONTH, reports=[sliced]) == validation_result_rows(
+        MONTH, reports=[whole]
+    )
+
+
+def _damaged_across_borders(questionnaires) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Damage rows on both sides of the borders of slices of 333 and 1000 rows.
+
+    Returns:
+        The batch of 4,004 rows and its load faults, one of which names no row.
+    """
+    frame = questionnaires.copy()
+    frame.loc[[332, 333], "age"] = -3
+    frame.loc[[999, 1000], "lifetime"] = np.nan
+    frame.loc[2000, "gender"] = 2
+    frame.loc[1500, ["contract_period", "month_to_end_contract"]] = [1, 6]
+    # Client 7 again, with other answers, far from the first row of client 7.
+    frame.loc[3500, "client_id"] = 7
+    exact_repeats = frame.iloc[[5, 332, 999]]
+    same_answers = frame.iloc[[20]].assign(client_id=9001)
+    frame = pd.concat([frame, exact_repeats, same_answers], ignore_index=True)
+    frame["row_number"] = np.arange(1, len(frame) + 1, dtype="int64")
+    faults = _faults(
+        (15, "phone", 16, "yes", "not_a_number"),
+        (2501, "age", 2502, "3O", "not_a_number"),
+        (9001, "lifetime", 4005, "", "missing"),
+        (99999, "age", 5000, "x", "not_a_number"),
+    )
+    return frame, faults
+
+
+@pytest.mark.parametrize("chunk_rows", [333, 1000])
+def test_chunk_rows_real_file_same_outcome(questionnaires, chunk_rows):
+    whole = validate_questionnaires(questionnaires, dataset="month 2026-10")
+
+    sliced = validate_questionnaires(questionnaires, dataset="month 2026-10", chunk_rows=chunk_rows)
+
+    assert sliced.n_valid == 4000
+    _assert_same_outcome(sliced, whole)
+
+
+@pytest.mark.parametrize("chunk_rows", [333, 1000])
+def test_chunk_rows_damage_across_borders(questionnaires, chunk_rows):
+    frame, faults = _damaged_across_borders(questionnaires)
+    whole = validate_questionnaires(frame, dataset="month 2026-10", faults=faults)
+
+    sliced = validate_questionnaires(
+        frame, dataset="month 2026-10", faults=faults, chunk_rows=chunk_rows
+    )
+
+    _assert_same_outcome(sliced, whole)
+    rules = dict(
+        zip(sliced.quarantined["row_number"], sliced.quarantined[FAILED_RULES], strict=True)
+    )
+    assert rules == {
+        7: ["client_month_unique"],
+        15: ["phone_parseable"],
+        333: ["age_in_range"],
+        334: ["age_in_range"],
+        1000: ["lifetime_not_null"],
+        1001: ["lifetime_not_null"],
+        1501: ["month_to_end_contract_within_contract_period"],
+        2001: ["gender_in_set"],
+        2501: ["age_parseable"],
+        3501: ["client_month_unique"],
+        4001: ["duplicate_row"],
+        4002: ["duplicate_row"],
+        4003: ["duplicate_row"],
+        4004: ["lifetime_parseable"],
+    }
+    assert _rule(sliced, "identical_answers").examples == ((21, (9001,)), (9001, (21,)))
+    assert sliced.unmatched_faults["line"].tolist() == [5000]
+
+
+def test_chunk_rows_merged_gx_result(questionnaires):
+    frame, faults = _damaged_across_borders(questionnaires)
+
+    report = validate_questionnaires(frame, dataset="month 2026-10", faults=faults, chunk_rows=333)
+
+    row_suite = report.gx_results[1]
+    by_rule = {r.expectation_config.meta["gymchurn_rule"]: r for r in row_suite.results}
+    age = by_rule["age_in_range"].result
+    assert age["element_count"] == 4001
+    assert age["unexpected_count"] == 2
+    assert age["unexpected_index_list"] == [{"row_number": [333, 334]}]
+    assert age["unexpected_percent"] == 2 / 4001 * 100
+    unique = by_rule["client_month_unique"]
+    assert unique.success is False
+    assert unique.result["unexpected_index_list"] == [{"row_number": [7, 3501]}]
+    assert by_rule["identical_answers"].result["unexpected_index_list"] == [
+        {"row_number": [21, 4004]}
+    ]
+    assert row_suite.statistics["unsuccessful_expectations"] == 6
+    assert row_suite.meta["run_id"].run_name == "month 2026-10"
+    fault_suite = report.gx_results[2]
+    assert fault_suite.statistics["unsuccessful_expectations"] == 3
+
+
+def _damaged_small(loaded_rows) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Damage 40 rows of the loader's dtypes for slices of 7 and 13 rows.
+
+    Rows 8 to 14 fill one slice of 7 with null ages, two rows lack a client id,
+    two rows lack the month and every answer, and copies of rows at the start
+    are added at the end.
+    """
+    frame = loaded_rows.head(40).copy()
+    frame["client_id"] = frame["client_id"].astype("Int64")
+    frame.loc[7:13, ["age", "avg_class_frequency_total"]] = pd.NA
+    frame.loc[14, "age"] = 101
+    frame.loc[[21, 22], "client_id"] = pd.NA
+    frame.loc[[23, 30], ["month", *FEATURES]] = pd.NA
+    frame.loc[35, "client_id"] = frame.loc[2, "client_id"]
+    copies = [
+        frame.iloc[[3]],
+        frame.iloc[[4]].assign(client_id=9001),
+        frame.iloc[[4]].assign(client_id=9002),
+    ]
+    frame = pd.concat([frame, *copies], ignore_index=True)
+    frame["row_number"] = np.arange(1, len(frame) + 1, dtype="int64")
+    faults = _faults(
+        (int(frame.loc[10, "client_id"]), "age", 12, "3O", "not_a_number"),
+        (int(frame.loc[36, "client_id"]), "phone", 38, "yes", "not_a_number"),
+    )
+    return frame, faults
+
+
+@pytest.mark.parametrize("chunk_rows", [7, 13])
+def test_chunk_rows_small_slices_same_outcome(loaded_rows, chunk_rows):
+    frame, faults = _damaged_small(loaded_rows)
+    whole = validate_questionnaires(frame, dataset="damaged", max_invalid_share=1.0, faults=faults)
+
+    sliced = validate_questionnaires(
+        frame, dataset="damaged", max_invalid_share=1.0, faults=faults, chunk_rows=chunk_rows
+    )
+
+    _assert_same_outcome(sliced, whole)
+    assert _rule(sliced, "age_not_null").n_failed == 9
+    assert _rule(sliced, "client_month_unique").n_failed == 4
+    assert _rule(sliced, "duplicate_row").n_failed == 1
+    assert _rule(sliced, "identical_answers").n_failed == 3
+    assert _rule(sliced, "age_parseable").n_failed == 1
+
+
+def test_chunk_rows_invalid_share_same_error(questionnaires):
+    questionnaires.loc[0:2399, "age"] = -3
+    with pytest.raises(DataValidationError) as whole:
+        validate_questionnaires(questionnaires, dataset="scoring")
+
+    with pytest.raises(DataValidationError) as sliced:
+        validate_questionnaires(questionnaires, dataset="scoring", chunk_rows=1000)
+
+    assert str(sliced.value) == str(whole.value)
+    assert "60.0% of rows" in str(sliced.value)
+    assert sliced.value.batch_rule == "max_invalid_share"
+    assert sliced.value.rules == whole.value.rules
+    _assert_same_outcome(sliced.value.report, whole.value.report)
+    run_id = validation.uuid.uuid4()
+    assert validation_result_rows(MONTH, run_id=run_id, error=sliced.value) == (
+        validation_result_rows(MONTH, run_id=run_id, error=whole.value)
+    )
+
+
+def test_hash_collision_flags_no_row(questionnaires, monkeypatch):
+    frame, faults = _damaged_across_borders(questionnaires)
+    whole = validate_questionnaires(frame, dataset="month 2026-10", faults=faults)
+    calls = []
+
+    def same_hash(rows):
+        calls.append(len(rows))
+        return np.zeros(len(rows), dtype=np.uint64)
+
+    monkeypatch.setattr(validation, "_row_hashes", same_hash)
+
+    sliced = validate_questionnaires(frame, dataset="month 2026-10", faults=faults, chunk_rows=1000)
+
+    assert sum(calls) == 4004 + 2 * 4001
+    assert sliced.n_quarantined == 14
+    assert _rule(sliced, "duplicate_row").n_failed == 3
+    assert _rule(sliced, "client_month_unique").n_failed == 2
+    assert _rule(sliced, "identical_answers").n_failed == 2
+    _assert_same_outcome(sliced, whole)
+
+
+def test_chunk_rows_slice_sizes(questionnaires, monkeypatch):
+    frame, faults = _damaged_across_borders(questionnaires)
+    run_suite = validation._run_suite
+    sizes = []
+
+    def recording_run_suite(gx_frame, suite_name, *args):
+        sizes.append((suite_name, len(gx_frame)))
+        return run_suite(gx_frame, suite_name, *args)
+
+    monkeypatch.setattr(validation, "_run_suite", recording_run_suite)
+
+    validate_questionnaires(frame, dataset="month 2026-10", faults=faults, chunk_rows=1000)
+
+    assert sizes == [
+        ("questionnaire_columns", 4004),
+        *[("questionnaire_rows", n) for n in (1000, 1000, 1000, 1000, 1)],
+        *[("questionnaire_load_faults", n) for n in (1000, 1000, 1000, 1000, 4)],
+    ]
+
+
+def test_chunk_rows_over_batch_runs_once(questionnaires, monkeypatch):
+    suites = []
+    run_suite = validation._run_suite
+
+    def recording_run_suite(gx_frame, suite_name, *args):
+        suites.append((suite_name, len(gx_frame)))
+        return run_suite(gx_frame, suite_name, *args)
+
+    monkeypatch.setattr(validation, "_run_suite", recording_run_suite)
+
+    validate_questionnaires(questionnaires, dataset="month 2026-10", chunk_rows=4000)
+
+    assert suites == [("questionnaire_columns", 4000), ("questionnaire_rows", 4000)]
+
+
+def test_chunk_rows_builds_data_docs(questionnaires, tmp_path):
+    frame, faults = _damaged_across_borders(questionnaires)
+    report = validate_questionnaires(frame, dataset="month 2026-10", faults=faults, chunk_rows=333)
+
+    build_data_docs([report], tmp_path)
+
+    pages = list((tmp_path / "validations" / "questionnaire_rows").rglob("*.html"))
+    assert len(pages) == 1
+    text = _page_text(pages[0])
+    assert "age between 12 and 100 2 unexpected values found" in text
+    assert "Status: Failed" in text
+    assert len(list((tmp_path / "validations").rglob("*.html"))) == 3
+
+
+@pytest.mark.parametrize("chunk_rows", [0, -5, 2.5, True, "100"])
+def test_chunk_rows_invalid_value(questionnaires, chunk_rows):
+    with pytest.raises(ValueError, match="invalid chunk_rows"):
+        validate_questionnaires(questionnaires, dataset="month 2026-10", chunk_rows=chunk_rows)
+
+
+def test_row_hashes_match_pandas_equality():
+    frame = pd.DataFrame(
+        {
+            "answer": [0.0, -0.0, np.nan, -np.nan, 1.0],
+            "flag": pd.array([1, 1, None, None, 1], dtype="Int64"),
+            "month": np.array(
+                [dt.date(2026, 10, 1), dt.date(2026, 10, 1), None, np.nan, dt.date(2026, 9, 1)],
+                dtype=object,
+            ),
+        }
+    )
+
+    hashes = validation._row_hashes(frame)
+
+    assert frame.duplicated(keep=False).tolist() == [True, True, True, True, False]
+    assert hashes[0] == hashes[1]
+    assert hashes[2] == hashes[3]
+    assert hashes[0] != hashes[4]
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 2, 3])
+def test_repeated_rows_hashed_match_duplicated(loaded_rows, chunk_rows):
+    # pandas finds 0.0 equal to -0.0, and NaNs with different bits equal.
+    frame = pd.concat([loaded_rows.iloc[[0]]] * 6, ignore_index=True)
+    frame["client_id"] = [1, 1, 2, 1, 1, 2]
+    frame["avg_additional_charges_total"] = [0.0, -0.0, np.nan, 0.0, -0.0, -np.nan]
+    frame["lifetime"] = pd.array([None] * 6, dtype="Int64")
+    frame["row_number"] = np.arange(1, 7, dtype="int64")
+
+    repeats = validation._repeated_rows(frame, chunk_rows)
+
+    assert repeats.tolist() == [False, True, False, True, True, True]
+    assert repeats.tolist() == validation._repeated_rows(frame, None).tolist()
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    damages=st.lists(_damage(), min_size=1, max_size=15),
+    copies=st.lists(st.integers(0, _N_PROPERTY_ROWS - 1), max_size=3),
+    same_answers=st.lists(st.integers(0, _N_PROPERTY_ROWS - 1), max_size=3),
+    chunk_rows=st.integers(200, _N_PROPERTY_ROWS + 5),
+)
+def test_random_damage_same_in_slices(loaded_rows, damages, copies, same_answers, chunk_rows):
+    frame = loaded_rows.copy()
+    for row, column, value in damages:
+        frame.loc[row, column] = pd.NA if value is None else value
+    new_ids = np.arange(len(same_answers)) + 10_001
+    others = frame.iloc[same_answers].assign(client_id=new_ids)
+    frame = pd.concat([frame, frame.iloc[copies], others], ignore_index=True)
+    frame["row_number"] = np.arange(1, len(frame) + 1, dtype="int64")
+    whole = validate_questionnaires(frame, dataset="damaged", max_invalid_share=1.0)
+
+    sliced = validate_questionnaires(
+        frame, dataset="damaged", max_invalid_share=1.0, chunk_rows=chunk_rows
+    )
+
+    _assert_same_outcome(sliced, whole)
+    assert _rule(sliced, "duplicate_row").n_failed >= len(copies)
