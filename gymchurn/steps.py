@@ -453,6 +453,7 @@ def validate_month(data: MonthData, settings: Settings) -> tuple[list, set, Vali
             dataset=f"questionnaires of {label}",
             max_invalid_share=settings.max_invalid_share,
             faults=_faults_of(data, [data.month]),
+            chunk_rows=settings.validation_chunk_rows,
         )
     except DataValidationError as error:
         error.findings = tuple(findings)

@@ -284,3 +284,28 @@ def test_report_quality_rows_name_the_ages(cases_database):
 
     assert age["failed_rows"].tolist() == [2]
     assert age["examples"].tolist() == ["3 (age=-3), 8 (age=240)"]
+
+
+@pytest.mark.parametrize(
+    ("name", "n_quarantined"), [("03_age_out_of_range.csv", 2), ("10_nan_in_lifetime.csv", 4)]
+)
+def test_month_read_and_validated_in_slices_matches_whole(cases_database, name, n_quarantined):
+    """Reading 4 rows and checking 3 at a time gives the outcome of one piece each."""
+    load_questionnaire_file(
+        cases_database, read_questionnaire_csv(CASES / name), MONTH, replace=True
+    )
+    whole_settings = get_settings().model_copy(
+        update={"chunk_rows": 1_000_000, "validation_chunk_rows": 1_000_000}
+    )
+    sliced_settings = get_settings().model_copy(
+        update={"chunk_rows": 4, "validation_chunk_rows": 3}
+    )
+
+    whole = steps.check(steps.extract(cases_database, MONTH, whole_settings), whole_settings)
+    sliced = steps.check(steps.extract(cases_database, MONTH, sliced_settings), sliced_settings)
+
+    assert whole.scoring.n_quarantined == n_quarantined
+    assert sliced.scoring.rules == whole.scoring.rules
+    pd.testing.assert_frame_equal(sliced.scoring.valid, whole.scoring.valid)
+    pd.testing.assert_frame_equal(sliced.scoring.quarantined, whole.scoring.quarantined)
+    assert steps._quality_rows(sliced).equals(steps._quality_rows(whole))
