@@ -69,6 +69,10 @@ def text_array_payload(items: Sequence[str], encoding: str) -> bytes:
     return b"".join(parts)
 
 
+# Largest key of a combination of codes before the keys are renumbered.
+_KEY_LIMIT = 2**62
+
+
 def blocks(columns: Sequence[Column], order: np.ndarray, rows: int = 100_000) -> Iterator[bytes]:
     """Yield the rows at positions ``order`` of ``columns``, ``rows`` at a time, framed.
 
@@ -138,15 +142,25 @@ class _CodedRun:
         return self._fields[self._combined[positions]].tolist()
 
     def _combine(self) -> None:
-        combined = np.zeros(len(self.columns[0].codes), dtype="int64")
         for column in self.columns:
             if len(column.codes) and column.codes.min() < 0:
                 raise ValueError(
                     "invalid code -1 in a coded column: every code must index its payloads, "
                     "with None as the payload of NULL"
                 )
-            # Renumbered after each column, so the key stays below the row count.
-            combined = pd.factorize(combined * len(column.payloads) + column.codes)[0]
+        key = np.zeros(len(self.columns[0].codes), dtype="int64")
+        span = 1
+        for column in self.columns:
+            if span * len(column.payloads) >= _KEY_LIMIT:
+                # Renumbered, so that the key stays below the row count.
+                key = pd.factorize(key)[0]
+                span = int(key.max(initial=0)) + 1
+            # In place: one array of the rows' keys at a time.
+            np.multiply(key, len(column.payloads), out=key)
+            np.add(key, column.codes, out=key)
+            span *= len(column.payloads)
+        combined = pd.factorize(key)[0]
+        del key
         # One row of each combination, to read its codes from.
         example = np.empty(combined.max(initial=-1) + 1, dtype="int64")
         example[combined] = np.arange(len(combined))

@@ -1055,11 +1055,16 @@ def _score_columns(table: pd.DataFrame, encoding: str) -> list[binary_copy.Colum
         elif name == "reasons":
             columns.append(_reason_arrays(column, encoding))
         else:
-            codes, distinct = pd.factorize(column)
-            # factorize gives -1 to a missing value: the last payload, NULL.
+            if isinstance(column.dtype, pd.CategoricalDtype):
+                # The categorical's own codes: one byte a row, not factorize's eight.
+                codes, distinct = column.cat.codes.to_numpy(), column.cat.categories
+            else:
+                codes, distinct = pd.factorize(column)
+            # A missing value has code -1: the last payload, NULL.
             texts = [str(value) for value in distinct]
             payloads = [*binary_copy.text_payloads(texts, encoding), None]
-            columns.append(binary_copy.Coded(np.where(codes < 0, len(texts), codes), payloads))
+            codes = np.where(codes < 0, np.asarray(len(texts), dtype=codes.dtype), codes)
+            columns.append(binary_copy.Coded(codes, payloads))
     return columns
 
 

@@ -101,3 +101,25 @@ def test_binary_blocks_reject_code_without_payload():
 
     with pytest.raises(ValueError, match="invalid code -1"):
         list(binary_copy.blocks(columns, np.array([0, 1])))
+
+
+def test_coded_combinations_renumbered_past_the_key_limit(monkeypatch):
+    """Keys of many coded columns are renumbered before they would overflow."""
+    codes = [
+        np.array([0, 1, 2, 0, 1, 2]),
+        np.array([1, 1, 0, 0, 1, 1]),
+        np.array([2, 2, 2, 0, 0, 2]),
+    ]
+    columns = [
+        binary_copy.Coded(c, [f"{i}{v}".encode() for v in range(3)]) for i, c in enumerate(codes)
+    ]
+
+    def framed(limit):
+        monkeypatch.setattr(binary_copy, "_KEY_LIMIT", limit)
+        return list(binary_copy.blocks(columns, np.arange(6), rows=6))
+
+    assert framed(4) == framed(2**62)
+    # Each row's fields, in order: the first column's value 0 twice, the third's 2 four times.
+    body = framed(4)[1]
+    assert body.count(b"00") == 2
+    assert body.count(b"22") == 4
