@@ -452,3 +452,24 @@ def test_load_type_not_on_allow_list_raises(trained, training, tmp_path):
 
     with pytest.raises(ModelIntegrityError, match=r"not on the allow-list: \[.*_double'\]"):
         model.load(path, sha256, sklearn.__version__)
+
+
+@pytest.mark.parametrize("algorithm", ["logistic_regression", "hist_gradient_boosting"])
+def test_folds_in_threads_give_the_serial_results(training, monkeypatch, algorithm):
+    candidate = model.candidate_models(SEED)[algorithm]
+    features = model.feature_matrix(training)
+    labels = training[CHURNED].to_numpy(dtype="int64")
+
+    def run(threads):
+        monkeypatch.setattr(model, "FOLD_THREADS", threads)
+        return model.cross_validate(
+            candidate, features, labels, folds=FOLDS, seed=SEED, threshold=0.5
+        )
+
+    serial_metrics, serial = run(1)
+    threaded_metrics, threaded = run(2)
+
+    assert np.array_equal(threaded, serial)
+    assert threaded_metrics == serial_metrics
+    assert len(serial_metrics) == FOLDS
+    assert 0.9 < np.mean([m["roc_auc"] for m in serial_metrics]) < 1.0
