@@ -155,7 +155,7 @@ class _CodedRun:
                 # Renumbered, so that the key stays below the row count.
                 key = pd.factorize(key)[0]
                 span = int(key.max(initial=0)) + 1
-            # In place: one array of the rows' keys at a time.
+            # Updated in place, so that only one array of keys exists.
             np.multiply(key, len(column.payloads), out=key)
             np.add(key, column.codes, out=key)
             span *= len(column.payloads)

@@ -1060,7 +1060,7 @@ def _score_columns(table: pd.DataFrame, encoding: str) -> list[binary_copy.Colum
                 codes, distinct = column.cat.codes.to_numpy(), column.cat.categories
             else:
                 codes, distinct = pd.factorize(column)
-            # A missing value has code -1: the last payload, NULL.
+            # A missing value has code -1 and gets the last payload, NULL.
             texts = [str(value) for value in distinct]
             payloads = [*binary_copy.text_payloads(texts, encoding), None]
             codes = np.where(codes < 0, np.asarray(len(texts), dtype=codes.dtype), codes)

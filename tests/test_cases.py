@@ -289,7 +289,7 @@ def test_report_quality_rows_name_the_ages(cases_database):
 @pytest.mark.parametrize(
     ("name", "n_quarantined"), [("03_age_out_of_range.csv", 2), ("10_nan_in_lifetime.csv", 4)]
 )
-def test_month_read_and_validated_in_slices_matches_whole(cases_database, name, n_quarantined):
+def test_sliced_check_matches_whole(cases_database, name, n_quarantined):
     """Reading 4 rows and checking 3 at a time gives the outcome of one piece each."""
     load_questionnaire_file(
         cases_database, read_questionnaire_csv(CASES / name), MONTH, replace=True

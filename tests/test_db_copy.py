@@ -103,7 +103,7 @@ def test_binary_blocks_reject_code_without_payload():
         list(binary_copy.blocks(columns, np.array([0, 1])))
 
 
-def test_coded_combinations_renumbered_past_the_key_limit(monkeypatch):
+def test_coded_keys_renumbered_past_limit(monkeypatch):
     """Keys of many coded columns are renumbered before they would overflow."""
     codes = [
         np.array([0, 1, 2, 0, 1, 2]),

@@ -181,7 +181,7 @@ def test_check_blocked_month_keeps_sample_size(database):
     assert checked.training_report.n_rows == 200
 
 
-def test_extract_reads_the_month_alike_in_any_chunk_size(database):
+def test_extract_chunk_size_keeps_frame(database):
     """Chunks of 7 rows, some with a null answer, give the frame one chunk gives."""
     _simulate(database)
     _execute(

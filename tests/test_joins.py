@@ -12,7 +12,7 @@ def _frames():
     return scores, segments
 
 
-def test_lined_up_frames_are_put_side_by_side_without_copies():
+def test_lined_up_frames_share_columns():
     scores, segments = _frames()
 
     joined = by_client(scores, segments)
@@ -25,7 +25,7 @@ def test_lined_up_frames_are_put_side_by_side_without_copies():
     assert np.shares_memory(joined["cluster_id"].to_numpy(), segments["cluster_id"].to_numpy())
 
 
-def test_frames_in_other_orders_are_joined_on_client_id():
+def test_shuffled_frame_joined_on_client_id():
     scores, segments = _frames()
     shuffled = segments.iloc[[2, 0, 1]]
 
@@ -36,7 +36,7 @@ def test_frames_in_other_orders_are_joined_on_client_id():
     assert joined.index.tolist() == [0, 1, 2]
 
 
-def test_inner_join_drops_clients_missing_from_a_frame():
+def test_inner_join_drops_missing_clients():
     scores, segments = _frames()
 
     left = by_client(scores, segments.iloc[:2])

@@ -455,7 +455,7 @@ def test_load_type_not_on_allow_list_raises(trained, training, tmp_path):
 
 
 @pytest.mark.parametrize("algorithm", ["logistic_regression", "hist_gradient_boosting"])
-def test_folds_in_threads_give_the_serial_results(training, monkeypatch, algorithm):
+def test_threaded_folds_match_serial(training, monkeypatch, algorithm):
     candidate = model.candidate_models(SEED)[algorithm]
     features = model.feature_matrix(training)
     labels = training[CHURNED].to_numpy(dtype="int64")
