@@ -6,7 +6,7 @@ repeat and load faults. Every repeated row gives the same answers as 249 other
 clients, so the warning rule identical_answers flags every row: a worst case for
 that rule.
 
-    python benchmarks/bench_validation.py [--rows N] [--data PATH]
+    python benchmarks/bench_validation.py [--rows N] [--chunk-rows N] [--data PATH]
 """
 
 import argparse
@@ -74,11 +74,18 @@ def build_rows(path: Path, n_rows: int) -> tuple[pd.DataFrame, pd.DataFrame]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows to build from the file")
+    parser.add_argument(
+        "--chunk-rows",
+        type=int,
+        default=None,
+        help="rows Great Expectations checks at once (default: all of them)",
+    )
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="questionnaire CSV")
     args = parser.parse_args()
 
     frame, faults = build_rows(args.data, args.rows)
-    print(f"validate_questionnaires on {len(frame):,} rows, {os.cpu_count()} cores")
+    slices = "at once" if args.chunk_rows is None else f"in slices of {args.chunk_rows:,}"
+    print(f"validate_questionnaires on {len(frame):,} rows {slices}, {os.cpu_count()} cores")
     # A first call on a few rows creates the GX context, so the timing below is
     # the validation alone.
     validate_questionnaires(frame.iloc[:100], dataset="warm-up", max_invalid_share=1.0)
@@ -86,7 +93,9 @@ def main() -> None:
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     tracemalloc.start()
     started = time.perf_counter()
-    report = validate_questionnaires(frame, dataset="benchmark", faults=faults)
+    report = validate_questionnaires(
+        frame, dataset="benchmark", faults=faults, chunk_rows=args.chunk_rows
+    )
     elapsed = time.perf_counter() - started
     _, traced_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
@@ -103,7 +112,7 @@ def main() -> None:
     print(report.summary())
 
     started = time.perf_counter()
-    validate_questionnaires(frame, dataset="benchmark", faults=faults)
+    validate_questionnaires(frame, dataset="benchmark", faults=faults, chunk_rows=args.chunk_rows)
     print(f"time without tracemalloc: {time.perf_counter() - started:.1f} s")
 
 
