@@ -239,7 +239,7 @@ def models_evaluate(
             dataset=str(csv_file),
             max_invalid_share=settings.max_invalid_share,
             faults=loaded.faults,
-            chunk_rows=settings.validation_chunk_rows,
+            chunk_rows=settings.read_chunk_rows,
         )
     except DataValidationError as err:
         raise _fail(f"{csv_file}: {err}") from None
@@ -865,7 +865,7 @@ def validate(
                 dataset=str(file),
                 max_invalid_share=settings.max_invalid_share,
                 faults=loaded.faults,
-                chunk_rows=settings.validation_chunk_rows,
+                chunk_rows=settings.read_chunk_rows,
             )
         else:
             data = steps.extract(_engine(), _month(month), settings)

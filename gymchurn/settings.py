@@ -59,9 +59,10 @@ class Settings(BaseSettings):
     """Clients scored and assigned to segments in one task; with the Dask task runner
     each chunk is one unit of work on the cluster."""
 
-    validation_chunk_rows: int = Field(default=250_000, ge=1)
-    """Rows Great Expectations checks at once. A month of more rows is validated in
-    slices whose results are merged into one: the same outcome with less memory."""
+    read_chunk_rows: int = Field(default=1_000_000, ge=1)
+    """Questionnaires read from the database, and checked by Great Expectations, at a
+    time. A larger month is read in chunks and validated in slices whose results are
+    merged into one: the same outcome, with memory for one chunk's work at a time."""
 
     max_training_rows: int = Field(default=50_000, ge=100)
     """Labelled rows a model is trained on at most. Past it, a seeded sample of the

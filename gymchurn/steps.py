@@ -310,8 +310,8 @@ def _tidy_faults(frame: pd.DataFrame) -> pd.DataFrame:
 def extract(engine: Engine, month: dt.date, settings: Settings | None = None) -> MonthData:
     """Read the month's questionnaires, a profile of each earlier month and training candidates.
 
-    The month's rows come with COPY, ``settings.chunk_rows`` at a time, each
-    chunk shrunk as it arrives (see :func:`_read_month`). Earlier months come as one batch-rule
+    The month's rows come with COPY, ``settings.read_chunk_rows`` at a time,
+    each chunk shrunk as it arrives (see :func:`_read_month`). Earlier months come as one batch-rule
     profile each, computed by SQL aggregates, and as a bounded sample of their
     labelled rows drawn in SQL (:mod:`gymchurn.history`), so the memory a run
     needs does not grow with the number of earlier months. Load faults are read
@@ -320,7 +320,7 @@ def extract(engine: Engine, month: dt.date, settings: Settings | None = None) ->
     settings = settings or get_settings()
     started = time.perf_counter()
     with engine.connect() as conn:
-        scoring = _read_month(conn, month, settings.chunk_rows)
+        scoring = _read_month(conn, month, settings.read_chunk_rows)
         earlier = history.read_month_profiles(conn, month)
         months = _training_months(earlier, settings)
         if months:
@@ -453,7 +453,7 @@ def validate_month(data: MonthData, settings: Settings) -> tuple[list, set, Vali
             dataset=f"questionnaires of {label}",
             max_invalid_share=settings.max_invalid_share,
             faults=_faults_of(data, [data.month]),
-            chunk_rows=settings.validation_chunk_rows,
+            chunk_rows=settings.read_chunk_rows,
         )
     except DataValidationError as error:
         error.findings = tuple(findings)

@@ -199,8 +199,8 @@ def test_extract_chunk_size_keeps_frame(database):
             {"m": MAR},
         ).one()
 
-    whole = steps.extract(database, MAR, Settings(chunk_rows=1_000_000)).scoring
-    chunked = steps.extract(database, MAR, Settings(chunk_rows=7)).scoring
+    whole = steps.extract(database, MAR, Settings(read_chunk_rows=1_000_000)).scoring
+    chunked = steps.extract(database, MAR, Settings(read_chunk_rows=7)).scoring
 
     pd.testing.assert_frame_equal(chunked, whole)
     assert n_nulls >= 3
