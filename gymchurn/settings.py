@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     """Clients scored and assigned to segments in one task; with the Dask task runner
     each chunk is one unit of work on the cluster."""
 
-    read_chunk_rows: int = Field(default=1_000_000, ge=1)
+    read_chunk_rows: int = Field(default=2_000_000, ge=1)
     """Questionnaires read from the database, and checked by Great Expectations, at a
     time. A larger month is read in chunks and validated in slices whose results are
     merged into one: the same outcome, with memory for one chunk's work at a time."""
