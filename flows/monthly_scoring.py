@@ -243,8 +243,8 @@ def monthly_scoring(month: str | None = None, retrain: str = "auto") -> dict:
         counts["rows_read"] = len(data.scoring)
         checked = validate(data, settings)
         counts["rows_quarantined"] = checked.scoring.n_quarantined
-        # The valid rows are a copy when any row was quarantined: the month's
-        # rows as read are not needed again.
+        # When any row was quarantined the valid rows are a copy, so the rows
+        # as read are released here rather than kept to the end of the run.
         del data
         data_docs = document(settings, run_id, checked)
         chosen = train_or_load_model(engine, settings, checked, retrain)

@@ -311,10 +311,10 @@ def extract(engine: Engine, month: dt.date, settings: Settings | None = None) ->
     """Read the month's questionnaires, a profile of each earlier month and training candidates.
 
     The month's rows come with COPY, ``settings.read_chunk_rows`` at a time,
-    each chunk shrunk as it arrives (see :func:`_read_month`). Earlier months come as one batch-rule
-    profile each, computed by SQL aggregates, and as a bounded sample of their
-    labelled rows drawn in SQL (:mod:`gymchurn.history`), so the memory a run
-    needs does not grow with the number of earlier months. Load faults are read
+    each chunk shrunk as it arrives (see :func:`_read_month`). Earlier months
+    come as one batch-rule profile each, computed by SQL aggregates, and as a
+    bounded sample of their labelled rows drawn in SQL (:mod:`gymchurn.history`),
+    so the memory a run needs does not grow with the number of earlier months. Load faults are read
     for the month and for the sampled rows.
     """
     settings = settings or get_settings()
