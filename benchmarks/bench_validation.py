@@ -6,7 +6,8 @@ repeat and load faults. Every repeated row gives the same answers as 249 other
 clients, so the warning rule identical_answers flags every row: a worst case for
 that rule.
 
-    python benchmarks/bench_validation.py [--rows N] [--chunk-rows N] [--data PATH]
+    python benchmarks/bench_validation.py [--rows N] [--chunk-rows N] [--vary-answers]
+        [--data PATH]
 """
 
 import argparse
@@ -35,8 +36,14 @@ from gymchurn.validation import validate_questionnaires  # noqa: E402
 MONTH = dt.date(2026, 10, 1)
 
 
-def build_rows(path: Path, n_rows: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def build_rows(
+    path: Path, n_rows: int, vary_answers: bool = False
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Repeat the file's rows to ``n_rows`` with new ids, and damage a few of them.
+
+    With ``vary_answers``, seeded noise is added to the three float answers
+    (up to 1 to the spending, up to 0.01 to each visit frequency), so that
+    repeated rows no longer give identical answers.
 
     Returns:
         The questionnaires and the load-fault table for their damaged cells.
@@ -48,6 +55,14 @@ def build_rows(path: Path, n_rows: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     frame["client_id"] = np.arange(1, n_rows + 1, dtype="int64")
     frame["month"] = [MONTH] * n_rows
     frame["churned"] = frame["churned"].astype("float64")
+    if vary_answers:
+        rng = np.random.default_rng(7)
+        for column, noise in [
+            ("avg_additional_charges_total", 1.0),
+            ("avg_class_frequency_total", 0.01),
+            ("avg_class_frequency_current_month", 0.01),
+        ]:
+            frame[column] = frame[column].to_numpy(dtype="float64") + rng.uniform(0, noise, n_rows)
 
     frame.loc[10, "age"] = -3
     frame.loc[20, "lifetime"] = pd.NA
@@ -80,10 +95,15 @@ def main() -> None:
         default=None,
         help="rows Great Expectations checks at once (default: all of them)",
     )
+    parser.add_argument(
+        "--vary-answers",
+        action="store_true",
+        help="add seeded noise to the float answers, so that rows do not repeat answers",
+    )
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="questionnaire CSV")
     args = parser.parse_args()
 
-    frame, faults = build_rows(args.data, args.rows)
+    frame, faults = build_rows(args.data, args.rows, args.vary_answers)
     slices = "at once" if args.chunk_rows is None else f"in slices of {args.chunk_rows:,}"
     print(f"validate_questionnaires on {len(frame):,} rows {slices}, {os.cpu_count()} cores")
     # A first call on a few rows creates the GX context, so the timing below is
