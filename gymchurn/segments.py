@@ -379,7 +379,7 @@ def fit_segments(
 
 
 def _client_order(client_ids: np.ndarray) -> np.ndarray | None:
-    """Return the positions of ``client_ids`` in increasing order, or None when they are."""
+    """Return the positions that sort ``client_ids``, or None when they already increase."""
     if len(client_ids) < 2 or bool(np.all(client_ids[1:] > client_ids[:-1])):
         return None
     return np.argsort(client_ids, kind="stable")
