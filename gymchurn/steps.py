@@ -264,6 +264,13 @@ def _read_month(conn, month: dt.date, chunk_rows: int) -> pd.DataFrame:
     ):
         _compact_integers(_tidy_extract(frame))
         frames.append(frame)
+    if len(frames) > 1:
+        logger.info(
+            "extract: %s read in %d chunks of at most %d rows (read_chunk_rows)",
+            format_month(month),
+            len(frames),
+            chunk_rows,
+        )
     scoring = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
     return _number_rows(scoring)
 
