@@ -23,7 +23,7 @@ def by_client(base: pd.DataFrame, *others: pd.DataFrame, how: str = "left") -> p
     """Return ``base`` with the columns of ``others`` joined on ``client_id``.
 
     Each frame has at most one row a client. When all of them list the same
-    clients in the same order, the result holds the inputs' columns side by
+    clients in the same order, the result contains the inputs' columns side by
     side, without copying them; otherwise it is a pandas merge of kind
     ``how``, which keeps the order of ``base`` for ``left`` and ``inner``.
     """
@@ -38,3 +38,14 @@ def by_client(base: pd.DataFrame, *others: pd.DataFrame, how: str = "left") -> p
     for frame in others:
         joined = joined.merge(frame, on=CLIENT_ID, how=how, validate="one_to_one")
     return joined
+
+
+def column_for(frame: pd.DataFrame, column: str, clients: pd.DataFrame):
+    """Return ``frame[column]`` for each client of ``clients``, in their order.
+
+    The column's own array when both list the same clients in the same order;
+    otherwise a lookup on ``client_id``, missing for a client not in ``frame``.
+    """
+    if lined_up(frame, clients):
+        return frame[column].array
+    return frame.set_index(CLIENT_ID)[column].reindex(clients[CLIENT_ID]).array

@@ -35,7 +35,7 @@ from gymchurn import segments as segments_module
 from gymchurn.drivers import Drivers, find_drivers
 from gymchurn.holdout import HOLDOUT
 from gymchurn.insights import MonthInsights, build_insights
-from gymchurn.joins import by_client, lined_up
+from gymchurn.joins import by_client, column_for
 from gymchurn.measures import load_measures
 from gymchurn.registry import ChosenModel, promote
 from gymchurn.schema import CHURNED, CLIENT_ID, FEATURES, INTEGER_FEATURES, MONTH, format_month
@@ -709,11 +709,7 @@ def realised_roc_auc(scores: pd.DataFrame, checked: CheckedData) -> float | None
 
 def _outcomes(checked: CheckedData, scores: pd.DataFrame) -> np.ndarray:
     """Return each scored client's ``churned`` (NaN when unknown), in the order of ``scores``."""
-    valid = checked.scoring.valid
-    if lined_up(valid, scores):
-        return valid[CHURNED].to_numpy(dtype="float64")
-    outcomes = valid.set_index(CLIENT_ID)[CHURNED]
-    return outcomes.reindex(scores[CLIENT_ID]).to_numpy(dtype="float64")
+    return np.asarray(column_for(checked.scoring.valid, CHURNED, scores), dtype="float64")
 
 
 def reference_rows(checked: CheckedData) -> pd.DataFrame:
@@ -1090,10 +1086,7 @@ def _suggested_actions(table: pd.DataFrame, insights: MonthInsights | None):
     """Return each client's suggested measure from ``insights``, missing for all without it."""
     if insights is None:
         return np.full(len(table), None, dtype=object)
-    if lined_up(insights.scores, table):
-        return insights.scores["suggested_action"].array
-    actions = insights.scores.set_index(CLIENT_ID)["suggested_action"]
-    return actions.reindex(table[CLIENT_ID]).array
+    return column_for(insights.scores, "suggested_action", table)
 
 
 def _cluster_rows(segments: Segmentation, scored: pd.DataFrame) -> pd.DataFrame:

@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from gymchurn.joins import by_client, lined_up
+from gymchurn.joins import by_client, column_for, lined_up
 
 
 def _frames():
@@ -44,3 +44,13 @@ def test_inner_join_drops_missing_clients():
 
     assert left["cluster_id"].isna().tolist() == [False, False, True]
     assert inner["client_id"].tolist() == [3, 5]
+
+
+def test_column_for_lined_up_and_shuffled():
+    scores, segments = _frames()
+    shuffled = scores.iloc[[2, 0, 1]]
+
+    assert list(column_for(segments, "cluster_id", scores)) == [2, 0, 1]
+    assert list(column_for(segments, "cluster_id", shuffled)) == [1, 2, 0]
+    missing = column_for(segments.iloc[:2], "cluster_id", scores)
+    assert pd.isna(missing[2])
