@@ -126,6 +126,16 @@ def _setting_problem(error: dict) -> str:
     return f"GYMCHURN_{field.upper()}={error['input']!r}: {error['msg']}"
 
 
+def _check_measures(settings) -> None:
+    """Exit with a message when the measures file the runs will read is missing or malformed."""
+    from gymchurn.measures import MeasuresFileError, load_measures
+
+    try:
+        load_measures(settings.measures_file)
+    except MeasuresFileError as err:
+        raise _fail(f"invalid setting GYMCHURN_MEASURES_FILE: {err}", 2) from None
+
+
 def _engine(force_upgrade: bool = False):
     """Return the job's engine with the schema up to date.
 
@@ -397,7 +407,12 @@ def load_csv(
     ] = False,
 ) -> None:
     """Load a questionnaire CSV into crm.questionnaires, and its Churn column into
-    crm.churn_outcomes."""
+    crm.churn_outcomes.
+
+    Exit codes: 0 loaded (also with unreadable cells, stored as NULL and
+    listed); 1 the file is refused, the load would renumber a loaded month's
+    clients, or the database failed; 2 an invalid argument or a missing file.
+    """
     from gymchurn import db
     from gymchurn.loader import (
         CsvFormatError,
@@ -1011,8 +1026,10 @@ def _stop_on_signal(signum, frame):
     raise KeyboardInterrupt(f"stopped by signal {name}")
 
 
-# Set in the environment of the job process that `run` starts.
+# Set in the environment of the job process that `run` starts: "1", and the
+# process ID of `run`, which the job process stops with.
 _JOB_PROCESS = "GYMCHURN_JOB_PROCESS"
+_JOB_PARENT = "GYMCHURN_JOB_PARENT"
 
 
 def _run_in_own_session(
@@ -1038,7 +1055,8 @@ def _run_in_own_session(
         command += ["--dask-address", dask_address]
     for label in labels:
         command += ["--month", label]
-    child = subprocess.Popen(command, env={**os.environ, _JOB_PROCESS: "1"}, start_new_session=True)
+    env = {**os.environ, _JOB_PROCESS: "1", _JOB_PARENT: str(os.getpid())}
+    child = subprocess.Popen(command, env=env, start_new_session=True)
     forwarded = []
 
     def forward(signum, frame):
@@ -1054,7 +1072,29 @@ def _run_in_own_session(
     if forwarded and code != 0:
         typer.echo(f"error: run for {', '.join(labels)} stopped by {forwarded[0]}", err=True)
         return 130
+    if code < 0:
+        return _job_killed(labels, child.pid, signal.Signals(-code).name)
     return code
+
+
+def _job_killed(labels: list[str], session: int, name: str) -> int:
+    """Report a job process killed by a signal it could not handle, and stop what it started.
+
+    Its temporary Prefect server shares its session and would otherwise run
+    on. The embedded PostgreSQL is not in it: pg_ctl starts the server in a
+    session of its own.
+    """
+    try:
+        os.killpg(session, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    typer.echo(
+        f"error: the job process for {', '.join(labels)} was killed by {name}, perhaps by "
+        "the system for want of memory; a month whose publish had not committed keeps its "
+        "earlier rows, and the next run marks the unfinished run abandoned; run the month again",
+        err=True,
+    )
+    return 128 + signal.Signals[name].value
 
 
 @app.command("run")
@@ -1102,8 +1142,10 @@ def run(
     if dask_address and task_runner != "dask":
         raise _fail("--dask-address needs --task-runner dask", 2)
     if os.environ.get(_JOB_PROCESS) != "1":
-        # Check the database here, so that a bad URL gives one line before
-        # any Prefect start; the job process's flow upgrades the schema itself.
+        # Check the measures and the database here, so that a bad file or URL
+        # gives one line before any Prefect start; the job process's flow
+        # upgrades the schema itself.
+        _check_measures(settings)
         _engine()
         raise typer.Exit(_run_in_own_session(labels, retrain, task_runner, dask_address))
 
@@ -1112,6 +1154,10 @@ def run(
     # supervisor signals it rather than its parent.
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
         signal.signal(signum, _stop_on_signal)
+    parent = os.environ.get(_JOB_PARENT)
+    if parent:
+        # `run` killed outright stops its job too, as SIGTERM would.
+        runtime.stop_with_parent(signal.SIGUSR1, int(parent))
     for label in labels:
         typer.echo(_run_summary(_run_month(label, retrain, task_runner, dask_address)))
 
@@ -1165,6 +1211,7 @@ def demo(
     # Before the environment changes below, which a rejected --start must not leave behind.
     first = _month(start)
     settings = _settings()
+    _check_measures(settings)
     demo_home = settings.home / "demo"
     if settings.database_url is not None:
         logger.info("demo: DATABASE_URL is not used; the demo has its own database")
@@ -1198,6 +1245,7 @@ def serve() -> None:
     from prefect.settings import PREFECT_API_URL
 
     settings = _settings()
+    _check_measures(settings)
     api_url = PREFECT_API_URL.value()
     if not api_url:
         raise _fail(

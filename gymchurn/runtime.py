@@ -71,3 +71,27 @@ def release_free_memory() -> None:
     trim = getattr(library, "malloc_trim", None) if library is not None else None
     if trim is not None:
         trim(0)
+
+
+# prctl option that asks the kernel to signal this process when its parent dies.
+_PR_SET_PDEATHSIG = 1
+
+
+def stop_with_parent(signum: int, parent_pid: int) -> bool:
+    """Have the kernel send ``signum`` to this process when its parent ``parent_pid`` dies.
+
+    A parent killed outright (SIGKILL) cannot pass its stop on, so without this
+    its child would carry on alone. When the parent is already gone, the
+    signal is sent at once. Linux only; elsewhere it does nothing.
+
+    Returns:
+        Whether the signal is armed.
+    """
+    library = _c_library()
+    prctl = getattr(library, "prctl", None) if library is not None else None
+    if prctl is None or prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0) != 0:
+        return False
+    # The parent may have died before the call above.
+    if os.getppid() != parent_pid:
+        os.kill(os.getpid(), signum)
+    return True

@@ -10,6 +10,7 @@ from psycopg import sql
 
 from gymchurn.loader import load_questionnaire_file, read_questionnaire_csv
 from gymchurn.schema import parse_month
+from gymchurn.settings import get_settings
 from tests.conftest import CASES
 from tests.test_cli import _invoke
 
@@ -85,3 +86,22 @@ def test_models_show_plain_unknown_version_not_found(loaded_database):
 
     assert result.exit_code == 1
     assert "model version v000000-missing not found" in result.output
+
+
+@pytest.mark.parametrize("content", [None, "[[measure]]\ntitle = 'no rule'\n"])
+def test_run_refuses_bad_measures_file_before_starting(
+    loaded_database, tmp_path, monkeypatch, content
+):
+    path = tmp_path / "measures.toml"
+    if content is not None:
+        path.write_text(content, encoding="utf-8")
+    before = _tables_digest(loaded_database)
+    monkeypatch.setenv("GYMCHURN_MEASURES_FILE", str(path))
+    get_settings.cache_clear()
+
+    result = _invoke("run", "--month", "2026-10")
+
+    assert result.exit_code == 2, result.output
+    assert f"invalid setting GYMCHURN_MEASURES_FILE: {path}" in result.output
+    # No run was started, so churn.runs has no row for it.
+    assert _tables_digest(loaded_database) == before

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 import sqlalchemy as sa
 
@@ -27,16 +28,11 @@ def _signal_process(job, signum):
     job.send_signal(signum)
 
 
-@pytest.mark.parametrize(
-    ("send", "signum"),
-    [
-        # A scheduler's timeout: SIGTERM to the job's process.
-        (_signal_process, signal.SIGTERM),
-        # Ctrl-C in a terminal: SIGINT to the whole foreground process group.
-        (_signal_group, signal.SIGINT),
-    ],
-)
-def test_signal_marks_run_failed(database, real_data, tmp_path, send, signum):
+def _start_run(database, real_data, tmp_path) -> subprocess.Popen:
+    """Start `gymchurn run` on the real month and wait until its run row is written.
+
+    The temporary Prefect server takes 5-10 s to start; the run row appears after it.
+    """
     load_questionnaire_file(database, read_questionnaire_csv(real_data), parse_month("2026-10"))
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
     job = subprocess.Popen(
@@ -47,10 +43,23 @@ def test_signal_marks_run_failed(database, real_data, tmp_path, send, signum):
         text=True,
         start_new_session=True,
     )
-    # The temporary Prefect server takes 5-10 s to start; the run row appears after it.
     deadline = time.monotonic() + 120
     while _run_status(database) == [] and time.monotonic() < deadline and job.poll() is None:
         time.sleep(0.05)
+    return job
+
+
+@pytest.mark.parametrize(
+    ("send", "signum"),
+    [
+        # A scheduler's timeout: SIGTERM to the job's process.
+        (_signal_process, signal.SIGTERM),
+        # Ctrl-C in a terminal: SIGINT to the whole foreground process group.
+        (_signal_group, signal.SIGINT),
+    ],
+)
+def test_signal_marks_run_failed(database, real_data, tmp_path, send, signum):
+    job = _start_run(database, real_data, tmp_path)
     started = time.monotonic()
     send(job, signum)
     _, stderr = job.communicate(timeout=120)
@@ -70,3 +79,55 @@ def test_signal_marks_run_failed(database, real_data, tmp_path, send, signum):
     assert signal.Signals(signum).name in runs[0][1]
     with database.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM churn.scores")).scalar_one() == 0
+
+
+def _session_members(session: int) -> list[int]:
+    """Process IDs of the live processes of session ``session``."""
+    members = []
+    for process in psutil.process_iter():
+        try:
+            if os.getsid(process.pid) == session and process.status() != psutil.STATUS_ZOMBIE:
+                members.append(process.pid)
+        except (OSError, psutil.Error):
+            continue
+    return members
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the signal is Linux's")
+def test_run_killed_outright_stops_its_job(database, real_data, tmp_path):
+    job = _start_run(database, real_data, tmp_path)
+    (child,) = psutil.Process(job.pid).children()
+
+    # SIGKILL cannot be caught: `run` cannot pass the stop on itself.
+    job.kill()
+    job.communicate(timeout=30)
+    deadline = time.monotonic() + 60
+    while _run_status(database)[0][0] == "running" and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+    runs = _run_status(database)
+    assert runs[0][0] == "failed"
+    assert runs[0][1].startswith("interrupted")
+    with database.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM churn.scores")).scalar_one() == 0
+    deadline = time.monotonic() + 30
+    while _session_members(child.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _session_members(child.pid) == []
+
+
+def test_job_process_killed_is_reported(database, real_data, tmp_path):
+    job = _start_run(database, real_data, tmp_path)
+    (child,) = psutil.Process(job.pid).children()
+
+    child.kill()
+    _, stderr = job.communicate(timeout=30)
+
+    assert job.returncode == 137
+    assert "error: the job process for 2026-10 was killed by SIGKILL" in stderr
+    # Its temporary Prefect server is stopped with it.
+    deadline = time.monotonic() + 30
+    while _session_members(child.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _session_members(child.pid) == []
+    assert _run_status(database)[0][0] == "running"
