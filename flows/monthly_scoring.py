@@ -4,6 +4,7 @@ import logging
 import os
 import time
 import uuid
+from pathlib import Path
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -131,12 +132,30 @@ def document(settings, run_id, checked):
 
 # Publishing is one transaction: a retry after a lost connection starts afresh.
 @task(cache_policy=NO_CACHE, **_DB_RETRIES)
-def publish(engine, run_id, checked, chosen, scores, segments, data_docs, insights, report):
+def publish(
+    engine, run_id, checked, chosen, scores, segments, data_docs, insights, report, before_commit
+):
     return _released(
         steps.publish(
-            engine, run_id, checked, chosen, scores, segments, data_docs, insights, report
+            engine,
+            run_id,
+            checked,
+            chosen,
+            scores,
+            segments,
+            data_docs,
+            insights,
+            report,
+            before_commit,
         )
     )
+
+
+def _discard_report(rendering, staged: Path) -> None:
+    """Wait for the report being rendered, if any, then delete its staged file."""
+    if rendering is not None:
+        rendering.wait()
+    staged.unlink(missing_ok=True)
 
 
 @task(cache_policy=NO_CACHE, **_DB_RETRIES)
@@ -233,7 +252,7 @@ def monthly_scoring(month: str | None = None, retrain: str = "auto") -> dict:
     run_id = uuid.UUID(flow_run.id) if flow_run.id else uuid.uuid4()
     engine = db.get_engine(settings)
     counts = {}
-    staged = None
+    rendering = None
     lock = None
     try:
         # Inside the try: a signal right after the run row is written must
@@ -250,24 +269,37 @@ def monthly_scoring(month: str | None = None, retrain: str = "auto") -> dict:
         chosen = train_or_load_model(engine, settings, checked, retrain)
         chunks = steps.client_chunks(checked, settings.chunk_rows)
         scores = score(chosen, checked, settings, chunks)
+        # The drivers are measured in a thread while the segments are fitted,
+        # which leaves the other core idle.
+        drivers = explain.submit(chosen, checked, settings)
         segments = segment(checked, settings, previous_segments(engine, run_month), chunks)
         scores = hold_out(scores, segments, run_month, settings)
-        drivers = explain(chosen, checked, settings)
         insights = advise(checked, scores, segments, drivers, settings)
         campaign = measure_campaigns(engine, run_month)
-        staged = render_report(
+        # The report is rendered in a thread while the publish's transaction
+        # writes and indexes the scores, and the publish commits only once
+        # the report is staged: a report that fails publishes nothing.
+        rendering = render_report.submit(
             settings, run_id, checked, chosen, scores, insights, data_docs, campaign
         )
         report = steps.report_path(settings, run_month)
         run = publish(
-            engine, run_id, checked, chosen, scores, segments, data_docs, insights, report
+            engine,
+            run_id,
+            checked,
+            chosen,
+            scores,
+            segments,
+            data_docs,
+            insights,
+            report,
+            rendering.result,
         )
-        steps.place_report(staged, report)
+        steps.place_report(rendering.result(), report)
         at_risk_path = deliver(engine, settings, run)
         store_campaign_results(engine, campaign)
     except BaseException as error:
-        if staged is not None and staged.exists():
-            staged.unlink()
+        _discard_report(rendering, steps.staged_report_path(settings, run_month, run_id))
         if isinstance(error, DataValidationError):
             _record_rejection(engine, run_id, run_month, error, settings)
         # Ctrl-C and SIGTERM too: the run must not stay "running" forever.

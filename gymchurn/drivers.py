@@ -28,7 +28,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sklearn.base import clone
 from sklearn.inspection import permutation_importance
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
@@ -36,7 +35,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from gymchurn.model import feature_matrix
+from gymchurn.model import feature_matrix, settled_clone
 from gymchurn.schema import (
     BINARY_FEATURES,
     CHURNED,
@@ -116,7 +115,9 @@ def find_drivers(
 
     Args:
         pipeline: the month's churn model, a scikit-learn pipeline that takes
-            ``model.feature_matrix``. Only its unfitted parameters are used.
+            ``model.feature_matrix``. Its unfitted parameters are used, and
+            the setting its search chose when it is fitted
+            (:func:`gymchurn.model.settled_clone`).
         training: labelled rows the model can be trained on, one row a client
             and month: ``client_id``, ``month``, the 13 features and
             ``churned`` (0 or 1).
@@ -147,7 +148,7 @@ def find_drivers(
 
     holdout = _holdout_rows(reference, seed)
     fit_rows = _fit_rows(training, holdout, max_training_rows, seed)
-    refitted = clone(pipeline).fit(feature_matrix(fit_rows), _labels(fit_rows))
+    refitted = settled_clone(pipeline).fit(feature_matrix(fit_rows), _labels(fit_rows))
 
     holdout_features = feature_matrix(holdout)
     holdout_labels = _labels(holdout)

@@ -430,6 +430,21 @@ def clip(probabilities: np.ndarray) -> np.ndarray:
     return np.clip(probabilities, PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
 
 
+def settled_clone(pipeline: Pipeline) -> Pipeline:
+    """Return an unfitted clone of ``pipeline`` that keeps the setting its search chose.
+
+    When ``pipeline`` is fitted and ends in a :class:`TunedCalibratedClassifier`,
+    the clone's search tries that one setting rather than all of them again;
+    its calibration is still chosen on the rows it is fitted on. An unfitted
+    pipeline is cloned as it is.
+    """
+    settled = clone(pipeline)
+    final = pipeline[-1]
+    if isinstance(final, TunedCalibratedClassifier) and hasattr(final, "best_params_"):
+        settled[-1].set_params(settings=[final.best_params_])
+    return settled
+
+
 def feature_matrix(questionnaires: pd.DataFrame) -> np.ndarray:
     """Return the 13 features in model order as a float matrix."""
     return questionnaires.loc[:, FEATURES].to_numpy(dtype="float64")

@@ -11,6 +11,8 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -321,13 +323,49 @@ def extract(engine: Engine, month: dt.date, settings: Settings | None = None) ->
     each chunk shrunk as it arrives (see :func:`_read_month`). Earlier months
     come as one batch-rule profile each, computed by SQL aggregates, and as a
     bounded sample of their labelled rows drawn in SQL (:mod:`gymchurn.history`),
-    so the memory a run needs does not grow with the number of earlier months. Load faults are read
-    for the month and for the sampled rows.
+    so the memory a run needs does not grow with the number of earlier months.
+    Load faults are read for the month and for the sampled rows. The earlier
+    months and the faults are read on a second connection, at the same time.
     """
     settings = settings or get_settings()
     started = time.perf_counter()
+    # The earlier months are read on a second connection while this one
+    # streams the month: the server computes their profiles and sample while
+    # this process parses. At 1,000,000 simulated clients both took 10.3 s one
+    # after the other, the month 6.0 s of them.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        reading = pool.submit(_read_earlier, engine, month, settings)
+        with engine.connect() as conn:
+            scoring = _read_month(conn, month, settings.read_chunk_rows)
+        earlier, candidates, faults = reading.result()
+    logger.info(
+        "extract: %d questionnaires for %s; %d earlier month(s) of %d rows, %d of them "
+        "labelled, profiled in SQL; %d labelled rows read as training candidates; "
+        "%d unreadable cell(s) from loading (%.1f s)",
+        len(scoring),
+        format_month(month),
+        len(earlier),
+        sum(profile.n_rows for profile in earlier),
+        sum(profile.n_labelled for profile in earlier),
+        len(candidates),
+        len(faults),
+        time.perf_counter() - started,
+    )
+    if scoring.empty:
+        raise NoDataError(
+            f"no questionnaires for {format_month(month)} in crm.questionnaires; "
+            f"load them first with: gymchurn load-csv FILE --month {format_month(month)}"
+        )
+    return MonthData(month, scoring, candidates, earlier, faults)
+
+
+def _read_earlier(engine: Engine, month: dt.date, settings: Settings):
+    """Read the profiles of the months before ``month``, the training candidates and the faults.
+
+    Returns:
+        The profiles, the candidates and the load faults of ``month`` and of the candidates.
+    """
     with engine.connect() as conn:
-        scoring = _read_month(conn, month, settings.read_chunk_rows)
         earlier = history.read_month_profiles(conn, month)
         months = _training_months(earlier, settings)
         if months:
@@ -351,25 +389,7 @@ def extract(engine: Engine, month: dt.date, settings: Settings | None = None) ->
             },
         )
         faults = _tidy_faults(pd.DataFrame(result.fetchall(), columns=list(result.keys())))
-    logger.info(
-        "extract: %d questionnaires for %s; %d earlier month(s) of %d rows, %d of them "
-        "labelled, profiled in SQL; %d labelled rows read as training candidates; "
-        "%d unreadable cell(s) from loading (%.1f s)",
-        len(scoring),
-        format_month(month),
-        len(earlier),
-        sum(profile.n_rows for profile in earlier),
-        sum(profile.n_labelled for profile in earlier),
-        len(candidates),
-        len(faults),
-        time.perf_counter() - started,
-    )
-    if scoring.empty:
-        raise NoDataError(
-            f"no questionnaires for {format_month(month)} in crm.questionnaires; "
-            f"load them first with: gymchurn load-csv FILE --month {format_month(month)}"
-        )
-    return MonthData(month, scoring, candidates, earlier, faults)
+    return earlier, candidates, faults
 
 
 def _empty_candidates() -> pd.DataFrame:
@@ -873,6 +893,7 @@ def publish(
     data_docs: Path | None = None,
     insights: MonthInsights | None = None,
     report: Path | None = None,
+    before_commit: Callable[[], object] | None = None,
 ) -> PublishedRun:
     """Replace the month's scores, segments, findings and quarantine in one transaction.
 
@@ -881,6 +902,10 @@ def publish(
     ``insights`` the month's drivers, recommendations and findings are left
     empty and no client gets a suggested action. ``report`` is the path the
     month's report will be moved to.
+
+    ``before_commit`` is called once everything is written, inside the
+    transaction: when it raises, nothing is published. The flow waits there
+    for the report, rendered while the database builds the new scores' indexes.
     """
     started = time.perf_counter()
     month = checked.month
@@ -974,6 +999,8 @@ def publish(
                 "message": _run_message(published),
             },
         )
+        if before_commit is not None:
+            before_commit()
     logger.info(
         "publish: wrote %d scores, %d clusters, %d quarantined rows for %s (%.1f s)",
         n_scores,
@@ -1289,6 +1316,12 @@ def report_path(settings: Settings, month: dt.date) -> Path:
     return (settings.output_dir / "reports" / f"report_{format_month(month)}.html").resolve()
 
 
+def staged_report_path(settings: Settings, month: dt.date, run_id: uuid.UUID) -> Path:
+    """Return where run ``run_id`` writes the month's report before it is published."""
+    final = report_path(settings, month)
+    return final.with_name(f".{final.stem}.{run_id}.html")
+
+
 def _quality_rows(checked: CheckedData) -> pd.DataFrame:
     reports = [checked.scoring]
     if checked.training_report is not None:
@@ -1330,8 +1363,7 @@ def render_report(
     """
     from gymchurn.report import write_report
 
-    final = report_path(settings, checked.month)
-    staged = final.with_name(f".{final.stem}.{run_id}.html")
+    staged = staged_report_path(settings, checked.month, run_id)
     run = {
         "run_id": run_id,
         "month": checked.month,

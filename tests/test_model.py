@@ -473,3 +473,22 @@ def test_threaded_folds_match_serial(training, monkeypatch, algorithm):
     assert threaded_metrics == serial_metrics
     assert len(serial_metrics) == FOLDS
     assert 0.9 < np.mean([m["roc_auc"] for m in serial_metrics]) < 1.0
+
+
+def test_settled_clone_refits_the_chosen_setting_alone(training, labels):
+    features = model.feature_matrix(training)
+    fitted = model.candidate_models(SEED)["logistic_regression"].fit(features, labels)
+    chosen = fitted.named_steps["classify"].best_params_
+
+    settled = model.settled_clone(fitted).fit(features, labels)
+    refitted = settled.named_steps["classify"]
+
+    assert refitted.settings == [chosen]
+    assert len(refitted.search_results_) == len(model.CALIBRATIONS)
+    assert refitted.calibration_ == fitted.named_steps["classify"].calibration_
+    np.testing.assert_array_equal(settled.predict_proba(features), fitted.predict_proba(features))
+    # An unfitted pipeline keeps its whole list.
+    unfitted = model.candidate_models(SEED)["logistic_regression"]
+    assert model.settled_clone(unfitted).named_steps["classify"].settings == (
+        unfitted.named_steps["classify"].settings
+    )

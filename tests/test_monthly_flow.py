@@ -312,3 +312,30 @@ def test_forward_run_records_validation(module_database, forward_run):
     )
     assert "age_in_range" in set(results["rule"])
     assert (results.loc[results["kind"] == "row", "n_failed"] == 0).all()
+
+
+def test_report_failure_publishes_nothing(database, real_data, monkeypatch):
+    from flows.monthly_scoring import monthly_scoring
+    from gymchurn import report
+
+    _load(database, real_data, "2026-10")
+    first = _run("2026-10")
+    query = "SELECT client_id, churn_probability, run_id FROM churn.scores ORDER BY client_id"
+    before = _frame(database, query)
+
+    def broken(insights, path, **arguments):
+        # Staged first, as the real writer does, then the failure.
+        path.write_text("partial", encoding="utf-8")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(report, "write_report", broken)
+    with pytest.raises(OSError, match="No space left"):
+        monthly_scoring(month="2026-10", retrain="never")
+
+    runs = _frame(database, "SELECT status, message FROM churn.runs ORDER BY started_at")
+    assert runs["status"].to_list() == ["succeeded", "failed"]
+    assert "No space left" in runs["message"].iloc[1]
+    pd.testing.assert_frame_equal(_frame(database, query), before)
+    # The published report is the first run's, and the second's staged file is gone.
+    folder = Path(first["report_path"]).parent
+    assert [p.name for p in folder.iterdir()] == ["report_2026-10.html"]
