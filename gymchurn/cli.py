@@ -1142,9 +1142,8 @@ def run(
     if dask_address and task_runner != "dask":
         raise _fail("--dask-address needs --task-runner dask", 2)
     if os.environ.get(_JOB_PROCESS) != "1":
-        # Check the measures and the database here, so that a bad file or URL
-        # gives one line before any Prefect start; the job process's flow
-        # upgrades the schema itself.
+        # A bad measures file or database URL gives one line here, before
+        # any Prefect start. The job process's flow upgrades the schema itself.
         _check_measures(settings)
         _engine()
         raise typer.Exit(_run_in_own_session(labels, retrain, task_runner, dask_address))

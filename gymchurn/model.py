@@ -434,8 +434,8 @@ def settled_clone(pipeline: Pipeline) -> Pipeline:
     """Return an unfitted clone of ``pipeline`` that keeps the setting its search chose.
 
     When ``pipeline`` is fitted and ends in a :class:`TunedCalibratedClassifier`,
-    the clone's search tries that one setting rather than all of them again;
-    its calibration is still chosen on the rows it is fitted on. An unfitted
+    the clone's search tries that one setting, not all of them again. Its
+    calibration is still chosen on the rows it is fitted on. An unfitted
     pipeline is cloned as it is.
     """
     settled = clone(pipeline)

@@ -73,7 +73,7 @@ def release_free_memory() -> None:
         trim(0)
 
 
-# prctl option that asks the kernel to signal this process when its parent dies.
+# The prctl option by which the kernel signals this process when its parent dies.
 _PR_SET_PDEATHSIG = 1
 
 

@@ -324,7 +324,7 @@ def test_report_failure_publishes_nothing(database, real_data, monkeypatch):
     before = _frame(database, query)
 
     def broken(insights, path, **arguments):
-        # Staged first, as the real writer does, then the failure.
+        # A failure after the staged file was written.
         path.write_text("partial", encoding="utf-8")
         raise OSError(28, "No space left on device")
 
