@@ -1,5 +1,6 @@
 """The monthly scoring flow: extract, validate, model, score, segment, publish, deliver."""
 
+import contextlib
 import logging
 import os
 import time
@@ -230,6 +231,11 @@ def _top_at_risk(insights, scores, rows: int = 20) -> list[dict]:
 # either way on two cores.
 _CHUNK_THREADS = max(2, os.cpu_count() or 1)
 
+# Threads of the steps that run beside the others: the Data Docs, the
+# drivers and the report. They stay in this process whichever task runner
+# scores the chunks, because they write files of this machine.
+_SIDE_THREADS = 2
+
 
 @flow(
     name="monthly_scoring",
@@ -254,6 +260,7 @@ def monthly_scoring(month: str | None = None, retrain: str = "auto") -> dict:
     counts = {}
     rendering = None
     lock = None
+    side_steps = contextlib.ExitStack()
     try:
         # Inside the try: a signal right after the run row is written must
         # still mark it failed.
@@ -265,22 +272,39 @@ def monthly_scoring(month: str | None = None, retrain: str = "auto") -> dict:
         # When any row was quarantined the valid rows are a copy, so the rows
         # as read are released here rather than kept to the end of the run.
         del data
-        data_docs = document(settings, run_id, checked)
+        # The Data Docs, the drivers and the report work in threads of this
+        # process beside the steps, filling the time a step leaves a core or
+        # the database idle. Their results are taken in the flow, so that a
+        # failure is raised with its own message.
+        beside = side_steps.enter_context(ThreadPoolTaskRunner(max_workers=_SIDE_THREADS))
+        documenting = beside.submit(
+            document, {"settings": settings, "run_id": run_id, "checked": checked}
+        )
         chosen = train_or_load_model(engine, settings, checked, retrain)
+        explaining = beside.submit(
+            explain, {"chosen": chosen, "checked": checked, "settings": settings}
+        )
         chunks = steps.client_chunks(checked, settings.chunk_rows)
         scores = score(chosen, checked, settings, chunks)
-        # The drivers are measured in a thread while the segments are fitted,
-        # which leaves the other core idle.
-        drivers = explain.submit(chosen, checked, settings)
         segments = segment(checked, settings, previous_segments(engine, run_month), chunks)
         scores = hold_out(scores, segments, run_month, settings)
-        insights = advise(checked, scores, segments, drivers, settings)
+        insights = advise(checked, scores, segments, explaining.result(), settings)
         campaign = measure_campaigns(engine, run_month)
-        # The report is rendered in a thread while the publish's transaction
-        # writes and indexes the scores, and the publish commits only once
-        # the report is staged: a report that fails publishes nothing.
-        rendering = render_report.submit(
-            settings, run_id, checked, chosen, scores, insights, data_docs, campaign
+        data_docs = documenting.result()
+        # The publish commits only once the report is staged: a report that
+        # fails publishes nothing.
+        rendering = beside.submit(
+            render_report,
+            {
+                "settings": settings,
+                "run_id": run_id,
+                "checked": checked,
+                "chosen": chosen,
+                "scores": scores,
+                "insights": insights,
+                "data_docs": data_docs,
+                "campaign": campaign,
+            },
         )
         report = steps.report_path(settings, run_month)
         run = publish(
@@ -307,6 +331,7 @@ def monthly_scoring(month: str | None = None, retrain: str = "auto") -> dict:
             runtime.published_before_stop.append(format_month(run_month))
         raise
     finally:
+        side_steps.close()
         # Released only after the outcome is recorded: the next holder marks
         # any run still "running" as abandoned.
         if lock is not None:
