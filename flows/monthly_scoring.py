@@ -233,7 +233,7 @@ _CHUNK_THREADS = max(2, os.cpu_count() or 1)
 
 # Threads of the steps that run beside the others: the Data Docs, the
 # drivers and the report. They stay in this process whichever task runner
-# scores the chunks, because they write files of this machine.
+# scores the chunks: the Data Docs and the report are files of this machine.
 _SIDE_THREADS = 2
 
 
