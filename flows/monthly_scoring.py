@@ -153,10 +153,19 @@ def publish(
 
 
 def _discard_report(rendering, staged: Path) -> None:
-    """Wait for the report being rendered, if any, then delete its staged file."""
+    """Wait for the report being rendered, if any, then delete its staged file.
+
+    Called while a run fails, so it only logs its own failure: the run's is
+    the one to record.
+    """
     if rendering is not None:
         rendering.wait()
-    staged.unlink(missing_ok=True)
+    try:
+        staged.unlink(missing_ok=True)
+    except OSError as error:
+        logging.getLogger("gymchurn.flow").warning(
+            "could not delete the staged report %s: %s", staged, error
+        )
 
 
 @task(cache_policy=NO_CACHE, **_DB_RETRIES)
@@ -291,8 +300,8 @@ def monthly_scoring(month: str | None = None, retrain: str = "auto") -> dict:
         insights = advise(checked, scores, segments, explaining.result(), settings)
         campaign = measure_campaigns(engine, run_month)
         data_docs = documenting.result()
-        # The publish commits only once the report is staged: a report that
-        # fails publishes nothing.
+        # The publish commits only once the report is staged and its place is
+        # free: a report that fails publishes nothing.
         rendering = beside.submit(
             render_report,
             {
@@ -317,7 +326,7 @@ def monthly_scoring(month: str | None = None, retrain: str = "auto") -> dict:
             data_docs,
             insights,
             report,
-            rendering.result,
+            lambda: steps.check_report_place(rendering.result(), report),
         )
         steps.place_report(rendering.result(), report)
         at_risk_path = deliver(engine, settings, run)

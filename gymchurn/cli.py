@@ -1070,7 +1070,9 @@ def _run_in_own_session(
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     if forwarded and code != 0:
-        typer.echo(f"error: run for {', '.join(labels)} stopped by {forwarded[0]}", err=True)
+        # A job process that exits with 130 has said why itself.
+        if code != 130:
+            typer.echo(f"error: run for {', '.join(labels)} stopped by {forwarded[0]}", err=True)
         return 130
     if code < 0:
         return _job_killed(labels, child.pid, signal.Signals(-code).name)
@@ -1142,10 +1144,20 @@ def run(
     if dask_address and task_runner != "dask":
         raise _fail("--dask-address needs --task-runner dask", 2)
     if os.environ.get(_JOB_PROCESS) != "1":
-        # A bad measures file or database URL gives one line here, before
-        # any Prefect start. The job process's flow upgrades the schema itself.
-        _check_measures(settings)
-        _engine()
+        # Until the job process starts, a stop exits with the code of a stop
+        # after it, through Python's exit handlers: they stop an embedded
+        # PostgreSQL this process started, once it is up.
+        for signum in _FORWARDED_AS:
+            signal.signal(signum, _stop_on_signal)
+        try:
+            # A bad measures file or database URL gives one line here, before
+            # any Prefect start. The job process's flow upgrades the schema.
+            _check_measures(settings)
+            _engine()
+        except KeyboardInterrupt as err:
+            raise _fail(
+                f"{err or 'stopped by Ctrl-C'} before the run started; no month was scored", 130
+            ) from None
         raise typer.Exit(_run_in_own_session(labels, retrain, task_runner, dask_address))
 
     # Set each: a job started in the background by a shell inherits an ignored
@@ -1173,10 +1185,15 @@ def _run_month(
         if isinstance(err, typer.Exit):
             raise
         if label in runtime.published_before_stop:
+            if isinstance(err, KeyboardInterrupt) or runtime.received_signals:
+                raise _fail(
+                    f"run for {label} stopped after its scores were published; if "
+                    f"at_risk_{label}.csv is missing, run the month again",
+                    130,
+                ) from None
             raise _fail(
-                f"run for {label} stopped after its scores were published; if "
-                f"at_risk_{label}.csv is missing, run the month again",
-                130,
+                f"run for {label} failed after its scores were published: {err}; the "
+                f"report or at_risk_{label}.csv may be missing: run the month again"
             ) from None
         if isinstance(err, KeyboardInterrupt):
             reason = str(err) or "Ctrl-C"

@@ -114,13 +114,16 @@ def _measure(entry: dict, where: str) -> Measure:
             f"{where}: clients must be a table of conditions, such as "
             '{ contract_period = "== 1" }'
         )
+    drivers = entry.get("drivers", [])
+    if not isinstance(drivers, list):
+        raise MeasuresFileError(f"{where}: drivers must be a list of features, such as [\"age\"]")
     share = entry.get("min_share", 0.0)
     if not isinstance(share, (int, float)) or not 0 <= share <= 1:
         raise MeasuresFileError(f"{where}: min_share must be a number from 0 to 1")
     return Measure(
         title=str(entry["title"]),
         action=str(entry["action"]),
-        drivers=tuple(_feature(name, where) for name in entry.get("drivers", [])),
+        drivers=tuple(_feature(name, where) for name in drivers),
         conditions=tuple(
             _condition(_feature(feature, where), text, where)
             for feature, text in entry["clients"].items()
@@ -141,15 +144,25 @@ def load_measures(path: Path | None = None) -> Measures:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as error:
         raise MeasuresFileError(f"{path}: cannot read the measures file: {error}") from None
+    except UnicodeDecodeError as error:
+        raise MeasuresFileError(
+            f"{path}: not UTF-8 text (byte {error.start} cannot be read); save the file "
+            "as UTF-8"
+        ) from None
     except tomllib.TOMLDecodeError as error:
         raise MeasuresFileError(f"{path}: not valid TOML: {error}") from None
     settings = document.get("settings", {})
+    if not isinstance(settings, dict):
+        raise MeasuresFileError(f"{path}: settings must be a table, [settings]")
     entries = document.get("measure", [])
     if not entries:
         raise MeasuresFileError(f"{path}: no [[measure]] entries")
-    tiers = tuple(settings.get("tiers", ["high", "medium"]))
-    if not tiers or set(tiers) - set(_TIERS):
+    if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
+        raise MeasuresFileError(f"{path}: each measure must be a table headed [[measure]]")
+    tiers = settings.get("tiers", ["high", "medium"])
+    if not isinstance(tiers, list) or not tiers or set(map(str, tiers)) - set(_TIERS):
         raise MeasuresFileError(f"{path}: tiers must be a list of {', '.join(_TIERS)}")
+    tiers = tuple(tiers)
     numbers = {}
     for key, default in (("target_groups", 3), ("top_drivers", 6)):
         value = settings.get(key, default)

@@ -1393,6 +1393,19 @@ def render_report(
     )
 
 
+def check_report_place(staged: Path, final: Path) -> None:
+    """Raise when the staged report could not replace ``final``, before the month is published.
+
+    Raises:
+        IsADirectoryError: ``final`` is a folder, which ``os.replace`` cannot replace.
+    """
+    if final.is_dir():
+        raise IsADirectoryError(
+            f"{final} is a folder, so the month's report cannot be placed there (it is "
+            f"staged at {staged}); move that folder away and run the month again"
+        )
+
+
 def place_report(staged: Path, final: Path) -> Path:
     """Move a staged report to its published place."""
     os.replace(staged, final)

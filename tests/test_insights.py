@@ -144,11 +144,21 @@ def test_a_changed_rules_file_changes_the_measures(labelled, parts, tmp_path):
         ('[[measure]]\ntitle = "A"\nclients = { age = "> 30" }\n', "missing key 'action'"),
         ("[[measure]\n", "not valid TOML"),
         ('[settings]\ntiers = ["urgent"]\n[[measure]]\n', "tiers"),
+        ("settings = 5\n[[measure]]\n", "settings must be a table"),
+        ('measure = ["x"]\n', "each measure must be a table"),
+        ('[settings]\ntiers = 3\n[[measure]]\n', "tiers"),
+        ('[[measure]]\ntitle = "A"\naction = "B"\ndrivers = "age"\nclients = { age = "> 1" }\n',
+         "drivers must be a list"),
+        # Saved by an editor in Windows-1252: \xe9 is not UTF-8.
+        (b'[[measure]]\ntitle = "Caf\xe9"\n', "not UTF-8 text"),
     ],
 )
 def test_a_broken_rules_file_is_refused_with_its_name(tmp_path, text, message):
     rules = tmp_path / "measures.toml"
-    rules.write_text(text, encoding="utf-8")
+    if isinstance(text, bytes):
+        rules.write_bytes(text)
+    else:
+        rules.write_text(text, encoding="utf-8")
 
     with pytest.raises(MeasuresFileError, match=message) as error:
         load_measures(rules)

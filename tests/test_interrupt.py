@@ -131,3 +131,35 @@ def test_job_process_killed_is_reported(database, real_data, tmp_path):
         time.sleep(0.1)
     assert _session_members(child.pid) == []
     assert _run_status(database)[0][0] == "running"
+
+
+def test_stop_before_the_job_starts_exits_130(tmp_path):
+    # Nothing listens on port 1: `run` waits to retry the connection, before its job starts.
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "DATABASE_URL": "postgresql://postgres@127.0.0.1:1/none",
+        "GYMCHURN_DB_RETRY_SECONDS": "[60]",
+    }
+    job = subprocess.Popen(
+        [sys.executable, "-m", "gymchurn.cli", "run", "--month", "2026-10"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    lines = []
+    for line in job.stderr:
+        lines.append(line)
+        if "retrying in 60 s" in line:
+            break
+    job.send_signal(signal.SIGTERM)
+    try:
+        _, rest = job.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        job.kill()
+        raise AssertionError("".join(lines) + job.communicate()[1]) from None
+
+    assert job.returncode == 130, "".join(lines) + rest
+    assert "error: stopped by signal SIGTERM before the run started; no month was scored" in rest
+    assert psutil.Process().children() == []

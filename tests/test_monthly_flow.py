@@ -322,6 +322,9 @@ def test_report_failure_publishes_nothing(database, real_data, monkeypatch):
     first = _run("2026-10")
     query = "SELECT client_id, churn_probability, run_id FROM churn.scores ORDER BY client_id"
     before = _frame(database, query)
+    published = Path(first["report_path"])
+    folder = published.parent
+    real_writer = report.write_report
 
     def broken(insights, path, **arguments):
         # A failure after the staged file was written.
@@ -331,11 +334,26 @@ def test_report_failure_publishes_nothing(database, real_data, monkeypatch):
     monkeypatch.setattr(report, "write_report", broken)
     with pytest.raises(OSError, match="No space left"):
         monthly_scoring(month="2026-10", retrain="never")
+    monkeypatch.setattr(report, "write_report", real_writer)
+    assert [p.name for p in folder.iterdir()] == ["report_2026-10.html"]
+
+    # The reports folder replaced by a file: the report cannot be staged.
+    folder.rename(folder.with_name("kept"))
+    folder.write_text("", encoding="utf-8")
+    with pytest.raises(OSError):
+        monthly_scoring(month="2026-10", retrain="never")
+    folder.unlink()
+    folder.with_name("kept").rename(folder)
+
+    # A folder where the report goes: found before the month is published.
+    published.unlink()
+    published.mkdir()
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        monthly_scoring(month="2026-10", retrain="never")
 
     runs = _frame(database, "SELECT status, message FROM churn.runs ORDER BY started_at")
-    assert runs["status"].to_list() == ["succeeded", "failed"]
+    assert runs["status"].to_list() == ["succeeded", "failed", "failed", "failed"]
     assert "No space left" in runs["message"].iloc[1]
+    assert "is a folder" in runs["message"].iloc[3]
     pd.testing.assert_frame_equal(_frame(database, query), before)
-    # The published report is the first run's, and the second's staged file is gone.
-    folder = Path(first["report_path"]).parent
     assert [p.name for p in folder.iterdir()] == ["report_2026-10.html"]
