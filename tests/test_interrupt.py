@@ -35,18 +35,24 @@ def _start_run(database, real_data, tmp_path) -> subprocess.Popen:
     """
     load_questionnaire_file(database, read_questionnaire_csv(real_data), parse_month("2026-10"))
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
+    # Files, not pipes: a process the test kills leaves its children holding them.
     job = subprocess.Popen(
         [sys.executable, "-m", "gymchurn.cli", "run", "--month", "2026-10"],
         env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        stdout=(tmp_path / "stdout").open("w"),
+        stderr=(tmp_path / "stderr").open("w"),
         start_new_session=True,
     )
     deadline = time.monotonic() + 120
     while _run_status(database) == [] and time.monotonic() < deadline and job.poll() is None:
         time.sleep(0.05)
     return job
+
+
+def _stderr(job, tmp_path) -> str:
+    """Wait for ``job`` to exit and return what it wrote to stderr."""
+    job.wait(timeout=120)
+    return (tmp_path / "stderr").read_text()
 
 
 @pytest.mark.parametrize(
@@ -62,7 +68,7 @@ def test_signal_marks_run_failed(database, real_data, tmp_path, send, signum):
     job = _start_run(database, real_data, tmp_path)
     started = time.monotonic()
     send(job, signum)
-    _, stderr = job.communicate(timeout=120)
+    stderr = _stderr(job, tmp_path)
     seconds = time.monotonic() - started
 
     assert job.returncode == 130, stderr[-2000:]
@@ -100,8 +106,8 @@ def test_run_killed_outright_stops_its_job(database, real_data, tmp_path):
 
     # SIGKILL cannot be caught: `run` cannot pass the stop on itself.
     job.kill()
-    job.communicate(timeout=30)
-    deadline = time.monotonic() + 60
+    job.wait(timeout=30)
+    deadline = time.monotonic() + 120
     while _run_status(database)[0][0] == "running" and time.monotonic() < deadline:
         time.sleep(0.1)
 
@@ -110,7 +116,7 @@ def test_run_killed_outright_stops_its_job(database, real_data, tmp_path):
     assert runs[0][1].startswith("interrupted")
     with database.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM churn.scores")).scalar_one() == 0
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while _session_members(child.pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _session_members(child.pid) == []
@@ -121,12 +127,12 @@ def test_job_process_killed_is_reported(database, real_data, tmp_path):
     (child,) = psutil.Process(job.pid).children()
 
     child.kill()
-    _, stderr = job.communicate(timeout=30)
+    stderr = _stderr(job, tmp_path)
 
     assert job.returncode == 137
     assert "error: the job process for 2026-10 was killed by SIGKILL" in stderr
     # Its temporary Prefect server is stopped with it.
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while _session_members(child.pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _session_members(child.pid) == []
