@@ -168,4 +168,4 @@ def test_stop_before_the_job_starts_exits_130(tmp_path):
 
     assert job.returncode == 130, "".join(lines) + rest
     assert "error: stopped by signal SIGTERM before the run started; no month was scored" in rest
-    assert psutil.Process().children() == []
+    assert _session_members(job.pid) == []
