@@ -1026,8 +1026,8 @@ def _stop_on_signal(signum, frame):
     raise KeyboardInterrupt(f"stopped by signal {name}")
 
 
-# Set in the environment of the job process that `run` starts: "1", and the
-# process ID of `run`, which the job process stops with.
+# Environment variables of the job process that `run` starts: a flag set to
+# "1", and the process ID of `run`, whose exit stops the job process.
 _JOB_PROCESS = "GYMCHURN_JOB_PROCESS"
 _JOB_PARENT = "GYMCHURN_JOB_PARENT"
 
@@ -1070,7 +1070,7 @@ def _run_in_own_session(
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     if forwarded and code != 0:
-        # A job process that exits with 130 has said why itself.
+        # A job process that exits with 130 has printed the reason itself.
         if code != 130:
             typer.echo(f"error: run for {', '.join(labels)} stopped by {forwarded[0]}", err=True)
         return 130
@@ -1144,9 +1144,9 @@ def run(
     if dask_address and task_runner != "dask":
         raise _fail("--dask-address needs --task-runner dask", 2)
     if os.environ.get(_JOB_PROCESS) != "1":
-        # Until the job process starts, a stop exits with the code of a stop
-        # after it, through Python's exit handlers: they stop an embedded
-        # PostgreSQL this process started, once it is up.
+        # Until the job process starts, a stop exits with code 130, as it would
+        # later. Python's exit handlers then run, so an embedded PostgreSQL that
+        # this process started and that is up is stopped.
         for signum in _FORWARDED_AS:
             signal.signal(signum, _stop_on_signal)
         try:
