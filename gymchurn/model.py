@@ -45,7 +45,7 @@ from sklearn.preprocessing import SplineTransformer, StandardScaler
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from gymchurn.features import ENGINEERED_FEATURES, BehaviourFeatures
-from gymchurn.schema import BINARY_FEATURES, CHURNED, CLIENT_ID, FEATURES, MONTH
+from gymchurn.schema import BINARY_FEATURES, CHURNED, CLIENT_ID, FEATURES, MONTH, format_month
 
 logger = logging.getLogger(__name__)
 
@@ -87,11 +87,12 @@ MAX_SEARCH_ROWS = 10_000
 # the earlier one.
 CALIBRATIONS = ("none", "sigmoid", "isotonic")
 
-# Folds of a cross-validation fitted at once, in threads. scikit-learn's fits
-# release the GIL for much of their work: on 50,000 simulated rows on two idle
-# cores, two threads took the five folds of the three candidates from 7.2, 12.0
-# and 16.0 s to 5.6, 7.9 and 10.7 s.
-FOLD_THREADS = os.cpu_count() or 1
+# Folds of a cross-validation fitted at once, each in a worker process of
+# joblib's pool. Threads share the GIL, which the fits hold for part of their
+# work: on 50,000 simulated rows on two idle cores the 15 folds of the three
+# candidates took 19.7 s in two threads and 15.9 s in two processes, the
+# workers' start included.
+FOLD_WORKERS = os.cpu_count() or 1
 
 # Bins of the expected calibration error: equal-width over [0, 1].
 ECE_BINS = 10
@@ -384,6 +385,8 @@ class CandidateResult:
     fold_metrics: list[dict[str, float]]
     out_of_fold: np.ndarray
     """Out-of-fold churn probability of every training row, in row order."""
+    fit_seconds: float = 0.0
+    """Seconds of fitting and scoring summed over the folds, which may overlap in time."""
 
     @property
     def mean_metrics(self) -> dict[str, float]:
@@ -406,23 +409,62 @@ def cross_validate(
         The metrics of each fold (at ``threshold`` for precision and recall)
         and the out-of-fold probability of every row.
     """
+    result = cross_validate_all(
+        {"model": model}, features, labels, folds=folds, seed=seed, threshold=threshold
+    )["model"]
+    return result.fold_metrics, result.out_of_fold
+
+
+def cross_validate_all(
+    models: dict[str, Pipeline],
+    features: np.ndarray,
+    labels: np.ndarray,
+    *,
+    folds: int,
+    seed: int,
+    threshold: float,
+) -> dict[str, CandidateResult]:
+    """Cross-validate each of ``models`` on the same stratified folds.
+
+    The folds of every model share one pool of ``FOLD_WORKERS`` worker
+    processes, so that a core left idle by one model's last fold takes a fold
+    of the next. Each fold is fitted with its own seeds: the probabilities are
+    the same, bit for bit, with any number of workers.
+
+    Returns:
+        Each model's fold metrics (at ``threshold`` for precision and
+        recall) and out-of-fold probabilities, by the keys of ``models``.
+    """
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     splits = list(splitter.split(features, labels))
 
-    def held_out(train_rows: np.ndarray, test_rows: np.ndarray) -> np.ndarray:
-        fitted = clone(model).fit(features[train_rows], labels[train_rows])
-        return clip(fitted.predict_proba(features[test_rows])[:, 1])
+    jobs = [(name, fold) for name in models for fold in range(len(splits))]
+    workers = Parallel(n_jobs=min(FOLD_WORKERS, len(jobs)), prefer="processes")
+    fitted = workers(
+        delayed(_fit_fold)(models[name], features, labels, *splits[fold]) for name, fold in jobs
+    )
+    results = {}
+    for name in models:
+        out_of_fold = np.empty(len(labels), dtype="float64")
+        fold_metrics = []
+        seconds = 0.0
+        for (job_name, fold), (probabilities, fold_seconds) in zip(jobs, fitted, strict=True):
+            if job_name != name:
+                continue
+            test_rows = splits[fold][1]
+            out_of_fold[test_rows] = probabilities
+            fold_metrics.append(probability_metrics(labels[test_rows], probabilities, threshold))
+            seconds += fold_seconds
+        results[name] = CandidateResult(name, fold_metrics, out_of_fold, seconds)
+    return results
 
-    # Each fold is fitted with its own seeds, so threads give the probabilities
-    # of one fold after the other, bit for bit.
-    threads = Parallel(n_jobs=min(FOLD_THREADS, folds), prefer="threads")
-    fold_probabilities = threads(delayed(held_out)(train, test) for train, test in splits)
-    out_of_fold = np.empty(len(labels), dtype="float64")
-    fold_metrics = []
-    for (_, test_rows), probabilities in zip(splits, fold_probabilities, strict=True):
-        out_of_fold[test_rows] = probabilities
-        fold_metrics.append(probability_metrics(labels[test_rows], probabilities, threshold))
-    return fold_metrics, out_of_fold
+
+def _fit_fold(model: Pipeline, features, labels, train_rows, test_rows):
+    """Return the held-out probabilities of one fold and the seconds taken."""
+    started = time.perf_counter()
+    fitted = clone(model).fit(features[train_rows], labels[train_rows])
+    probabilities = clip(fitted.predict_proba(features[test_rows])[:, 1])
+    return probabilities, time.perf_counter() - started
 
 
 def clip(probabilities: np.ndarray) -> np.ndarray:
@@ -502,7 +544,14 @@ def _minimum_class_rows(folds: int) -> int:
     return rows
 
 
-def train(training: pd.DataFrame, *, seed: int, folds: int, threshold: float) -> TrainedModel:
+def train(
+    training: pd.DataFrame,
+    *,
+    seed: int,
+    folds: int,
+    threshold: float,
+    time_holdout: bool = False,
+) -> TrainedModel:
     """Compare the candidates and fit the best one on all labelled rows.
 
     Args:
@@ -510,6 +559,10 @@ def train(training: pd.DataFrame, *, seed: int, folds: int, threshold: float) ->
             ``churned``.
         threshold: probability at which precision, recall and accuracy are
             measured.
+        time_holdout: also fit the best candidate on the months before the
+            latest labelled one, beside the final fit, and score that month:
+            the metrics get a ``time_holdout`` entry (see
+            :func:`time_holdout_metrics`) when the split is possible.
 
     Raises:
         ValueError: when a class has too few rows for the outer and inner folds
@@ -529,23 +582,36 @@ def train(training: pd.DataFrame, *, seed: int, folds: int, threshold: float) ->
             "questionnaires (a larger file or more months with outcomes) and run again"
         )
     features = feature_matrix(training)
-    results = []
-    for algorithm, model in candidate_models(seed).items():
-        started = time.perf_counter()
-        fold_metrics, out_of_fold = cross_validate(
-            model, features, labels, folds=folds, seed=seed, threshold=threshold
-        )
-        results.append(CandidateResult(algorithm, fold_metrics, out_of_fold))
+    started = time.perf_counter()
+    validated = cross_validate_all(
+        candidate_models(seed), features, labels, folds=folds, seed=seed, threshold=threshold
+    )
+    results = list(validated.values())
+    for result in results:
         logger.info(
             "candidate %s: cross-validated ROC-AUC %.4f, PR-AUC %.4f, Brier %.4f, ECE %.4f "
-            "(%.1f s)",
-            algorithm,
-            *(results[-1].mean_metrics[k] for k in ("roc_auc", "pr_auc", "brier", "ece")),
-            time.perf_counter() - started,
+            "(%.1f s of fitting)",
+            result.algorithm,
+            *(result.mean_metrics[k] for k in ("roc_auc", "pr_auc", "brier", "ece")),
+            result.fit_seconds,
         )
+    logger.info(
+        "candidates: %d folds each cross-validated in %.1f s",
+        folds,
+        time.perf_counter() - started,
+    )
     # The first candidate wins ties: it is the simplest model.
     best = min(results, key=lambda r: round(r.mean_metrics["brier"], 4))
-    pipeline = candidate_models(seed)[best.algorithm].fit(features, labels)
+    candidate = candidate_models(seed)[best.algorithm]
+    fits = [np.arange(len(labels))]
+    earlier, latest, month = split_latest_month(training)
+    if time_holdout and _holdout_possible(earlier, latest):
+        fits.append(np.flatnonzero((training[MONTH] < month).to_numpy()))
+    # The final fit and the fit on the earlier months run side by side.
+    workers = Parallel(n_jobs=min(FOLD_WORKERS, len(fits)), prefer="processes")
+    pipeline, *refitted = workers(
+        delayed(_fitted)(candidate, features[rows], labels[rows]) for rows in fits
+    )
     tuned = pipeline.named_steps["classify"]
     fingerprint = training_fingerprint(training, seed=seed, folds=folds)
     metrics = {
@@ -556,6 +622,8 @@ def train(training: pd.DataFrame, *, seed: int, folds: int, threshold: float) ->
         "cross_validation": {r.algorithm: r.mean_metrics for r in results},
         **best.mean_metrics,
     }
+    if refitted:
+        metrics["time_holdout"] = time_holdout_metrics(refitted[0], latest, month, threshold)
     months = sorted(pd.to_datetime(training[MONTH]).dt.date.unique())
     return TrainedModel(
         version_name(training, fingerprint),
@@ -568,6 +636,31 @@ def train(training: pd.DataFrame, *, seed: int, folds: int, threshold: float) ->
         tuned.calibration_,
         tuned.best_params_,
     )
+
+
+def _fitted(model: Pipeline, features: np.ndarray, labels: np.ndarray) -> Pipeline:
+    return clone(model).fit(features, labels)
+
+
+def split_latest_month(training: pd.DataFrame):
+    """Return the rows before the latest labelled month, the rows of it, and that month."""
+    latest = max(training[MONTH])
+    return training[training[MONTH] < latest], training[training[MONTH] == latest], latest
+
+
+def _holdout_possible(earlier: pd.DataFrame, latest: pd.DataFrame) -> bool:
+    return not earlier.empty and latest[CHURNED].nunique() == 2 and earlier[CHURNED].nunique() == 2
+
+
+def time_holdout_metrics(refitted: Pipeline, latest: pd.DataFrame, month, threshold: float) -> dict:
+    """Score the latest labelled month with a model fitted on the months before it.
+
+    Returns:
+        The metrics of :func:`probability_metrics` with ``month`` and ``rows``.
+    """
+    labels = latest[CHURNED].to_numpy(dtype="int64")
+    metrics = probability_metrics(labels, predict(refitted, latest), threshold)
+    return {**metrics, "month": format_month(month), "rows": len(latest)}
 
 
 def _unsort(values: np.ndarray, order: np.ndarray) -> np.ndarray:

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 import sklearn
-from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 from sqlalchemy.engine import Engine
 
@@ -223,18 +222,17 @@ def _train_or_reuse(
         seed=settings.random_seed,
         folds=settings.cv_folds,
         threshold=settings.risk_high_threshold,
+        time_holdout=checked.mode == "forward",
     )
-    if checked.mode == "forward":
-        holdout = time_holdout_metrics(trained.pipeline, training, settings.risk_high_threshold)
-        if holdout is not None:
-            trained.metrics["time_holdout"] = holdout
-            logger.info(
-                "model: %s trained on the months before %s scores it at ROC-AUC %.4f, Brier %.4f",
-                trained.algorithm,
-                holdout["month"],
-                holdout["roc_auc"],
-                holdout["brier"],
-            )
+    holdout = trained.metrics.get("time_holdout")
+    if holdout is not None:
+        logger.info(
+            "model: %s trained on the months before %s scores it at ROC-AUC %.4f, Brier %.4f",
+            trained.algorithm,
+            holdout["month"],
+            holdout["roc_auc"],
+            holdout["brier"],
+        )
     if missing_file:
         path, sha256 = model.save(trained, settings.model_dir)
         with engine.begin() as conn:
@@ -273,27 +271,6 @@ def _train_or_reuse(
     return trained.version, trained.algorithm, trained.pipeline, trained.metrics, out_of_fold
 
 
-def _split_latest_month(training: pd.DataFrame):
-    latest = max(training[MONTH])
-    return training[training[MONTH] < latest], training[training[MONTH] == latest], latest
-
-
-def time_holdout_metrics(pipeline, training: pd.DataFrame, threshold: float) -> dict | None:
-    """Refit ``pipeline`` on the months before the latest labelled one and score that month.
-
-    Returns:
-        The metrics of :func:`model.probability_metrics` with ``month`` and
-        ``rows``, or None with fewer than two labelled months or one outcome.
-    """
-    earlier, latest, month = _split_latest_month(training)
-    if earlier.empty or latest[CHURNED].nunique() < 2 or earlier[CHURNED].nunique() < 2:
-        return None
-    refitted = clone(pipeline).fit(model.feature_matrix(earlier), earlier[CHURNED].astype(int))
-    probabilities = model.predict(refitted, latest)
-    metrics = model.probability_metrics(latest[CHURNED].astype(int), probabilities, threshold)
-    return {**metrics, "month": format_month(month), "rows": len(latest)}
-
-
 def _compare_on_holdout(
     checked: CheckedData, metrics: dict, out_of_fold, champion_pipeline
 ) -> tuple[float, float, str] | None:
@@ -318,7 +295,7 @@ def _compare_on_holdout(
     holdout = metrics.get("time_holdout")
     if holdout is None:
         return None
-    _, latest, _ = _split_latest_month(training)
+    _, latest, _ = model.split_latest_month(training)
     labels = latest[CHURNED].to_numpy()
     return (
         float(holdout["roc_auc"]),

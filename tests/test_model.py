@@ -461,7 +461,7 @@ def test_threaded_folds_match_serial(training, monkeypatch, algorithm):
     labels = training[CHURNED].to_numpy(dtype="int64")
 
     def run(threads):
-        monkeypatch.setattr(model, "FOLD_THREADS", threads)
+        monkeypatch.setattr(model, "FOLD_WORKERS", threads)
         return model.cross_validate(
             candidate, features, labels, folds=FOLDS, seed=SEED, threshold=0.5
         )
