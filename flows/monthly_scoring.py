@@ -7,6 +7,7 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -82,10 +83,10 @@ def score(chosen, checked, settings, chunks):
     return _released(steps.combine_scores(chosen, settings, [f.result() for f in futures], started))
 
 
-def segment(checked, settings, previous, chunks):
-    """Fit the segments once, assign the chunks as tasks, then profile the segments."""
+def segment(checked, fitting, chunks):
+    """Assign the chunks to the segments being fitted as tasks, then profile the segments."""
     started = time.perf_counter()
-    fitted = fit_segments(checked, settings, previous)
+    fitted = fitting.result()
     futures = [assign_segments.submit(fitted, chunk) for chunk in chunks]
     return _released(
         steps.describe_segments(fitted, checked, [f.result() for f in futures], started)
@@ -219,8 +220,18 @@ def _top_at_risk(insights, scores, rows: int = 20) -> list[dict]:
     """Return the month's most likely leavers off the holdout, for the flow run's table artifact."""
     names = insights.clusters.set_index("cluster_id")["name"]
     held_out = scores.loc[scores[holdout.HOLDOUT], "client_id"]
-    listed = insights.scores[~insights.scores["client_id"].isin(held_out)]
-    top = listed.sort_values(["churn_probability", "client_id"], ascending=[False, True]).head(rows)
+    clients = insights.scores
+    listed = np.flatnonzero(~clients["client_id"].isin(held_out).to_numpy())
+    probabilities = clients["churn_probability"].to_numpy()[listed]
+    if len(listed) > rows:
+        # Only the clients at or above the rows-th highest probability are sorted.
+        cutoff = np.partition(probabilities, len(listed) - rows)[len(listed) - rows]
+        listed = listed[probabilities >= cutoff]
+    top = (
+        clients.iloc[listed]
+        .sort_values(["churn_probability", "client_id"], ascending=[False, True])
+        .head(rows)
+    )
     return [
         {
             "client_id": int(row.client_id),
@@ -241,7 +252,7 @@ def _top_at_risk(insights, scores, rows: int = 20) -> list[dict]:
 _CHUNK_THREADS = max(2, os.cpu_count() or 1)
 
 # Threads of the steps that run beside the others: the Data Docs, the
-# drivers and the report. They stay in this process whichever task runner
+# segments' fit, the drivers and the report. They stay in this process whichever task runner
 # scores the chunks: the Data Docs and the report are files of this machine.
 _SIDE_THREADS = 2
 
@@ -281,13 +292,21 @@ def monthly_scoring(month: str | None = None, retrain: str = "auto") -> dict:
         # When any row was quarantined the valid rows are a copy, so the rows
         # as read are released here rather than kept to the end of the run.
         del data
-        # The Data Docs, the drivers and the report work in threads of this
-        # process beside the steps, filling the time a step leaves a core or
-        # the database idle. Their results are taken in the flow, so that a
-        # failure is raised with its own message.
+        # The Data Docs, the segments' fit, the drivers and the report work in
+        # threads of this process beside the steps, filling the time a step
+        # leaves a core or the database idle. Their results are taken in the
+        # flow, so that a failure is raised with its own message.
         beside = side_steps.enter_context(ThreadPoolTaskRunner(max_workers=_SIDE_THREADS))
         documenting = beside.submit(
             document, {"settings": settings, "run_id": run_id, "checked": checked}
+        )
+        fitting = beside.submit(
+            fit_segments,
+            {
+                "checked": checked,
+                "settings": settings,
+                "previous": previous_segments(engine, run_month),
+            },
         )
         chosen = train_or_load_model(engine, settings, checked, retrain)
         explaining = beside.submit(
@@ -295,7 +314,7 @@ def monthly_scoring(month: str | None = None, retrain: str = "auto") -> dict:
         )
         chunks = steps.client_chunks(checked, settings.chunk_rows)
         scores = score(chosen, checked, settings, chunks)
-        segments = segment(checked, settings, previous_segments(engine, run_month), chunks)
+        segments = segment(checked, fitting, chunks)
         scores = hold_out(scores, segments, run_month, settings)
         insights = advise(checked, scores, segments, explaining.result(), settings)
         campaign = measure_campaigns(engine, run_month)

@@ -357,3 +357,41 @@ def test_report_failure_publishes_nothing(database, real_data, monkeypatch):
     assert "is a folder" in runs["message"].iloc[3]
     pd.testing.assert_frame_equal(_frame(database, query), before)
     assert [p.name for p in folder.iterdir()] == ["report_2026-10.html"]
+
+
+def test_top_at_risk_skips_held_out_and_breaks_ties_by_client():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from flows.monthly_scoring import _top_at_risk
+
+    rng = np.random.default_rng(5)
+    n = 5_000
+    # Probabilities on a coarse grid, so that many clients tie.
+    probabilities = rng.integers(1, 100, n) / 100
+    clients = pd.DataFrame(
+        {
+            "client_id": rng.permutation(n) + 1,
+            "churn_probability": probabilities,
+            "risk_tier": "high",
+            "reasons": "visits fell",
+            "cluster_id": 0,
+        }
+    )
+    held = clients["churn_probability"] == 0.99
+    scores = pd.DataFrame({"client_id": clients["client_id"], "holdout": held})
+    insights = SimpleNamespace(
+        scores=clients, clusters=pd.DataFrame({"cluster_id": [0], "name": ["regulars"]})
+    )
+
+    top = _top_at_risk(insights, scores)
+
+    expected = (
+        clients[~held]
+        .sort_values(["churn_probability", "client_id"], ascending=[False, True])
+        .head(20)
+    )
+    assert [row["client_id"] for row in top] == expected["client_id"].tolist()
+    assert all(row["churn_probability"] == 0.98 for row in top)
+    assert top[0]["segment"] == "regulars"
