@@ -151,12 +151,16 @@ def _task_seconds(flow_run_id) -> tuple[dict, float, float]:
 
 
 class _RssSampler(threading.Thread):
-    """Thread that samples this process's resident memory every ``interval`` seconds."""
+    """Thread that samples resident memory every ``interval`` seconds.
+
+    Each sample holds this process's RSS and that of its worker processes
+    (joblib's, which fit the training folds), but not the Prefect server's.
+    """
 
     def __init__(self, interval: float = 0.1):
         super().__init__(daemon=True)
         self.interval = interval
-        self.samples: list[tuple[float, int]] = []
+        self.samples: list[tuple[float, int, int]] = []
         self._stop_event = threading.Event()
 
     def run(self) -> None:
@@ -164,7 +168,14 @@ class _RssSampler(threading.Thread):
 
         process = psutil.Process()
         while not self._stop_event.is_set():
-            self.samples.append((time.time(), process.memory_info().rss))
+            workers = 0
+            for child in process.children(recursive=True):
+                try:
+                    if any("joblib" in part or "loky" in part for part in child.cmdline()):
+                        workers += child.memory_info().rss
+                except psutil.Error:
+                    continue
+            self.samples.append((time.time(), process.memory_info().rss, workers))
             self._stop_event.wait(self.interval)
 
     def stop(self) -> None:
@@ -172,8 +183,12 @@ class _RssSampler(threading.Thread):
         self.join()
 
     def peak_mib(self, first: float, last: float) -> float | None:
-        inside = [rss for at, rss in self.samples if first <= at <= last]
+        inside = [rss for at, rss, _ in self.samples if first <= at <= last]
         return round(max(inside) / 2**20, 1) if inside else None
+
+    def peak_with_workers_mib(self) -> float | None:
+        totals = [rss + workers for _, rss, workers in self.samples]
+        return round(max(totals) / 2**20, 1) if totals else None
 
 
 def _run_flow(url: sa.URL, months: int, retrain: str, home: Path) -> dict:
@@ -208,6 +223,7 @@ def _run_flow(url: sa.URL, months: int, retrain: str, home: Path) -> dict:
         "flow_seconds": round(flow_seconds, 1),
         "steps_seconds": steps,
         "steps_peak_rss_mib": step_peaks,
+        "peak_rss_with_workers_mib": sampler.peak_with_workers_mib(),
         "rows_read": result["rows_read"],
         "rows_scored": result["rows_scored"],
         "model_decision": result["model_decision"],
