@@ -116,7 +116,7 @@ def _measure(entry: dict, where: str) -> Measure:
         )
     drivers = entry.get("drivers", [])
     if not isinstance(drivers, list):
-        raise MeasuresFileError(f"{where}: drivers must be a list of features, such as [\"age\"]")
+        raise MeasuresFileError(f'{where}: drivers must be a list of features, such as ["age"]')
     share = entry.get("min_share", 0.0)
     if not isinstance(share, (int, float)) or not 0 <= share <= 1:
         raise MeasuresFileError(f"{where}: min_share must be a number from 0 to 1")
@@ -146,8 +146,7 @@ def load_measures(path: Path | None = None) -> Measures:
         raise MeasuresFileError(f"{path}: cannot read the measures file: {error}") from None
     except UnicodeDecodeError as error:
         raise MeasuresFileError(
-            f"{path}: not UTF-8 text (byte {error.start} cannot be read); save the file "
-            "as UTF-8"
+            f"{path}: not UTF-8 text (byte {error.start} cannot be read); save the file as UTF-8"
         ) from None
     except tomllib.TOMLDecodeError as error:
         raise MeasuresFileError(f"{path}: not valid TOML: {error}") from None
