@@ -146,9 +146,11 @@ def test_a_changed_rules_file_changes_the_measures(labelled, parts, tmp_path):
         ('[settings]\ntiers = ["urgent"]\n[[measure]]\n', "tiers"),
         ("settings = 5\n[[measure]]\n", "settings must be a table"),
         ('measure = ["x"]\n', "each measure must be a table"),
-        ('[settings]\ntiers = 3\n[[measure]]\n', "tiers"),
-        ('[[measure]]\ntitle = "A"\naction = "B"\ndrivers = "age"\nclients = { age = "> 1" }\n',
-         "drivers must be a list"),
+        ("[settings]\ntiers = 3\n[[measure]]\n", "tiers"),
+        (
+            '[[measure]]\ntitle = "A"\naction = "B"\ndrivers = "age"\nclients = { age = "> 1" }\n',
+            "drivers must be a list",
+        ),
         # Saved by an editor in Windows-1252: \xe9 is not UTF-8.
         (b'[[measure]]\ntitle = "Caf\xe9"\n', "not UTF-8 text"),
     ],
