@@ -169,3 +169,44 @@ def test_stop_before_the_job_starts_exits_130(tmp_path):
     assert job.returncode == 130, "".join(lines) + rest
     assert "error: stopped by signal SIGTERM before the run started; no month was scored" in rest
     assert _session_members(job.pid) == []
+
+
+def _training_workers(job) -> list[psutil.Process]:
+    """joblib's worker processes under ``job``, which fit the training folds."""
+    workers = []
+    for process in psutil.Process(job.pid).children(recursive=True):
+        try:
+            if any("loky" in part for part in process.cmdline()):
+                workers.append(process)
+        except psutil.Error:
+            continue
+    return workers
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def test_stop_during_training_stops_its_workers(database, real_data, tmp_path):
+    # The real month has outcomes and no earlier month: a backtest, which
+    # cross-validates the candidates in worker processes.
+    job = _start_run(database, real_data, tmp_path)
+    deadline = time.monotonic() + 120
+    while not (workers := _training_workers(job)) and job.poll() is None:
+        assert time.monotonic() < deadline, "training started no worker process"
+        time.sleep(0.05)
+
+    job.send_signal(signal.SIGTERM)
+    stderr = _stderr(job, tmp_path)
+
+    assert job.returncode == 130, stderr[-2000:]
+    runs = _run_status(database)
+    assert [status for status, _ in runs] == ["failed"]
+    assert runs[0][1].startswith("interrupted")
+    deadline = time.monotonic() + 60
+    while any(_alive(worker) for worker in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [worker.pid for worker in workers if _alive(worker)] == []
