@@ -492,3 +492,36 @@ def test_settled_clone_refits_the_chosen_setting_alone(training, labels):
     assert model.settled_clone(unfitted).named_steps["classify"].settings == (
         unfitted.named_steps["classify"].settings
     )
+
+
+class _CountingNB(GaussianNB):
+    """GaussianNB that counts its fits, each with the number of rows."""
+
+    fits: list[int] = []
+
+    def fit(self, X, y, sample_weight=None):
+        type(self).fits.append(len(X))
+        return super().fit(X, y, sample_weight)
+
+
+@pytest.mark.parametrize(("copies", "calibration"), [(0, "none"), (4, "sigmoid")])
+def test_calibrator_cross_validation_only_when_a_calibration_is_chosen(copies, calibration):
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(3000, 3))
+    y = (X[:, 0] + rng.normal(scale=0.5, size=3000) > 0).astype("int64")
+    # Copies of the deciding column make naive Bayes overconfident, which a
+    # calibration corrects.
+    X = np.column_stack([X] + [X[:, :1]] * copies)
+    _CountingNB.fits = []
+    tuned = TunedCalibratedClassifier(
+        _CountingNB(), [{}], inner_folds=3, max_search_rows=1000, random_state=0
+    ).fit(X, y)
+
+    assert tuned.calibration_ == calibration
+    search, rest = _CountingNB.fits[:3], _CountingNB.fits[3:]
+    assert all(rows in (666, 667) for rows in search)
+    if calibration == "none":
+        assert rest == [3000]
+    else:
+        # Three folds of all rows for the calibrator's probabilities, then the final fit.
+        assert rest == [2000, 2000, 2000, 3000]
