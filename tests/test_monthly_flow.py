@@ -379,8 +379,8 @@ def test_top_at_risk_skips_held_out_and_breaks_ties_by_client():
             "cluster_id": 0,
         }
     )
-    held = clients["churn_probability"] == 0.99
-    scores = pd.DataFrame({"client_id": clients["client_id"], "holdout": held})
+    held_out = clients["churn_probability"] == 0.99
+    scores = pd.DataFrame({"client_id": clients["client_id"], "holdout": held_out})
     insights = SimpleNamespace(
         scores=clients, clusters=pd.DataFrame({"cluster_id": [0], "name": ["regulars"]})
     )
@@ -388,7 +388,7 @@ def test_top_at_risk_skips_held_out_and_breaks_ties_by_client():
     top = _top_at_risk(insights, scores)
 
     expected = (
-        clients[~held]
+        clients[~held_out]
         .sort_values(["churn_probability", "client_id"], ascending=[False, True])
         .head(20)
     )
