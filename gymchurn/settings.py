@@ -105,6 +105,21 @@ class Settings(BaseSettings):
     when a command connects, and when a run records its failure. The environment
     variable is a JSON list; [] makes one attempt."""
 
+    @field_validator("home", "model_dir", "output_dir")
+    @classmethod
+    def _check_folder(cls, value: Path) -> Path:
+        # Checked here rather than when the first file is written, which may be
+        # after a run's scoring, or at its end for the model folder.
+        existing = value
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if existing.exists() and not existing.is_dir():
+            raise ValueError(
+                f"{existing} is a file, not a folder: point the setting at a folder "
+                "(one that does not exist yet is created)"
+            )
+        return value
+
     @field_validator("db_retry_seconds")
     @classmethod
     def _check_retry_seconds(cls, value: list[float]) -> list[float]:

@@ -105,3 +105,21 @@ def test_run_refuses_bad_measures_file_before_starting(
     assert f"invalid setting GYMCHURN_MEASURES_FILE: {path}" in result.output
     # No run was started, so churn.runs has no row for it.
     assert _tables_digest(loaded_database) == before
+
+
+@pytest.mark.parametrize("variable", ["GYMCHURN_HOME", "GYMCHURN_MODEL_DIR", "GYMCHURN_OUTPUT_DIR"])
+def test_run_refuses_a_file_as_folder_before_starting(
+    loaded_database, tmp_path, monkeypatch, variable
+):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder\n", encoding="utf-8")
+    before = _tables_digest(loaded_database)
+    monkeypatch.setenv(variable, str(a_file / "inside"))
+    get_settings.cache_clear()
+
+    result = _invoke("run", "--month", "2026-10")
+
+    assert result.exit_code == 2, result.output
+    assert f"{variable}='{a_file / 'inside'}'" in result.output
+    assert f"{a_file} is a file, not a folder" in result.output
+    assert _tables_digest(loaded_database) == before
