@@ -50,7 +50,9 @@ def validate(data, settings):
     return _released(steps.check(data, settings))
 
 
-@task(cache_policy=NO_CACHE)
+# Retried too: the registry is read and the new model registered in the
+# database. A retry after a lost connection trains again.
+@task(cache_policy=NO_CACHE, **_DB_RETRIES)
 def train_or_load_model(engine, settings, checked, retrain):
     return registry.fit_or_load(engine, settings, checked, retrain)
 

@@ -18,6 +18,7 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 DB_TASKS = [
     ("extract", steps, "extract"),
     ("previous_segments", steps, "previous_segments"),
+    ("train_or_load_model", registry, "fit_or_load"),
     ("publish", steps, "publish"),
     ("deliver", steps, "deliver"),
 ]
