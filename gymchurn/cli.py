@@ -81,6 +81,7 @@ def _configure_logging() -> None:
     # Prefect gives the root logger a console handler of its own; without
     # this, warnings would print twice.
     package.propagate = False
+    runtime.quiet_explained_errors()
 
 
 def _fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:

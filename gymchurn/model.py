@@ -110,6 +110,10 @@ class ModelIntegrityError(RuntimeError):
     """A saved model that must not be loaded: missing, changed or incompatible."""
 
 
+class TrainingDataError(ValueError):
+    """The labelled rows are too few to train on."""
+
+
 class ModelFileMissingError(ModelIntegrityError):
     """A registered model whose file is gone; a run trains a replacement unless --retrain never."""
 
@@ -580,7 +584,7 @@ def train(
     n_churned = int(labels.sum())
     minimum = _minimum_class_rows(folds)
     if min(n_churned, len(labels) - n_churned) < minimum:
-        raise ValueError(
+        raise TrainingDataError(
             f"training needs at least {minimum} churned and {minimum} retained clients; "
             f"found {n_churned} churned of {len(labels)} labelled rows. Load more labelled "
             "questionnaires (a larger file or more months with outcomes) and run again"

@@ -6,6 +6,7 @@ Both read their settings from the environment when first imported, so
 
 import ctypes
 import ctypes.util
+import logging
 import os
 from functools import cache
 from pathlib import Path
@@ -95,3 +96,29 @@ def stop_with_parent(signum: int, parent_pid: int) -> bool:
     if os.getppid() != parent_pid:
         os.kill(os.getpid(), signum)
     return True
+
+
+class _ExplainedErrorFilter(logging.Filter):
+    """Leave out the traceback of an error the job raised with a message of its own.
+
+    Prefect logs a failed task or flow run with its traceback. The job's own
+    errors (a month without questionnaires, a failed validation, a month
+    already being scored, too few labelled rows) say what happened and what
+    to do, so the traceback only buries that message. Errors of Python or of
+    the libraries keep theirs.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None and type(error).__module__.startswith("gymchurn."):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def quiet_explained_errors() -> None:
+    """Log the job's own errors in Prefect's task and flow run logs without their traceback."""
+    for name in ("prefect.task_runs", "prefect.flow_runs"):
+        run_logger = logging.getLogger(name)
+        if not any(isinstance(f, _ExplainedErrorFilter) for f in run_logger.filters):
+            run_logger.addFilter(_ExplainedErrorFilter())

@@ -96,6 +96,9 @@ def test_password_never_shown_or_stored(database, password_url, tmp_path):
     code, outputs["run"] = _run(tmp_path, url, "2026-02", "2026-03")
     assert code == 1, outputs["run"][-3000:]
     assert "2026-02: " in outputs["run"]
+    # The job's own error is shown with its message and without a traceback.
+    assert "error: run for 2026-03 failed: no questionnaires for 2026-03" in outputs["run"]
+    assert "Traceback" not in outputs["run"], outputs["run"][-3000:]
     code, outputs["no database"] = _run(
         tmp_path, password_url.set(database="gymchurn_test_missing").render_as_string(False)
     )

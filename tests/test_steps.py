@@ -1,5 +1,6 @@
 """Steps of the monthly run that the flow tests do not reach."""
 
+import logging
 import uuid
 
 import numpy as np
@@ -7,7 +8,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from gymchurn import model, registry, steps
+from gymchurn import model, registry, runtime, steps
 from gymchurn.loader import read_questionnaire_csv
 from gymchurn.settings import Settings
 
@@ -124,3 +125,30 @@ def test_training_sample_ignores_row_order():
     second = steps.training_sample(shuffled, settings)
     assert first["client_id"].to_list() == second["client_id"].to_list()
     assert first["month"].to_list() == second["month"].to_list()
+
+
+def test_explained_errors_logged_without_traceback():
+    runtime.quiet_explained_errors()
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append((record.getMessage(), self.format(record)))
+
+    handler = Keep()
+    task_logger = logging.getLogger("prefect.task_runs")
+    task_logger.addHandler(handler)
+    try:
+        for error in (steps.NoDataError("no questionnaires for 2026-12"), KeyError("churned")):
+            try:
+                raise error
+            except Exception:
+                task_logger.error("Task run failed with exception: %r", error, exc_info=True)
+    finally:
+        task_logger.removeHandler(handler)
+
+    (own, own_text), (other, other_text) = records
+    assert "NoDataError('no questionnaires for 2026-12')" in own
+    assert "Traceback" not in own_text
+    assert "KeyError('churned')" in other
+    assert "Traceback (most recent call last)" in other_text
