@@ -39,6 +39,19 @@ from gymchurn import db  # noqa: E402
 from gymchurn.settings import get_settings  # noqa: E402
 
 
+def pytest_configure(config):
+    # Some test modules read the case files as they are collected: without
+    # them, stop before collection with what to set, not with a traceback.
+    missing = [path for path in (REAL_DATA, CASES) if not path.exists()]
+    if missing:
+        raise pytest.UsageError(
+            f"{', '.join(map(str, missing))} not found: the tests read the real "
+            "questionnaires and the case files from the folder in GYMCHURN_TEST_SHARED "
+            f"(now {SHARED}); set it to the folder that holds data/gym_churn_us.csv "
+            "and cases/"
+        )
+
+
 @pytest.fixture(scope="session")
 def server_url() -> sa.URL:
     """URL of the maintenance database of the server the tests use."""
