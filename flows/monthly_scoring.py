@@ -286,7 +286,7 @@ def monthly_scoring(month: str | None = None, retrain: str = "auto") -> dict:
     try:
         # Inside the try: a signal right after the run row is written must
         # still mark it failed.
-        lock = steps.start_run(engine, run_id, run_month)
+        lock = steps.start_run(engine, run_id, run_month, retrain)
         data = extract(engine, run_month, settings)
         counts["rows_read"] = len(data.scoring)
         checked = validate(data, settings)

@@ -344,9 +344,15 @@ def _model_of_earlier_month(
     trained_until = max(dt.date.fromisoformat(str(m)[:10]) for m in champion["training_months"])
     if trained_until < checked.month:
         return None
+    reached = (
+        "this month included"
+        if trained_until == checked.month
+        else f"past {format_month(checked.month)}"
+    )
     reason = (
-        f"earlier month: the champion {champion['version']} was trained on months up to "
-        f"{format_month(trained_until)}"
+        f"{format_month(checked.month)} is not after the champion's training: "
+        f"{champion['version']} was trained on months up to {format_month(trained_until)}, "
+        f"{reached}"
     )
     out_of_fold = None
     if checked.mode == "backtest":

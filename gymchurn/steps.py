@@ -64,8 +64,13 @@ class NoDataError(RuntimeError):
     """The month has nothing the job can score or train on."""
 
 
-def start_run(engine: Engine, run_id: uuid.UUID, month: dt.date) -> db.MonthLock:
+def start_run(
+    engine: Engine, run_id: uuid.UUID, month: dt.date, retrain_policy: str | None = None
+) -> db.MonthLock:
     """Bring the schema up to date, take the month's lock and record the run as running.
+
+    The run's row gets its ``retrain_policy`` at once, so that a run that
+    fails before it publishes still shows the policy it ran with.
 
     Only the holder of the month's lock records a run as running, so a
     ``running`` row of the month that the new holder finds belongs to a
@@ -84,7 +89,11 @@ def start_run(engine: Engine, run_id: uuid.UUID, month: dt.date) -> db.MonthLock
     if not lock.try_acquire():
         with engine.begin() as conn:
             holder = db.execute(conn, "running_run_of_month", {"month": month}).first()
-            db.execute(conn, "insert_run", {"run_id": run_id, "month": month})
+            db.execute(
+                conn,
+                "insert_run",
+                {"run_id": run_id, "month": month, "retrain_policy": retrain_policy},
+            )
         label = format_month(month)
         other = "another run" if holder is None else f"run {holder.run_id}"
         raise db.MonthBusyError(
@@ -103,7 +112,11 @@ def start_run(engine: Engine, run_id: uuid.UUID, month: dt.date) -> db.MonthLock
                     f"outcome; found by run {run_id}",
                 },
             ).all()
-            db.execute(conn, "insert_run", {"run_id": run_id, "month": month})
+            db.execute(
+                conn,
+                "insert_run",
+                {"run_id": run_id, "month": month, "retrain_policy": retrain_policy},
+            )
     except BaseException:
         lock.release()
         raise

@@ -290,9 +290,14 @@ def test_run_without_questionnaires_fails_and_keeps_scores(database, real_data, 
     extracts = [m for m in package_logs if m.startswith("extract: 0 questionnaires for 2026-12")]
     assert len(extracts) == 1
 
-    runs = _frame(database, "SELECT month, status, message FROM churn.runs ORDER BY started_at")
+    runs = _frame(
+        database,
+        "SELECT month, status, message, retrain_policy FROM churn.runs ORDER BY started_at",
+    )
     assert runs["status"].to_list() == ["succeeded", "failed"]
     assert "gymchurn load-csv" in runs["message"].iloc[1]
+    # The failed run records the policy it ran with, like the one that succeeded.
+    assert runs["retrain_policy"].to_list() == ["auto", "auto"]
     assert _frame(database, "SELECT count(*) AS n FROM churn.scores")["n"].iloc[0] == 4000
 
 
