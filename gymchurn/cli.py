@@ -1172,15 +1172,28 @@ def run(
         runtime.stop_with_parent(signal.SIGUSR1, int(parent))
     for label in labels:
         typer.echo(_run_summary(_run_month(label, retrain, task_runner, dask_address)))
+    # Every month is scored: a signal now has nothing left to stop, and
+    # raising while Prefect's server shuts down would only print a traceback.
+    # A second one ends the process at once, in case the shutdown hangs.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(signum, _signal_after_the_months)
+
+
+def _signal_after_the_months(signum, frame):
+    if runtime.received_signals:
+        os._exit(130)
+    runtime.received_signals.append(signal.Signals(signum).name)
 
 
 def _run_month(
     label: str, retrain: str, task_runner: str = "default", dask_address: str | None = None
 ) -> dict:
-    from flows.monthly_scoring import with_task_runner
-
-    monthly_scoring = with_task_runner(task_runner, dask_address)
     try:
+        # Inside the try: importing Prefect takes seconds, and a stop then
+        # gets the same message as one during the run.
+        from flows.monthly_scoring import with_task_runner
+
+        monthly_scoring = with_task_runner(task_runner, dask_address)
         return monthly_scoring(month=label, retrain=retrain)
     except BaseException as err:
         if isinstance(err, typer.Exit):
