@@ -573,7 +573,7 @@ def train(
             :func:`time_holdout_metrics`) when the split is possible.
 
     Raises:
-        ValueError: when a class has too few rows for the outer and inner folds
+        TrainingDataError: when a class has too few rows for the outer and inner folds
             (5 with 5 outer folds).
     """
     # Folds follow row order: sort, so the same rows in any order give the same
