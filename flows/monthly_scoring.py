@@ -254,8 +254,9 @@ def _top_at_risk(insights, scores, rows: int = 20) -> list[dict]:
 _CHUNK_THREADS = max(2, os.cpu_count() or 1)
 
 # Threads of the steps that run beside the others: the Data Docs, the
-# segments' fit, the drivers and the report. They stay in this process whichever task runner
-# scores the chunks: the Data Docs and the report are files of this machine.
+# segments' fit, the drivers and the report. They stay in this process
+# whichever task runner scores the chunks: the Data Docs and the report are
+# files of this machine.
 _SIDE_THREADS = 2
 
 
