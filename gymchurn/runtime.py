@@ -103,8 +103,8 @@ class _ExplainedErrorFilter(logging.Filter):
 
     Prefect logs a failed task or flow run with its traceback. The job's own
     errors (a month without questionnaires, a failed validation, a month
-    already being scored, too few labelled rows) say what happened and what
-    to do, so the traceback only buries that message. Errors of Python or of
+    already being scored, too few labelled rows) come with a message of what
+    happened and what to do, which a traceback would only bury. Errors of Python or of
     the libraries keep theirs.
     """
 
