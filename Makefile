@@ -22,12 +22,13 @@ $(BIN)/gymchurn: pyproject.toml
 install: $(BIN)/gymchurn
 
 # Without DATA: simulate six months of clients and score each in turn.
-# With DATA: load that file as MONTH and score that month.
+# With DATA: load that file as MONTH and score that month. REPLACE=1 first
+# deletes what MONTH already holds.
 run: install
 ifeq ($(strip $(DATA)),)
 	$(BIN)/gymchurn demo
 else
-	$(BIN)/gymchurn load-csv "$(DATA)" --month $(MONTH)
+	$(BIN)/gymchurn load-csv "$(DATA)" --month $(MONTH) $(if $(strip $(REPLACE)),--replace)
 	$(BIN)/gymchurn run --month $(MONTH)
 endif
 
