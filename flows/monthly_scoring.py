@@ -21,8 +21,12 @@ from gymchurn.validation import DataValidationError
 
 
 def _released(result):
-    """Return ``result`` once the step's freed memory is given back to the system."""
+    """Return ``result`` once the step's freed memory is given back to the system.
+
+    A stop signal received during the step and dropped by Python is raised here.
+    """
     runtime.release_free_memory()
+    runtime.raise_if_stopped()
     return result
 
 

@@ -36,6 +36,20 @@ _DEFAULTS = {
 
 # Names of the signals that asked this process to stop, in arrival order.
 received_signals: list[str] = []
+
+
+def raise_if_stopped() -> None:
+    """Raise the stop of a signal already received, in case Python dropped it.
+
+    The job's signal handler raises KeyboardInterrupt wherever the main thread
+    is. When that is a callback whose exceptions Python ignores (a lock of
+    the import system, a finaliser), the exception is printed as ignored and
+    the run would go on. The flow calls this between its steps.
+    """
+    if received_signals:
+        raise KeyboardInterrupt(f"stopped by signal {received_signals[0]}")
+
+
 # Months whose run was stopped after its publish transaction had committed.
 published_before_stop: list[str] = []
 

@@ -24,7 +24,7 @@ def _scalar(engine, query: str, **params):
 
 def _add_run(conn, month: dt.date) -> uuid.UUID:
     run_id = uuid.uuid4()
-    db.execute(conn, "insert_run", {"run_id": run_id, "month": month})
+    db.execute(conn, "insert_run", {"run_id": run_id, "month": month, "retrain_policy": "auto"})
     return run_id
 
 

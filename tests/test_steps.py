@@ -152,3 +152,13 @@ def test_explained_errors_logged_without_traceback():
     assert "Traceback" not in own_text
     assert "KeyError('churned')" in other
     assert "Traceback (most recent call last)" in other_text
+
+
+def test_signal_dropped_by_python_is_raised_between_steps(monkeypatch):
+    monkeypatch.setattr(runtime, "received_signals", [])
+    runtime.raise_if_stopped()
+
+    # As the job's handler leaves it when its KeyboardInterrupt was swallowed.
+    runtime.received_signals.append("SIGTERM")
+    with pytest.raises(KeyboardInterrupt, match="stopped by signal SIGTERM"):
+        runtime.raise_if_stopped()
