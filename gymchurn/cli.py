@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -1022,9 +1023,24 @@ def _stop_on_signal(signum, frame):
     # Raising lets the flow record the failure and Prefect stop its temporary
     # server. The name is kept because an interrupt inside Prefect's own code
     # can come out as another exception.
+    if _importing(frame):
+        # Raised inside the import system, the interrupt can leave Python's
+        # import lock held, and every other thread that imports then waits
+        # for ever. The signal is sent again once the import is likely over.
+        threading.Timer(0.2, os.kill, (os.getpid(), signum)).start()
+        return
     name = "SIGTERM" if signum == signal.SIGUSR1 else signal.Signals(signum).name
     runtime.received_signals.append(name)
     raise KeyboardInterrupt(f"stopped by signal {name}")
+
+
+def _importing(frame) -> bool:
+    """Return whether ``frame`` or a caller of it runs code of Python's import system."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 # Environment variables of the job process that `run` starts: a flag set to

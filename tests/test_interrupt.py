@@ -210,3 +210,29 @@ def test_stop_during_training_stops_its_workers(database, real_data, tmp_path):
     while any(_alive(worker) for worker in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert [worker.pid for worker in workers if _alive(worker)] == []
+
+
+def test_signal_during_an_import_is_sent_again_later(tmp_path, monkeypatch):
+    from gymchurn import cli
+
+    # A module whose top-level code keeps its frame: code run by an import.
+    (tmp_path / "frame_keeper.py").write_text("import sys\nFRAME = sys._getframe()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import frame_keeper
+
+    assert cli._importing(frame_keeper.FRAME)
+    assert not cli._importing(sys._getframe())
+
+    sent = []
+    monkeypatch.setattr(cli.os, "kill", lambda pid, signum: sent.append((pid, signum)))
+    monkeypatch.setattr(cli.runtime, "received_signals", [])
+    # Inside an import the handler neither raises nor records: it sends the signal again.
+    cli._stop_on_signal(signal.SIGUSR1, frame_keeper.FRAME)
+    deadline = time.monotonic() + 10
+    while not sent and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sent == [(os.getpid(), signal.SIGUSR1)]
+    assert cli.runtime.received_signals == []
+    with pytest.raises(KeyboardInterrupt, match="stopped by signal SIGTERM"):
+        cli._stop_on_signal(signal.SIGUSR1, sys._getframe())
+    assert cli.runtime.received_signals == ["SIGTERM"]
