@@ -153,7 +153,7 @@ def _task_seconds(flow_run_id) -> tuple[dict, float, float]:
 class _RssSampler(threading.Thread):
     """Thread that samples resident memory every ``interval`` seconds.
 
-    Each sample holds this process's RSS and that of its worker processes
+    Each sample contains this process's RSS and that of its worker processes
     (joblib's, which fit the training folds), but not the Prefect server's.
     """
 

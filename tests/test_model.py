@@ -505,7 +505,7 @@ class _CountingNB(GaussianNB):
 
 
 @pytest.mark.parametrize(("copies", "calibration"), [(0, "none"), (4, "sigmoid")])
-def test_calibrator_cross_validation_only_when_a_calibration_is_chosen(copies, calibration):
+def test_calibrator_folds_only_when_calibrated(copies, calibration):
     rng = np.random.default_rng(11)
     X = rng.normal(size=(3000, 3))
     y = (X[:, 0] + rng.normal(scale=0.5, size=3000) > 0).astype("int64")

@@ -364,7 +364,7 @@ def test_report_failure_publishes_nothing(database, real_data, monkeypatch):
     assert [p.name for p in folder.iterdir()] == ["report_2026-10.html"]
 
 
-def test_top_at_risk_skips_held_out_and_breaks_ties_by_client():
+def test_top_at_risk_skips_held_out():
     from types import SimpleNamespace
 
     import numpy as np
