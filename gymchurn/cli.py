@@ -1195,17 +1195,6 @@ def run(
         signal.signal(signum, _signal_after_the_months)
 
 
-def _stop_training_workers() -> None:
-    """Stop joblib's worker processes that a failed run leaves behind.
-
-    After an interrupt joblib starts its pool again, and at exit Python waits
-    for those idle workers: a job stopped while it trained once hung there.
-    """
-    from joblib.externals.loky import get_reusable_executor
-
-    get_reusable_executor().shutdown(wait=False, kill_workers=True)
-
-
 def _signal_after_the_months(signum, frame):
     if runtime.received_signals:
         os._exit(130)
@@ -1225,7 +1214,6 @@ def _run_month(
     except BaseException as err:
         if isinstance(err, typer.Exit):
             raise
-        _stop_training_workers()
         if label in runtime.published_before_stop:
             if isinstance(err, KeyboardInterrupt) or runtime.received_signals:
                 raise _fail(

@@ -15,7 +15,9 @@ import hashlib
 import json
 import logging
 import math
+import multiprocessing
 import os
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,7 @@ import pandas as pd
 import sklearn
 import skops.io as sio
 from joblib import Parallel, delayed
+from joblib.externals.loky.backend.process import LokyProcess
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
@@ -423,6 +426,24 @@ def cross_validate(
     return result.fold_metrics, result.out_of_fold
 
 
+def _in_worker_processes(calls: list) -> list:
+    """Run joblib's delayed ``calls`` in up to ``FOLD_WORKERS`` worker processes.
+
+    A call that fails or an interrupt stops every worker. An interrupt that
+    lands while joblib starts a worker can leave that worker out of joblib's
+    pool, idle, and Python's exit would then wait for it for ever.
+    """
+    try:
+        return Parallel(n_jobs=min(FOLD_WORKERS, len(calls)), prefer="processes")(calls)
+    except BaseException:
+        for worker in multiprocessing.active_children():
+            if isinstance(worker, LokyProcess):
+                # loky's processes have terminate() but no kill().
+                os.kill(worker.pid, signal.SIGKILL)
+                worker.join(timeout=10)
+        raise
+
+
 def cross_validate_all(
     models: dict[str, Pipeline],
     features: np.ndarray,
@@ -447,9 +468,8 @@ def cross_validate_all(
     splits = list(splitter.split(features, labels))
 
     jobs = [(name, fold) for name in models for fold in range(len(splits))]
-    workers = Parallel(n_jobs=min(FOLD_WORKERS, len(jobs)), prefer="processes")
-    fitted = workers(
-        delayed(_fit_fold)(models[name], features, labels, *splits[fold]) for name, fold in jobs
+    fitted = _in_worker_processes(
+        [delayed(_fit_fold)(models[name], features, labels, *splits[fold]) for name, fold in jobs]
     )
     results = {}
     for name in models:
@@ -616,9 +636,8 @@ def train(
     if time_holdout and _holdout_possible(earlier, latest):
         fits.append(np.flatnonzero((training[MONTH] < month).to_numpy()))
     # The final fit and the fit on the earlier months run side by side.
-    workers = Parallel(n_jobs=min(FOLD_WORKERS, len(fits)), prefer="processes")
-    pipeline, *refitted = workers(
-        delayed(_fitted)(candidate, features[rows], labels[rows]) for rows in fits
+    pipeline, *refitted = _in_worker_processes(
+        [delayed(_fitted)(candidate, features[rows], labels[rows]) for rows in fits]
     )
     tuned = pipeline.named_steps["classify"]
     fingerprint = training_fingerprint(training, seed=seed, folds=folds)

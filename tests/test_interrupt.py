@@ -1,5 +1,6 @@
 """A run stopped from outside is recorded as failed and leaves the month as it was."""
 
+import operator
 import os
 import signal
 import subprocess
@@ -236,3 +237,19 @@ def test_signal_during_an_import_is_sent_again_later(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt, match="stopped by signal SIGTERM"):
         cli._stop_on_signal(signal.SIGUSR1, sys._getframe())
     assert cli.runtime.received_signals == ["SIGTERM"]
+
+
+def test_failed_training_calls_kill_a_worker_left_out_of_the_pool():
+    from joblib import delayed
+    from joblib.externals.loky.backend.context import get_context
+
+    from gymchurn import model
+
+    # A worker that an interrupt left started but outside joblib's pool:
+    # Python's exit would wait for it.
+    stray = get_context("loky").Process(target=time.sleep, args=(600,))
+    stray.start()
+    with pytest.raises(ZeroDivisionError):
+        model._in_worker_processes([delayed(operator.truediv)(1, 0)] * 2)
+    stray.join(timeout=10)
+    assert stray.exitcode == -signal.SIGKILL
