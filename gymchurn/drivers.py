@@ -4,7 +4,8 @@ Three views of the same question:
 
 - Permutation importance: how much the held-out ROC-AUC of the month's model
   drops when one questionnaire feature is shuffled. The model is refitted
-  without the held-out rows, so it is measured on clients it has not seen.
+  without the held-out rows, or used as it is when it trained only on earlier
+  months, so it is measured on clients it has not seen.
 - A logistic regression on the month's standardised features, whose
   coefficient signs show whether a feature raises or lowers churn when the
   others are held fixed.
@@ -90,7 +91,7 @@ class Drivers:
     holdout_rows: int
     """Held-out labelled rows the permutation importance was measured on."""
     holdout_roc_auc: float
-    """ROC-AUC of the refitted model on those rows, before any shuffling."""
+    """ROC-AUC of the measured model on those rows, before any shuffling."""
 
 
 def find_drivers(
@@ -101,6 +102,7 @@ def find_drivers(
     seed: int,
     max_training_rows: int = 50_000,
     n_repeats: int = 5,
+    refit: bool = True,
 ) -> Drivers:
     """Measure which features drive churn among the ``reference`` clients.
 
@@ -112,6 +114,10 @@ def find_drivers(
     logistic-regression signs and the churn rates by value come from all of
     ``reference``. Rows are sorted by month and client first, so the same rows
     in any order give the same result.
+
+    With ``refit`` False, ``pipeline`` itself is shuffled against, unchanged:
+    the caller knows it trained on none of the ``reference`` rows, so the
+    held-out rows are unseen without a refit, and ``training`` is not used.
 
     Args:
         pipeline: the month's churn model, a scikit-learn pipeline that takes
@@ -127,6 +133,8 @@ def find_drivers(
             refit keeps the random state set in ``pipeline``.
         max_training_rows: maximum number of rows the model is refitted on.
         n_repeats: shuffles of each feature.
+        refit: whether to refit a clone of ``pipeline`` outside the held-out
+            rows; False only for a fitted pipeline that never saw ``reference``.
 
     Returns:
         The features ranked by permutation importance with their regression
@@ -147,16 +155,21 @@ def find_drivers(
         raise ValueError(f"max_training_rows must be at least 1, got {max_training_rows}")
 
     holdout = _holdout_rows(reference, seed)
-    fit_rows = _fit_rows(training, holdout, max_training_rows, seed)
-    refitted = settled_clone(pipeline).fit(feature_matrix(fit_rows), _labels(fit_rows))
+    if refit:
+        fit_rows = _fit_rows(training, holdout, max_training_rows, seed)
+        measured = settled_clone(pipeline).fit(feature_matrix(fit_rows), _labels(fit_rows))
+        fitted = f"model refitted on {len(fit_rows)} rows"
+    else:
+        measured = pipeline
+        fitted = "model as trained, on earlier months"
 
     holdout_features = feature_matrix(holdout)
     holdout_labels = _labels(holdout)
     holdout_roc_auc = float(
-        roc_auc_score(holdout_labels, refitted.predict_proba(holdout_features)[:, 1])
+        roc_auc_score(holdout_labels, measured.predict_proba(holdout_features)[:, 1])
     )
     importance = permutation_importance(
-        refitted,
+        measured,
         holdout_features,
         holdout_labels,
         scoring="roc_auc",
@@ -179,10 +192,10 @@ def find_drivers(
         for row in influence.head(3).itertuples()
     )
     logger.info(
-        "Drivers of churn measured on %d held-out rows (model refitted on %d rows, "
-        "ROC-AUC %.4f): top drivers %s; took %.1f s",
+        "Drivers of churn measured on %d held-out rows (%s, ROC-AUC %.4f): "
+        "top drivers %s; took %.1f s",
         len(holdout),
-        len(fit_rows),
+        fitted,
         holdout_roc_auc,
         top,
         time.perf_counter() - started,

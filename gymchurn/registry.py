@@ -55,6 +55,13 @@ class ChosenModel:
     last_month: tuple | None = None
     """(month, metrics, model version) of the latest labelled month's published scores
     against its outcomes."""
+    training_months: tuple[dt.date, ...] | None = None
+    """Months a loaded or kept champion trained on; None for a model trained in this run."""
+
+
+def _months(registered: dict) -> tuple[dt.date, ...]:
+    """Return the training months of a registered model row, as dates."""
+    return tuple(sorted(dt.date.fromisoformat(str(m)[:10]) for m in registered["training_months"]))
 
 
 def _registered(engine: Engine, version: str) -> dict | None:
@@ -341,7 +348,7 @@ def _model_of_earlier_month(
     """
     if champion is None:
         return None
-    trained_until = max(dt.date.fromisoformat(str(m)[:10]) for m in champion["training_months"])
+    trained_until = max(_months(champion))
     if trained_until < checked.month:
         return None
     reached = (
@@ -494,6 +501,7 @@ def _choose_model(
             None,
             "loaded champion",
             decision.reason,
+            training_months=_months(champion),
             **common,
         )
 
@@ -556,5 +564,6 @@ def _choose_model(
         out_of_fold,
         "kept champion",
         f"{reason}; {verdict}",
+        training_months=_months(champion),
         **common,
     )

@@ -817,9 +817,19 @@ def describe_segments(
 
 
 def explain(chosen: ChosenModel, checked: CheckedData, settings: Settings) -> Drivers:
-    """Measure the month's drivers of churn on held-out labelled rows."""
+    """Measure the month's drivers of churn on held-out labelled rows.
+
+    A champion that trained only on months before the reference rows is
+    measured as it is; any other model is refitted outside the held-out rows.
+    """
+    reference = reference_rows(checked)
+    unseen = (
+        chosen.training_months is not None
+        and not reference.empty
+        and max(chosen.training_months) < min(reference[MONTH])
+    )
     return find_drivers(
-        chosen.pipeline, checked.training, reference_rows(checked), seed=settings.random_seed
+        chosen.pipeline, checked.training, reference, seed=settings.random_seed, refit=not unseen
     )
 
 

@@ -2,15 +2,19 @@
 
 import datetime as dt
 import logging
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 from threadpoolctl import threadpool_limits
 
-from gymchurn import model
+from gymchurn import drivers as drivers_module
+from gymchurn import model, steps
 from gymchurn.drivers import BY_VALUE_FEATURES, LOWERS_CHURN, RAISES_CHURN, find_drivers
 from gymchurn.loader import read_questionnaire_csv
+from gymchurn.registry import ChosenModel
 from gymchurn.schema import CHURNED, CLIENT_ID, FEATURE_LABELS, FEATURES, MONTH
 
 SEED = 42
@@ -230,3 +234,63 @@ def test_find_drivers_repeated_key_raises(pipeline, labelled):
 def test_find_drivers_missing_column_raises(pipeline, labelled):
     with pytest.raises(ValueError, match=r"reference is missing the columns \['lifetime'\]"):
         find_drivers(pipeline, labelled, labelled.drop(columns="lifetime"), seed=SEED)
+
+
+def test_find_drivers_without_refit_measures_the_model_itself(pipeline, labelled, monkeypatch):
+    # Any refit would fail: the drivers of a model that never saw the rows use it as it is.
+    monkeypatch.setattr(drivers_module, "settled_clone", _no_refit)
+    holdout = drivers_module._holdout_rows(drivers_module._sorted_rows(labelled), SEED)
+
+    result = find_drivers(pipeline, labelled, labelled, seed=SEED, refit=False)
+
+    expected = roc_auc_score(
+        holdout[CHURNED].to_numpy(dtype="int64"),
+        pipeline.predict_proba(model.feature_matrix(holdout))[:, 1],
+    )
+    assert result.holdout_rows == 1000
+    assert result.holdout_roc_auc == expected
+    assert "lifetime" in result.influence["feature"].head(5).to_list()
+
+
+def _no_refit(pipeline):
+    raise AssertionError("the model was refitted")
+
+
+@pytest.mark.parametrize(
+    ("training_months", "refit"),
+    [
+        # A champion trained before the described month has not seen its rows.
+        ((dt.date(2026, 8, 1), dt.date(2026, 9, 1)), False),
+        ((dt.date(2026, 9, 1), MONTH_DESCRIBED), True),
+        # A model trained in the run: its months are the training rows'.
+        (None, True),
+    ],
+)
+def test_explain_refits_unless_the_champion_never_saw_the_month(
+    pipeline, labelled, monkeypatch, training_months, refit
+):
+    calls = []
+    monkeypatch.setattr(steps, "find_drivers", lambda *args, **kwargs: calls.append(kwargs))
+    september = labelled.assign(**{MONTH: dt.date(2026, 9, 1)})
+    checked = steps.CheckedData(
+        month=dt.date(2026, 11, 1),
+        mode="forward",
+        scoring=None,
+        training=pd.concat([september, labelled], ignore_index=True),
+        training_report=None,
+    )
+    chosen = ChosenModel(
+        "v1",
+        "logistic_regression",
+        pipeline,
+        {},
+        None,
+        "loaded champion",
+        "",
+        "auto",
+        training_months=training_months,
+    )
+
+    steps.explain(chosen, checked, SimpleNamespace(random_seed=SEED))
+
+    assert [call["refit"] for call in calls] == [refit]

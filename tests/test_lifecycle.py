@@ -273,15 +273,19 @@ def test_rerun_loads_champion_same_scores(module_database, simulated_runs):
 
 
 def test_retrain_never_loads_champion(module_database, simulated_runs):
-    champion = _query(
-        module_database, "SELECT version FROM churn.model_versions WHERE status = 'champion'"
-    )[0].version
+    champion, months = _query(
+        module_database,
+        "SELECT version, training_months FROM churn.model_versions WHERE status = 'champion'",
+    )[0]
 
     chosen = _run_month(module_database, MAR, retrain="never")
 
     assert chosen.decision == "loaded champion"
     assert chosen.version == champion
     assert chosen.reason == "retrain policy never"
+    # The drivers use the months to tell whether the champion saw their rows.
+    assert chosen.training_months == tuple(sorted(months))
+    assert max(chosen.training_months) < MAR
 
 
 def test_rerun_earlier_month_uses_its_model(module_database, simulated_runs):
