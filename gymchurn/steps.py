@@ -85,15 +85,12 @@ def start_run(
             rejected run is recorded as running, for the caller to mark failed.
     """
     db.ensure_schema(engine)
+    run = {"run_id": run_id, "month": month, "retrain_policy": retrain_policy}
     lock = db.MonthLock(engine, month)
     if not lock.try_acquire():
         with engine.begin() as conn:
             holder = db.execute(conn, "running_run_of_month", {"month": month}).first()
-            db.execute(
-                conn,
-                "insert_run",
-                {"run_id": run_id, "month": month, "retrain_policy": retrain_policy},
-            )
+            db.execute(conn, "insert_run", run)
         label = format_month(month)
         other = "another run" if holder is None else f"run {holder.run_id}"
         raise db.MonthBusyError(
@@ -112,11 +109,7 @@ def start_run(
                     f"outcome; found by run {run_id}",
                 },
             ).all()
-            db.execute(
-                conn,
-                "insert_run",
-                {"run_id": run_id, "month": month, "retrain_policy": retrain_policy},
-            )
+            db.execute(conn, "insert_run", run)
     except BaseException:
         lock.release()
         raise
