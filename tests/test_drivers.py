@@ -236,7 +236,7 @@ def test_find_drivers_missing_column_raises(pipeline, labelled):
         find_drivers(pipeline, labelled, labelled.drop(columns="lifetime"), seed=SEED)
 
 
-def test_find_drivers_without_refit_measures_the_model_itself(pipeline, labelled, monkeypatch):
+def test_find_drivers_without_refit(pipeline, labelled, monkeypatch):
     # Any refit would fail: the drivers of a model that never saw the rows use it as it is.
     monkeypatch.setattr(drivers_module, "settled_clone", _no_refit)
     holdout = drivers_module._holdout_rows(drivers_module._sorted_rows(labelled), SEED)
@@ -266,9 +266,7 @@ def _no_refit(pipeline):
         (None, True),
     ],
 )
-def test_explain_refits_unless_the_champion_never_saw_the_month(
-    pipeline, labelled, monkeypatch, training_months, refit
-):
+def test_explain_refit_by_training_months(pipeline, labelled, monkeypatch, training_months, refit):
     calls = []
     monkeypatch.setattr(steps, "find_drivers", lambda *args, **kwargs: calls.append(kwargs))
     september = labelled.assign(**{MONTH: dt.date(2026, 9, 1)})

@@ -239,7 +239,7 @@ def test_signal_during_an_import_is_sent_again_later(tmp_path, monkeypatch):
     assert cli.runtime.received_signals == ["SIGTERM"]
 
 
-def test_failed_training_calls_kill_a_worker_left_out_of_the_pool():
+def test_failed_calls_kill_stray_worker():
     from joblib import delayed
     from joblib.externals.loky.backend.context import get_context
 
