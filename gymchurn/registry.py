@@ -56,7 +56,7 @@ class ChosenModel:
     """(month, metrics, model version) of the latest labelled month's published scores
     against its outcomes."""
     training_months: tuple[dt.date, ...] | None = None
-    """Months a loaded or kept champion trained on; None for a model trained in this run."""
+    """Months a loaded or kept champion trained on; None for any other model."""
 
 
 def _months(registered: dict) -> tuple[dt.date, ...]:
