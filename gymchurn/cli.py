@@ -1086,6 +1086,11 @@ def _run_in_own_session(
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+    if forwarded and code == 0:
+        typer.echo(
+            f"note: {forwarded[0]} came after every month was published; nothing was stopped",
+            err=True,
+        )
     if forwarded and code != 0:
         # A job process that exits with 130 has printed the reason itself.
         if code != 130:
@@ -1186,19 +1191,16 @@ def run(
     if parent:
         # `run` killed outright stops its job too, as SIGTERM would.
         runtime.stop_with_parent(signal.SIGUSR1, int(parent))
-    for label in labels:
+    for label in labels[:-1]:
         typer.echo(_run_summary(_run_month(label, retrain, task_runner, dask_address)))
-    # Every month is scored: a signal now has nothing left to stop, and
-    # raising while Prefect's server shuts down would only print a traceback.
-    # A second one ends the process at once, in case the shutdown hangs.
+    last = _run_month(labels[-1], retrain, task_runner, dask_address)
+    # Every month is published: a signal now has nothing left to stop. The
+    # signals are ignored rather than handled: while Prefect stopped its
+    # temporary server at exit, a signal ended the process by its default
+    # action although a Python handler was set.
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
-        signal.signal(signum, _signal_after_the_months)
-
-
-def _signal_after_the_months(signum, frame):
-    if runtime.received_signals:
-        os._exit(130)
-    runtime.received_signals.append(signal.Signals(signum).name)
+        signal.signal(signum, signal.SIG_IGN)
+    typer.echo(_run_summary(last))
 
 
 def _run_month(

@@ -253,3 +253,20 @@ def test_failed_calls_kill_stray_worker():
         model._in_worker_processes([delayed(operator.truediv)(1, 0)] * 2)
     stray.join(timeout=10)
     assert stray.exitcode == -signal.SIGKILL
+
+
+def test_signal_after_publish_is_noted(database, real_data, tmp_path):
+    job = _start_run(database, real_data, tmp_path)
+    stderr_file = tmp_path / "stderr"
+    deadline = time.monotonic() + 180
+    while "Stopping temporary server" not in stderr_file.read_text() and job.poll() is None:
+        assert time.monotonic() < deadline, "the run did not finish"
+        time.sleep(0.05)
+
+    # While Prefect stops its server, as the job process exits.
+    _signal_process(job, signal.SIGTERM)
+    stderr = _stderr(job, tmp_path)
+
+    assert job.returncode == 0, stderr[-2000:]
+    assert "note: SIGTERM came after every month was published; nothing was stopped" in stderr
+    assert [status for status, _ in _run_status(database)] == ["succeeded"]

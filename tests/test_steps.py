@@ -127,7 +127,8 @@ def test_training_sample_ignores_row_order():
     assert first["month"].to_list() == second["month"].to_list()
 
 
-def test_explained_errors_logged_without_traceback():
+def _logged_failure(logger_name: str, error: Exception) -> tuple[str, str]:
+    """Log ``error`` as Prefect logs a failed run; return the message and the formatted text."""
     runtime.quiet_explained_errors()
     records = []
 
@@ -136,18 +137,25 @@ def test_explained_errors_logged_without_traceback():
             records.append((record.getMessage(), self.format(record)))
 
     handler = Keep()
-    task_logger = logging.getLogger("prefect.task_runs")
-    task_logger.addHandler(handler)
+    run_logger = logging.getLogger(logger_name)
+    run_logger.addHandler(handler)
     try:
-        for error in (steps.NoDataError("no questionnaires for 2026-12"), KeyError("churned")):
-            try:
-                raise error
-            except Exception:
-                task_logger.error("Task run failed with exception: %r", error, exc_info=True)
+        try:
+            raise error
+        except Exception:
+            run_logger.error("Run failed with exception: %r", error, exc_info=True)
     finally:
-        task_logger.removeHandler(handler)
+        run_logger.removeHandler(handler)
+    (record,) = records
+    return record
 
-    (own, own_text), (other, other_text) = records
+
+def test_explained_errors_logged_without_traceback():
+    own, own_text = _logged_failure(
+        "prefect.task_runs", steps.NoDataError("no questionnaires for 2026-12")
+    )
+    other, other_text = _logged_failure("prefect.task_runs", KeyError("churned"))
+
     assert "NoDataError('no questionnaires for 2026-12')" in own
     assert "Traceback" not in own_text
     assert "KeyError('churned')" in other
@@ -162,3 +170,12 @@ def test_signal_dropped_by_python_is_raised_between_steps(monkeypatch):
     runtime.received_signals.append("SIGTERM")
     with pytest.raises(KeyboardInterrupt, match="stopped by signal SIGTERM"):
         runtime.raise_if_stopped()
+
+
+def test_errors_after_a_stop_logged_without_traceback(monkeypatch):
+    monkeypatch.setattr(runtime, "received_signals", ["SIGTERM"])
+
+    # An interrupt inside a library can come out as that library's error.
+    _, text = _logged_failure("prefect.flow_runs", KeyError("churned"))
+
+    assert text == "Run failed with exception: KeyError('churned')"
