@@ -115,9 +115,9 @@ def find_drivers(
     ``reference``. Rows are sorted by month and client first, so the same rows
     in any order give the same result.
 
-    With ``refit`` False, ``pipeline`` itself is shuffled against, unchanged:
-    the caller knows it trained on none of the ``reference`` rows, so the
-    held-out rows are unseen without a refit, and ``training`` is not used.
+    With ``refit`` False, the importance is measured on ``pipeline`` as it is,
+    and ``training`` is not used. The caller passes False only for a model
+    that trained on none of the ``reference`` rows.
 
     Args:
         pipeline: the month's churn model, a scikit-learn pipeline that takes
@@ -158,10 +158,10 @@ def find_drivers(
     if refit:
         fit_rows = _fit_rows(training, holdout, max_training_rows, seed)
         measured = settled_clone(pipeline).fit(feature_matrix(fit_rows), _labels(fit_rows))
-        fitted = f"model refitted on {len(fit_rows)} rows"
+        fit_note = f"model refitted on {len(fit_rows)} rows"
     else:
         measured = pipeline
-        fitted = "model as trained, on earlier months"
+        fit_note = "model as trained, on earlier months"
 
     holdout_features = feature_matrix(holdout)
     holdout_labels = _labels(holdout)
@@ -195,7 +195,7 @@ def find_drivers(
         "Drivers of churn measured on %d held-out rows (%s, ROC-AUC %.4f): "
         "top drivers %s; took %.1f s",
         len(holdout),
-        fitted,
+        fit_note,
         holdout_roc_auc,
         top,
         time.perf_counter() - started,

@@ -94,6 +94,11 @@ class RetrainDecision:
     reason: str
 
 
+def training_months(registered: dict) -> tuple[dt.date, ...]:
+    """Return the training months of a registered model's row, sorted, as dates."""
+    return tuple(sorted(dt.date.fromisoformat(str(m)[:10]) for m in registered["training_months"]))
+
+
 def decide_retrain(
     policy: str,
     *,
@@ -138,7 +143,7 @@ def decide_retrain(
         return RetrainDecision(False, "retrain policy never")
 
     reasons = []
-    trained_on = {dt.date.fromisoformat(str(m)[:10]) for m in champion["training_months"]}
+    trained_on = set(training_months(champion))
     new_months = sorted(set(labelled_months) - trained_on)
     if new_months:
         reasons.append("new labelled month " + ", ".join(format_month(m) for m in new_months))

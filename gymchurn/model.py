@@ -438,7 +438,7 @@ def _in_worker_processes(calls: list) -> list:
     except BaseException:
         for worker in multiprocessing.active_children():
             if isinstance(worker, LokyProcess):
-                # loky's processes have terminate() but no kill().
+                # Process.kill() fails on a loky process: its Popen has no kill().
                 os.kill(worker.pid, signal.SIGKILL)
                 worker.join(timeout=10)
         raise

@@ -59,11 +59,6 @@ class ChosenModel:
     """Months a loaded or kept champion trained on; None for any other model."""
 
 
-def _months(registered: dict) -> tuple[dt.date, ...]:
-    """Return the training months of a registered model row, as dates."""
-    return tuple(sorted(dt.date.fromisoformat(str(m)[:10]) for m in registered["training_months"]))
-
-
 def _registered(engine: Engine, version: str) -> dict | None:
     with engine.connect() as conn:
         row = db.execute(conn, "model_version_by_name", {"version": version}).mappings().first()
@@ -348,7 +343,7 @@ def _model_of_earlier_month(
     """
     if champion is None:
         return None
-    trained_until = max(_months(champion))
+    trained_until = max(lifecycle.training_months(champion))
     if trained_until < checked.month:
         return None
     reached = (
@@ -501,7 +496,7 @@ def _choose_model(
             None,
             "loaded champion",
             decision.reason,
-            training_months=_months(champion),
+            training_months=lifecycle.training_months(champion),
             **common,
         )
 
@@ -564,6 +559,6 @@ def _choose_model(
         out_of_fold,
         "kept champion",
         f"{reason}; {verdict}",
-        training_months=_months(champion),
+        training_months=lifecycle.training_months(champion),
         **common,
     )
