@@ -418,10 +418,20 @@ def with_task_runner(task_runner: str = "default", dask_address: str | None = No
         return monthly_scoring
     from prefect_dask import DaskTaskRunner
 
+    # distributed logs every start, connection and stop of its scheduler and
+    # workers at INFO: 38 lines a run on a local cluster.
+    logging.getLogger("distributed").setLevel(logging.WARNING)
     if dask_address:
         runner = DaskTaskRunner(address=dask_address)
     else:
+        # Over TCP on the loopback: distributed's in-process transport, its
+        # default for threads, cannot take a host and fails to start with one.
         runner = DaskTaskRunner(
-            cluster_kwargs={"processes": False, "host": "127.0.0.1", "dashboard_address": None}
+            cluster_kwargs={
+                "processes": False,
+                "protocol": "tcp",
+                "host": "127.0.0.1",
+                "dashboard_address": None,
+            }
         )
     return monthly_scoring.with_options(task_runner=runner)

@@ -61,7 +61,11 @@ def dask_cluster():
 
 @pytest.fixture(scope="module")
 def runs(module_database, real_data, tmp_path_factory, dask_cluster):
-    """November scored three times: one chunk, three chunks, three chunks on Dask."""
+    """November scored four times: one chunk, three chunks, three chunks on each Dask cluster.
+
+    The last run starts a local cluster of its own, as ``--task-runner dask``
+    does without an address.
+    """
     features_only = tmp_path_factory.mktemp("csv") / "november.csv"
     pd.read_csv(real_data).drop(columns="Churn").to_csv(features_only, index=False)
     load_questionnaire_file(
@@ -77,10 +81,11 @@ def runs(module_database, real_data, tmp_path_factory, dask_cluster):
         on_dask = _run(
             module_database, monkeypatch, CHUNK_ROWS, "dask", dask_cluster.scheduler_address
         )
+        on_local_dask = _run(module_database, monkeypatch, CHUNK_ROWS, "dask")
     finally:
         monkeypatch.undo()
         get_settings.cache_clear()
-    return {"whole": whole, "chunked": chunked, "dask": on_dask}
+    return {"whole": whole, "chunked": chunked, "dask": on_dask, "local dask": on_local_dask}
 
 
 def test_dask_cluster_listens_on_loopback(dask_cluster):
@@ -95,9 +100,11 @@ def test_dask_run_scores_every_client(runs):
     assert scores["client_id"].is_unique
 
 
-def test_dask_scores_equal_default_row_by_row(runs):
+@pytest.mark.parametrize("cluster", ["dask", "local dask"])
+def test_dask_scores_equal_default_row_by_row(runs, cluster):
     _, default_scores, _ = runs["chunked"]
-    _, dask_scores, _ = runs["dask"]
+    result, dask_scores, _ = runs[cluster]
+    assert result["rows_scored"] == 4000
     assert dask_scores["client_id"].to_list() == default_scores["client_id"].to_list()
     assert (dask_scores["churn_probability"] == default_scores["churn_probability"]).all()
     assert dask_scores["risk_tier"].to_list() == default_scores["risk_tier"].to_list()
@@ -106,9 +113,10 @@ def test_dask_scores_equal_default_row_by_row(runs):
     assert dask_scores["model_version"].to_list() == default_scores["model_version"].to_list()
 
 
-def test_dask_segments_equal_default(runs):
+@pytest.mark.parametrize("cluster", ["dask", "local dask"])
+def test_dask_segments_equal_default(runs, cluster):
     _, _, default_clusters = runs["chunked"]
-    _, _, dask_clusters = runs["dask"]
+    _, _, dask_clusters = runs[cluster]
     pd.testing.assert_frame_equal(dask_clusters, default_clusters)
 
 
