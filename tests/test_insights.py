@@ -308,3 +308,11 @@ def test_ordered_frames_match_joined_frames(insights, labelled, parts):
     pd.testing.assert_frame_equal(side_by_side.scores, joined.scores)
     pd.testing.assert_frame_equal(side_by_side.clusters, joined.clusters)
     assert side_by_side.conclusions == joined.conclusions
+
+
+def test_call_suggested_only_with_phone(insights, labelled):
+    actions = insights.scores.merge(labelled[[CLIENT_ID, "phone"]], on=CLIENT_ID)
+    calls = actions["suggested_action"] == "Call when visits fall"
+
+    assert calls.sum() > 0
+    assert (actions.loc[calls, "phone"] == 1).all()
