@@ -1586,7 +1586,8 @@ def build_data_docs(
     Raises:
         ValueError: When the sources hold no GX result.
         DataDocsError: When GX failed to write a page; the index may be missing
-            or list fewer results.
+            or list fewer results. Also when ``folder`` cannot be written, for
+            example because it is a file.
     """
     results = []
     for source in sources:
@@ -1624,6 +1625,11 @@ def build_data_docs(
     site_builder_logger.addFilter(collect)
     try:
         context.build_data_docs(site_names=[site_name])
+    except OSError as error:
+        raise DataDocsError(
+            f"cannot write Data Docs to {folder}: {error.strerror}: {error.filename}; "
+            "give a folder that can be created and written to"
+        ) from error
     finally:
         site_builder_logger.removeFilter(collect)
     index = folder / "index.html"
