@@ -52,8 +52,10 @@ class AtRiskFilters:
             raise ValueError(
                 f"invalid --min-probability {self.min_probability}: expected a number from 0 to 1"
             )
-        if self.limit is not None and self.limit < 0:
-            raise ValueError(f"invalid --limit {self.limit}: expected 0 or more rows")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(
+                f"invalid --limit {self.limit}: expected 1 or more rows; leave it out for every row"
+            )
 
     def is_default(self) -> bool:
         return self == AtRiskFilters()

@@ -181,7 +181,7 @@ class _Header:
 def _not_text_error(path: Path, reason: str) -> CsvFormatError:
     return CsvFormatError(
         f"{path}: not a UTF-8/CSV text file ({reason}); "
-        "export the questionnaires as UTF-8 CSV and load that file"
+        "export it again as UTF-8 CSV and load that file"
     )
 
 

@@ -270,6 +270,7 @@ def test_month_without_scores_exits_3(monthly_run):
         (["--month", MONTH, "--min-probability", "1.5"], "invalid --min-probability 1.5"),
         (["--month", MONTH, "--min-probability", "-0.1"], "invalid --min-probability -0.1"),
         (["--month", MONTH, "--limit", "-1"], "invalid --limit -1"),
+        (["--month", MONTH, "--limit", "0"], "invalid --limit 0: expected 1 or more rows"),
         (["--month", MONTH, "--format", "pdf"], "invalid --format 'pdf'"),
         (["--month", MONTH, "--cluster", "-2"], "invalid --cluster -2"),
         (["--month", MONTH, "--format", "csv", "--output", "list.xlsx"], "does not match"),

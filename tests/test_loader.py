@@ -835,6 +835,21 @@ def test_read_binary_variants_rejected(tmp_path, content, expected):
     assert expected in message
 
 
+def test_binary_contact_file_rejected(tmp_path):
+    from gymchurn.contacts import read_contact_csv
+
+    path = tmp_path / "contacts.csv"
+    path.write_bytes(b"PK\x03\x04\x00\x00binary")
+
+    with pytest.raises(CsvFormatError) as raised:
+        read_contact_csv(path)
+
+    message = str(raised.value)
+    assert f"{path}: not a UTF-8/CSV text file" in message
+    assert "export it again as UTF-8 CSV" in message
+    assert "questionnaires" not in message
+
+
 @pytest.mark.parametrize("content", [b"\n\n  \r\n", b"\xef\xbb\xbf"], ids=["blank", "bom-only"])
 def test_read_blank_file_is_empty(tmp_path, content):
     path = tmp_path / "blank.csv"
