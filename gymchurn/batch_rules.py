@@ -222,10 +222,8 @@ def check_row_count(
         "error_band": list(limits.row_count_error_band),
         "warning_band": list(limits.row_count_warning_band),
     }
-    text = (
-        f"{format_month(month.month)}: {n_rows} rows, {ratio:.2f}x the {n_previous} rows "
-        f"of {format_month(previous.month)}"
-    )
+    # The month is left out: every caller names it before the message.
+    text = f"{n_rows} rows, {ratio:.2f}x the {n_previous} rows of {format_month(previous.month)}"
 
     low, high = limits.row_count_error_band
     if not low <= ratio <= high:

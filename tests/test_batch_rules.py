@@ -96,7 +96,7 @@ def test_row_count_halved_is_error(month, history):
     findings = check_row_count(profile_month(month.iloc[:1900]), profile_months(history))
 
     assert [(f.rule, f.severity) for f in findings] == [("row_count", ERROR)]
-    assert "0.47x the 4000 rows of 2026-09" in findings[0].message
+    assert findings[0].message.startswith("1900 rows, 0.47x the 4000 rows of 2026-09")
     assert "outside the allowed 0.50x to 2.00x" in findings[0].message
 
 
@@ -283,6 +283,7 @@ def test_raise_for_errors(month, history):
 
     assert error.value.batch_rule == "row_count"
     assert error.value.dataset == "questionnaires of 2026-10"
+    assert str(error.value).startswith("questionnaires of 2026-10: 1900 rows, 0.47x")
 
 
 def test_raise_for_errors_warnings_only(month, history):
