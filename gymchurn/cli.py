@@ -995,9 +995,12 @@ def at_risk_command(
     engine = _engine()
     with _status(f"writing the at-risk list of {label} to {path.name}"), engine.connect() as conn:
         if at_risk.count_scores(conn, report_month) == 0:
+            from gymchurn import db
+
             raise _fail(
-                f"no published scores for {label}; score the month first with: "
-                f"gymchurn run --month {label}",
+                f"no published scores for {label} in {db.describe(engine)}; score the month "
+                f"first with: gymchurn run --month {label}, or set DATABASE_URL to the "
+                "database that has them",
                 EXIT_NO_SCORES,
             )
         try:

@@ -257,8 +257,9 @@ def test_month_without_scores_exits_3(monthly_run):
     result = _invoke("at-risk", "--month", "2026-09")
 
     assert result.exit_code == 3
-    assert "no published scores for 2026-09" in result.stderr
+    assert "no published scores for 2026-09 in postgresql" in result.stderr
     assert "gymchurn run --month 2026-09" in result.stderr
+    assert "set DATABASE_URL" in result.stderr
     assert result.stdout == ""
 
 
