@@ -282,7 +282,8 @@ def models_evaluate(
     else:
         typer.echo(
             f"{len(rows)} labelled rows of {csv_file}, {settings.cv_folds}-fold out-of-fold "
-            f"metrics, decisions at {settings.risk_high_threshold}:"
+            "metrics pooled over the folds (the registry keeps each metric's mean over the "
+            f"folds), decisions at {settings.risk_high_threshold}:"
         )
         typer.echo(evaluation.table.to_string(index=False, float_format="{:.4f}".format))
     if plot is not None:
