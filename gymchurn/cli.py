@@ -1366,7 +1366,8 @@ def _run_summary(result: dict) -> str:
         f"tables: churn.scores, churn.clusters, churn.feature_influence, "
         f"churn.recommendations, churn.findings, churn.runs (run {result['run_id']})\n"
         f"at-risk list: {Path(result['at_risk_path']).resolve()} "
-        f"({result['held_out']} clients held out as the control group)\n"
+        f"({result['held_out']} {'client' if result['held_out'] == 1 else 'clients'} held out "
+        "as the control group)\n"
         f"report: {Path(result['report_path']).resolve()}"
     )
 

@@ -399,3 +399,29 @@ def test_cli_run_dask_address_needs_dask_runner():
 
     assert result.exit_code == 2
     assert "--dask-address needs --task-runner dask" in result.stderr
+
+
+@pytest.mark.parametrize(("held_out", "words"), [(1, "1 client"), (114, "114 clients")])
+def test_run_summary_counts_held_out(held_out, words):
+    from gymchurn.cli import _run_summary
+
+    result = {
+        "month": "2026-10",
+        "rows_read": 20,
+        "rows_scored": 18,
+        "rows_quarantined": 2,
+        "mode": "forward",
+        "model_decision": "loaded champion",
+        "model_version": "v202609-0123456789",
+        "realised_roc_auc": None,
+        "decision_reason": "champion kept",
+        "run_id": "0320a4eb",
+        "at_risk_path": "at_risk_2026-10.csv",
+        "report_path": "report_2026-10.html",
+        "held_out": held_out,
+    }
+
+    summary = _run_summary(result)
+
+    assert f"({words} held out as the control group)" in summary
+    assert "20 read, 18 scored, 2 quarantined" in summary
