@@ -426,12 +426,16 @@ def with_task_runner(task_runner: str = "default", dask_address: str | None = No
     else:
         # Over TCP on the loopback: distributed's in-process transport, its
         # default for threads, cannot take a host and fails to start with one.
+        # The scheduler serves HTTP even without its dashboard, on port 8787
+        # unless told otherwise, and warns when that port is taken: a free port
+        # is asked for instead.
         runner = DaskTaskRunner(
             cluster_kwargs={
                 "processes": False,
                 "protocol": "tcp",
                 "host": "127.0.0.1",
                 "dashboard_address": None,
+                "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"},
             }
         )
     return monthly_scoring.with_options(task_runner=runner)

@@ -8,7 +8,11 @@ from gymchurn.loader import load_questionnaire_file, read_questionnaire_csv
 from gymchurn.schema import parse_month
 from gymchurn.settings import get_settings
 
-pytestmark = pytest.mark.usefixtures("prefect_harness")
+pytestmark = [
+    pytest.mark.usefixtures("prefect_harness"),
+    # The job's local cluster must not take the port of the module's cluster.
+    pytest.mark.filterwarnings("error:Port 8787 is already in use:UserWarning"),
+]
 
 MONTH = "2026-11"
 # 4,000 clients in chunks of 1,500: three chunks, the last one short.
