@@ -426,9 +426,8 @@ def with_task_runner(task_runner: str = "default", dask_address: str | None = No
     else:
         # Over TCP on the loopback: distributed's in-process transport, its
         # default for threads, cannot take a host and fails to start with one.
-        # The scheduler serves HTTP even without its dashboard, on port 8787
-        # unless told otherwise, and warns when that port is taken: a free port
-        # is asked for instead.
+        # The scheduler serves HTTP even without its dashboard, by default on
+        # port 8787, and warns when that port is taken, so it gets a free port.
         runner = DaskTaskRunner(
             cluster_kwargs={
                 "processes": False,

@@ -139,7 +139,7 @@ class SplineRescorer(MatrixRescorer):
         return self._finish(scaled)
 
     def _scale(self, block: np.ndarray, start: int) -> np.ndarray:
-        """Scale ``block``, the columns from ``start`` on, in place as StandardScaler.transform does."""
+        """Scale ``block``, the columns from ``start`` on, in place as StandardScaler does."""
         stop = start + block.shape[1]
         if self._scaler.with_mean:
             block -= self._scaler.mean_[start:stop]
