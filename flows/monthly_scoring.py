@@ -424,10 +424,9 @@ def with_task_runner(task_runner: str = "default", dask_address: str | None = No
     if dask_address:
         runner = DaskTaskRunner(address=dask_address)
     else:
-        # Over TCP on the loopback: distributed's in-process transport, its
-        # default for threads, cannot take a host and fails to start with one.
-        # The scheduler serves HTTP even without its dashboard, by default on
-        # port 8787, and warns when that port is taken, so it gets a free port.
+        # TCP on the loopback, because distributed's in-process transport fails
+        # to start with a host. Its HTTP server gets a free port, not 8787,
+        # which another cluster may hold.
         runner = DaskTaskRunner(
             cluster_kwargs={
                 "processes": False,

@@ -54,7 +54,8 @@ class AtRiskFilters:
             )
         if self.limit is not None and self.limit < 1:
             raise ValueError(
-                f"invalid --limit {self.limit}: expected 1 or more rows; leave it out for every row"
+                f"invalid --limit {self.limit}: expected 1 or more rows, "
+                "or no --limit for every row"
             )
 
     def is_default(self) -> bool:

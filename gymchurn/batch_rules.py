@@ -222,7 +222,8 @@ def check_row_count(
         "error_band": list(limits.row_count_error_band),
         "warning_band": list(limits.row_count_warning_band),
     }
-    # The month is left out: every caller names it before the message.
+    # The month is left out, because the log line, error and output that show
+    # a finding name it already.
     text = f"{n_rows} rows, {ratio:.2f}x the {n_previous} rows of {format_month(previous.month)}"
 
     low, high = limits.row_count_error_band

@@ -1356,6 +1356,7 @@ def _print_demo_summary(engine, first: dt.date, last: dt.date) -> None:
 
 def _run_summary(result: dict) -> str:
     auc = result["realised_roc_auc"]
+    held_out = f"{result['held_out']} client" + ("" if result["held_out"] == 1 else "s")
     model = f"{result['mode']}, {result['model_decision']} {result['model_version']}"
     if auc is not None:
         model += f", realised ROC-AUC {auc:.4f}"
@@ -1366,8 +1367,7 @@ def _run_summary(result: dict) -> str:
         f"tables: churn.scores, churn.clusters, churn.feature_influence, "
         f"churn.recommendations, churn.findings, churn.runs (run {result['run_id']})\n"
         f"at-risk list: {Path(result['at_risk_path']).resolve()} "
-        f"({result['held_out']} {'client' if result['held_out'] == 1 else 'clients'} held out "
-        "as the control group)\n"
+        f"({held_out} held out as the control group)\n"
         f"report: {Path(result['report_path']).resolve()}"
     )
 

@@ -1627,8 +1627,8 @@ def build_data_docs(
         context.build_data_docs(site_names=[site_name])
     except OSError as error:
         raise DataDocsError(
-            f"cannot write Data Docs to {folder}: {error.strerror}: {error.filename}; "
-            "give a folder that can be created and written to"
+            f"cannot write Data Docs to {folder}: {error.strerror}: "
+            f"{error.filename or folder}; give a folder that can be created and written to"
         ) from error
     finally:
         site_builder_logger.removeFilter(collect)

@@ -339,16 +339,16 @@ def test_validate_file_writes_data_docs(tmp_path):
 
 def test_validate_docs_path_is_file(tmp_path):
     case = CASES / "00_clean_reference.csv"
-    taken = tmp_path / "taken"
-    taken.write_text("not a folder\n")
+    regular_file = tmp_path / "regular_file"
+    regular_file.write_text("not a folder\n")
 
-    result = _invoke("validate", str(case), "--docs", str(taken))
+    result = _invoke("validate", str(case), "--docs", str(regular_file))
 
     assert result.exit_code == 1
-    assert f"error: cannot write Data Docs to {taken}: Not a directory" in result.output
+    assert f"error: cannot write Data Docs to {regular_file}: Not a directory" in result.output
     assert "give a folder" in result.output
     assert "Traceback" not in result.output
-    assert taken.read_text() == "not a folder\n"
+    assert regular_file.read_text() == "not a folder\n"
 
 
 def _command_paths(group, prefix=()) -> list[tuple[str, ...]]:
