@@ -131,6 +131,7 @@ class _ExplainedErrorFilter(logging.Filter):
         ):
             record.exc_info = None
             record.exc_text = None
+            record.gymchurn_explained = True
         return True
 
 
@@ -140,3 +141,36 @@ def quiet_explained_errors() -> None:
         run_logger = logging.getLogger(name)
         if not any(isinstance(f, _ExplainedErrorFilter) for f in run_logger.filters):
             run_logger.addFilter(_ExplainedErrorFilter())
+
+
+class _FlowFailureEchoFilter(logging.Filter):
+    """Keep off the console the flow run's records that repeat the command's error line.
+
+    ``gymchurn run`` ends a failed month with ``error: run for M failed: ...``.
+    Prefect has by then printed the same message for the failed step, for the
+    flow's exception and for the flow's final state. The step's line names the
+    step and stays; the flow's two go, except an exception with a traceback,
+    which the error line does not show. The Prefect server still receives them.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != "prefect.flow_runs":
+            return True
+        if getattr(record, "gymchurn_explained", False):
+            return False
+        return not record.getMessage().startswith("Finished in state Failed")
+
+
+def print_failures_once() -> None:
+    """Drop the flow run's repeats of a failure from Prefect's console output.
+
+    For a command that prints each failed run's error itself. Prefect must be
+    imported first: its logging set-up replaces the root logger's handlers.
+    """
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, PrefectConsoleHandler) and not any(
+            isinstance(f, _FlowFailureEchoFilter) for f in handler.filters
+        ):
+            handler.addFilter(_FlowFailureEchoFilter())

@@ -98,6 +98,9 @@ def test_password_never_shown_or_stored(database, password_url, tmp_path):
     assert "2026-02: " in outputs["run"]
     # The job's own error is shown with its message and without a traceback.
     assert "error: run for 2026-03 failed: no questionnaires for 2026-03" in outputs["run"]
+    # Once for the failed step, once in the error line: Prefect's records of
+    # the flow's exception and final state stay off the console.
+    assert outputs["run"].count("no questionnaires for 2026-03") == 2, outputs["run"][-3000:]
     assert "Traceback" not in outputs["run"], outputs["run"][-3000:]
     code, outputs["no database"] = _run(
         tmp_path, password_url.set(database="gymchurn_test_missing").render_as_string(False)
