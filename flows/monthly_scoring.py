@@ -395,6 +395,13 @@ def monthly_scoring(month: str | None = None, retrain: str = "auto") -> dict:
 TASK_RUNNERS = ("default", "dask")
 
 
+class _NoDashboardLink(logging.Filter):
+    """Drop prefect-dask's link to the dashboard of the local cluster, which starts none."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("The Dask dashboard is available")
+
+
 def with_task_runner(task_runner: str = "default", dask_address: str | None = None):
     """Return the monthly flow with the task runner that scores and segments its chunks.
 
@@ -424,6 +431,9 @@ def with_task_runner(task_runner: str = "default", dask_address: str | None = No
     if dask_address:
         runner = DaskTaskRunner(address=dask_address)
     else:
+        runner_logger = logging.getLogger("prefect.task_runner.dask")
+        if not any(isinstance(f, _NoDashboardLink) for f in runner_logger.filters):
+            runner_logger.addFilter(_NoDashboardLink())
         # TCP on the loopback, because distributed's in-process transport fails
         # to start with a host. Its HTTP server gets a free port, not 8787,
         # which another cluster may hold.

@@ -296,7 +296,11 @@ def models_show(
         str, typer.Argument(help="Model version, e.g. v202610-798341c411.", callback=_version)
     ],
 ) -> None:
-    """Print everything the registry records about one model version, as JSON."""
+    """Print everything the registry records about one model version, as JSON.
+
+    Its metrics are means over the cross-validation folds; gymchurn models evaluate
+    also shows them pooled over the folds.
+    """
     import json
 
     from gymchurn import db

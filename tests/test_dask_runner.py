@@ -1,5 +1,7 @@
 """The monthly flow on a Dask cluster gives the scores of the default task runner."""
 
+import logging
+
 import pandas as pd
 import pytest
 import sqlalchemy as sa
@@ -85,11 +87,39 @@ def runs(module_database, real_data, tmp_path_factory, dask_cluster):
         on_dask = _run(
             module_database, monkeypatch, CHUNK_ROWS, "dask", dask_cluster.scheduler_address
         )
-        on_local_dask = _run(module_database, monkeypatch, CHUNK_ROWS, "dask")
+        runner_logger = logging.getLogger("prefect.task_runner.dask")
+        handler = _Kept()
+        runner_logger.addHandler(handler)
+        try:
+            on_local_dask = _run(module_database, monkeypatch, CHUNK_ROWS, "dask")
+        finally:
+            runner_logger.removeHandler(handler)
     finally:
         monkeypatch.undo()
         get_settings.cache_clear()
-    return {"whole": whole, "chunked": chunked, "dask": on_dask, "local dask": on_local_dask}
+    return {
+        "whole": whole,
+        "chunked": chunked,
+        "dask": on_dask,
+        "local dask": on_local_dask,
+        "local dask log": handler.messages,
+    }
+
+
+class _Kept(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def test_local_cluster_logs_no_dashboard_link(runs):
+    log = runs["local dask log"]
+    # The runner's own line of the local cluster, to show its records are kept.
+    assert any(message.startswith("Creating a new Dask cluster") for message in log), log
+    assert not any("dashboard" in message for message in log), log
 
 
 def test_dask_cluster_listens_on_loopback(dask_cluster):
