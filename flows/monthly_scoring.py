@@ -394,6 +394,45 @@ def monthly_scoring(month: str | None = None, retrain: str = "auto") -> dict:
 
 TASK_RUNNERS = ("default", "dask")
 
+# Seconds to reach a Dask scheduler given by address, then to wait for its
+# first worker. Without the check a wrong address failed only after the
+# month was read and validated, and a scheduler without workers hung the run.
+DASK_CONNECT_SECONDS = 10
+DASK_WORKER_SECONDS = 30
+
+
+class DaskSchedulerError(RuntimeError):
+    """The Dask scheduler given by address cannot run the chunks."""
+
+
+def check_dask_scheduler(address: str) -> int:
+    """Return how many workers the Dask scheduler at ``address`` has, once it has one.
+
+    Raises:
+        DaskSchedulerError: no scheduler answers within :data:`DASK_CONNECT_SECONDS`,
+            or it has no worker after :data:`DASK_WORKER_SECONDS`.
+    """
+    from distributed import Client
+
+    try:
+        client = Client(address, timeout=DASK_CONNECT_SECONDS, set_as_default=False)
+    except OSError as error:
+        raise DaskSchedulerError(
+            f"no Dask scheduler answered at {address} ({error}); start it, or check "
+            "the address and that this machine can reach its port"
+        ) from None
+    with client:
+        try:
+            client.wait_for_workers(1, timeout=DASK_WORKER_SECONDS)
+        except TimeoutError:
+            raise DaskSchedulerError(
+                f"the Dask scheduler at {address} has no worker after "
+                f"{DASK_WORKER_SECONDS} s; start one with: dask worker {address}"
+            ) from None
+        workers = len(client.scheduler_info()["workers"])
+    logging.getLogger("gymchurn.flow").info("Dask scheduler at %s: %d worker(s)", address, workers)
+    return workers
+
 
 class _NoDashboardLink(logging.Filter):
     """Drop prefect-dask's link to the dashboard of the local cluster, which starts none."""
@@ -429,6 +468,7 @@ def with_task_runner(task_runner: str = "default", dask_address: str | None = No
     # workers at INFO: 38 lines a run on a local cluster.
     logging.getLogger("distributed").setLevel(logging.WARNING)
     if dask_address:
+        check_dask_scheduler(dask_address)
         runner = DaskTaskRunner(address=dask_address)
     else:
         runner_logger = logging.getLogger("prefect.task_runner.dask")

@@ -1173,6 +1173,15 @@ def run(
         raise _fail(f"invalid --task-runner {task_runner!r}: expected default or dask", 2)
     if dask_address and task_runner != "dask":
         raise _fail("--dask-address needs --task-runner dask", 2)
+    if dask_address and not os.environ.get("PREFECT_API_URL"):
+        # Without it the job starts a temporary Prefect server on 127.0.0.1,
+        # which workers on other machines cannot reach.
+        raise _fail(
+            "--dask-address needs PREFECT_API_URL: the address of a Prefect server that "
+            "the Dask workers can reach too, such as http://10.0.0.4:4200/api "
+            "(start one with: prefect server start --host ADDRESS)",
+            2,
+        )
     if os.environ.get(_JOB_PROCESS) != "1":
         # Until the job process starts, a stop exits with code 130, as it would
         # later. Python's exit handlers then run, so an embedded PostgreSQL that

@@ -401,6 +401,22 @@ def test_cli_run_dask_address_needs_dask_runner():
     assert "--dask-address needs --task-runner dask" in result.stderr
 
 
+def test_cli_run_dask_address_needs_prefect_api_url(monkeypatch):
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    result = _invoke(
+        "run",
+        "--month",
+        "2026-10",
+        "--task-runner",
+        "dask",
+        "--dask-address",
+        "tcp://127.0.0.1:8786",
+    )
+
+    assert result.exit_code == 2
+    assert "--dask-address needs PREFECT_API_URL" in result.stderr
+
+
 @pytest.mark.parametrize(("held_out", "words"), [(1, "1 client"), (114, "114 clients")])
 def test_run_summary_counts_held_out(held_out, words):
     from gymchurn.cli import _run_summary

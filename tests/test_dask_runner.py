@@ -1,6 +1,7 @@
 """The monthly flow on a Dask cluster gives the scores of the default task runner."""
 
 import logging
+import socket
 
 import pandas as pd
 import pytest
@@ -113,6 +114,43 @@ class _Kept(logging.Handler):
 
     def emit(self, record):
         self.messages.append(record.getMessage())
+
+
+def test_scheduler_check_counts_workers(dask_cluster):
+    from flows.monthly_scoring import check_dask_scheduler
+
+    assert check_dask_scheduler(dask_cluster.scheduler_address) == 2
+
+
+def test_scheduler_check_names_unreachable_address(monkeypatch):
+    from flows import monthly_scoring
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+    monkeypatch.setattr(monthly_scoring, "DASK_CONNECT_SECONDS", 1)
+    with pytest.raises(
+        monthly_scoring.DaskSchedulerError, match=f"no Dask scheduler .* at {address}"
+    ):
+        monthly_scoring.check_dask_scheduler(address)
+
+
+def test_scheduler_check_fails_without_workers(monkeypatch):
+    from distributed import LocalCluster
+
+    from flows import monthly_scoring
+
+    monkeypatch.setattr(monthly_scoring, "DASK_WORKER_SECONDS", 1)
+    with LocalCluster(
+        n_workers=0,
+        processes=False,
+        protocol="tcp",
+        host="127.0.0.1",
+        dashboard_address=None,
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+    ) as empty:
+        with pytest.raises(monthly_scoring.DaskSchedulerError, match="has no worker after 1 s"):
+            monthly_scoring.check_dask_scheduler(empty.scheduler_address)
 
 
 def test_local_cluster_logs_no_dashboard_link(runs):
