@@ -94,16 +94,20 @@ def select_holdout(clients: pd.DataFrame, month: dt.date, share: float, seed: in
     held_out = np.zeros(len(clients), dtype=bool)
     if share == 0 or clients.empty:
         return held_out
-    draws = uniform_draws(clients[CLIENT_ID].to_numpy(), month, seed)
-    listed = clients[clients["risk_tier"].isin(HOLDOUT_TIERS)]
-    positions = pd.Series(np.arange(len(clients)), index=clients.index)
-    for (tier, cluster), stratum in listed.groupby(["risk_tier", CLUSTER_ID], sort=True):
-        key = _STRATUM_KEY_BASE + HOLDOUT_TIERS.index(tier) * (1 << 32) + int(cluster)
-        (rounding,) = uniform_draws([key], month, seed)
-        at = positions[stratum.index].to_numpy()
-        # Ties of the draws are all but impossible; the client id breaks them.
-        order = np.lexsort((stratum[CLIENT_ID].to_numpy(), draws[at]))
-        held_out[at[order[: held_out_count(len(stratum), share, rounding)]]] = True
+    client_ids = clients[CLIENT_ID].to_numpy()
+    draws = uniform_draws(client_ids, month, seed)
+    clusters = clients[CLUSTER_ID].to_numpy()
+    # Positions rather than copies of each stratum's rows: a tier can hold millions.
+    for tier_index, tier in enumerate(HOLDOUT_TIERS):
+        in_tier = np.flatnonzero((clients["risk_tier"] == tier).to_numpy())
+        tier_clusters = clusters[in_tier]
+        for cluster in np.unique(tier_clusters):
+            at = in_tier[tier_clusters == cluster]
+            key = _STRATUM_KEY_BASE + tier_index * (1 << 32) + int(cluster)
+            (rounding,) = uniform_draws([key], month, seed)
+            # Ties of the draws are all but impossible; the client id breaks them.
+            order = np.lexsort((client_ids[at], draws[at]))
+            held_out[at[order[: held_out_count(len(at), share, rounding)]]] = True
     return held_out
 
 

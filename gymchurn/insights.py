@@ -121,28 +121,35 @@ def _measures(
 ) -> pd.DataFrame:
     influence = drivers.influence.set_index("feature")
     strongest = set(influence.index[influence["rank"] <= rules.top_drivers])
+    # Masks over the whole month, not copies of each group's rows: a group
+    # can hold millions of clients.
+    cluster = scored[CLUSTER_ID].to_numpy()
+    in_tiers = scored["risk_tier"].isin(rules.tiers).to_numpy()
+    probability = scored["churn_probability"].to_numpy()
+    matched = {}
     base_match = {}
     rows = []
     for group in groups.itertuples():
-        members = scored[scored[CLUSTER_ID] == group.cluster_id]
+        members = cluster == group.cluster_id
+        n_members = int(members.sum())
         found, targeted_sets = [], []
-        for measure in rules.measures:
+        for position, measure in enumerate(rules.measures):
             driving = [f for f in measure.drivers if f in strongest]
             if measure.drivers and not driving:
                 continue
-            if measure.title not in base_match:
-                base_match[measure.title] = float(measure.targets(scored).mean())
-            matches = measure.targets(members)
-            share = float(matches.mean()) if len(members) else 0.0
+            if position not in matched:
+                matched[position] = measure.targets(scored)
+            base_match.setdefault(measure.title, float(matched[position].mean()))
+            matches = matched[position] & members
+            share = int(matches.sum()) / n_members if n_members else 0.0
             # The segment must have such clients more often than the base.
             if share < measure.min_share or share <= base_match[measure.title]:
                 continue
-            targeted = members[matches & members["risk_tier"].isin(rules.tiers).to_numpy()]
-            clients = frozenset(targeted[CLIENT_ID])
+            targeted = matches & in_tiers
             # A measure that reaches the very clients of an earlier one adds nothing.
-            if not clients or clients in targeted_sets:
+            if not targeted.any() or any(np.array_equal(targeted, t) for t in targeted_sets):
                 continue
-            targeted_sets.append(clients)
+            targeted_sets.append(targeted)
             why = (
                 f"{share:.0%} of the segment match, "
                 f"against {base_match[measure.title]:.0%} of all clients"
@@ -158,8 +165,8 @@ def _measures(
                     "measure": measure.title,
                     "action": measure.action,
                     "why": why,
-                    "clients": len(targeted),
-                    "expected_churners": float(targeted["churn_probability"].sum()),
+                    "clients": int(targeted.sum()),
+                    "expected_churners": float(probability[targeted].sum()),
                 }
             )
         rows += sorted(found, key=lambda row: (-row["expected_churners"], row["measure"]))
@@ -206,24 +213,29 @@ def suggest_actions(
         rules: the measures file the recommendations came from.
 
     Returns:
-        The measure title for each row of ``scored``, on its index; None for
-        clients outside ``rules.tiers`` and for clients no measure fits.
+        The measure title for each row of ``scored``, on its index, as a
+        categorical of the titles chosen; missing for clients outside
+        ``rules.tiers`` and for clients no measure fits.
     """
     by_title = {}
     for measure in rules.measures:
         by_title.setdefault(measure.title, measure)
+    titles = sorted(by_title)
     ranking = rank_measures(influence, rules)
     matches = {measure.title: measure.targets(scored) for measure in by_title.values()}
     targeted = scored["risk_tier"].isin(rules.tiers).to_numpy()
-    chosen = np.full(len(scored), None, dtype=object)
-    for cluster_id in pd.unique(scored[CLUSTER_ID]):
-        in_cluster = targeted & (scored[CLUSTER_ID] == cluster_id).to_numpy()
+    cluster = scored[CLUSTER_ID].to_numpy()
+    # Codes into titles, -1 for none yet: a byte or two a client, not an object.
+    chosen = np.full(len(scored), -1, dtype=np.min_scalar_type(-len(titles)))
+    for cluster_id in pd.unique(cluster):
+        in_cluster = targeted & (cluster == cluster_id)
         for_cluster = recommended.loc[recommended[CLUSTER_ID] == cluster_id, "measure"]
         candidates = [by_title[title] for title in for_cluster if title in by_title] + ranking
         for measure in candidates:
-            fits = in_cluster & matches[measure.title] & pd.isna(chosen)
-            chosen[fits] = measure.title
-    return pd.Series(chosen, index=scored.index, name="suggested_action", dtype=object)
+            fits = in_cluster & matches[measure.title] & (chosen < 0)
+            chosen[fits] = titles.index(measure.title)
+    actions = pd.Categorical.from_codes(chosen, categories=titles).remove_unused_categories()
+    return pd.Series(actions, index=scored.index, name="suggested_action")
 
 
 def _rate(labelled: pd.DataFrame, mask) -> tuple[float, int]:
@@ -398,9 +410,9 @@ def build_insights(
     groups = _target_groups(clusters, scored, measures.target_groups)
     recommended = _measures(groups, scored, drivers, measures)
     # A categorical: a few titles repeated for millions of clients.
-    scored["suggested_action"] = pd.Categorical(
-        suggest_actions(scored, recommended, drivers.influence, measures)
-    )
+    scored["suggested_action"] = suggest_actions(
+        scored, recommended, drivers.influence, measures
+    ).array
     patterns = _patterns(clients, reference, drivers)
     conclusions = _conclusions(month, scored, reference, clusters, drivers, groups, recommended)
     logger.info(

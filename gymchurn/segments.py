@@ -400,6 +400,34 @@ def assign_segments(fitted: SegmentModel, clients: pd.DataFrame) -> pd.DataFrame
     return pd.DataFrame({CLIENT_ID: clients[CLIENT_ID].to_numpy(), CLUSTER_ID: fitted.ids[raw]})
 
 
+def _feature_statistics(
+    clients: pd.DataFrame, cluster_of_client: np.ndarray
+) -> tuple[pd.Series, pd.Series, pd.DataFrame]:
+    """Return each feature's mean and standard deviation, and its mean in each segment.
+
+    One feature at a time: pandas would otherwise cast the month's integer
+    features to one float64 block, 1 GB at 10,000,000 clients.
+    """
+    codes, segment_ids = pd.factorize(cluster_of_client, sort=True)
+    sizes = np.bincount(codes, minlength=len(segment_ids))
+    base_mean, base_std, means = {}, {}, {}
+    for feature in FEATURES:
+        values = clients[feature].to_numpy(dtype="float64", na_value=np.nan)
+        if np.isnan(values).any():
+            column = pd.Series(values)
+            base_mean[feature], base_std[feature] = column.mean(), column.std(ddof=0)
+            means[feature] = column.groupby(codes).mean().reindex(range(len(segment_ids)))
+        else:
+            base_mean[feature], base_std[feature] = values.mean(), values.std()
+            means[feature] = np.bincount(codes, weights=values, minlength=len(segment_ids)) / sizes
+    index = pd.Index(segment_ids)
+    return (
+        pd.Series(base_mean, dtype="float64"),
+        pd.Series(base_std, dtype="float64"),
+        pd.DataFrame({f: np.asarray(m, dtype="float64") for f, m in means.items()}, index=index),
+    )
+
+
 def describe_segments(
     fitted: SegmentModel, clients: pd.DataFrame, assignments: pd.DataFrame
 ) -> Segmentation:
@@ -432,9 +460,8 @@ def describe_segments(
     ids = fitted.ids
     reference = fitted.reference
 
-    base_mean = clients[FEATURES].mean()
-    base_std = clients[FEATURES].std(ddof=0).replace(0, 1.0)
-    means = clients[FEATURES].groupby(cluster_of_client).mean()
+    base_mean, base_std, means = _feature_statistics(clients, cluster_of_client)
+    base_std = base_std.replace(0, 1.0)
     differences = (means - base_mean) / base_std
     differences.index.name = CLUSTER_ID
     on_one_month = clients["contract_period"] == 1

@@ -279,8 +279,24 @@ def _read_month(conn, month: dt.date, chunk_rows: int) -> pd.DataFrame:
             len(frames),
             chunk_rows,
         )
-    scoring = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    scoring = frames[0] if len(frames) == 1 else _concat_by_column(frames)
     return _number_rows(scoring)
+
+
+def _concat_by_column(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate ``frames`` a column at a time, deleting each column from them once copied.
+
+    ``pandas.concat`` holds every chunk and the whole result at once. Here the
+    chunks' columns are freed as the result's are made, so the most held is the
+    month plus one of its columns. Each column of a parsed chunk is a block of
+    its own, so deleting it frees it.
+    """
+    columns = {}
+    for name in list(frames[0].columns):
+        columns[name] = pd.concat([frame[name] for frame in frames], ignore_index=True).array
+        for frame in frames:
+            del frame[name]
+    return pd.DataFrame(columns, copy=False)
 
 
 def _compact_integers(frame: pd.DataFrame) -> None:

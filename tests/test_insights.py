@@ -256,7 +256,11 @@ def test_suggest_actions_skips_measures_that_do_not_fit():
 
     actions = suggest_actions(clients, recommended, INFLUENCE, _rules(LONGER_CONTRACT, ONBOARDING))
 
-    assert actions.to_list() == ["Onboarding", None, "Longer contract"]
+    assert actions.astype(object).where(actions.notna(), None).to_list() == [
+        "Onboarding",
+        None,
+        "Longer contract",
+    ]
 
 
 def test_suggest_actions_none_outside_targeted_tiers():
@@ -265,7 +269,7 @@ def test_suggest_actions_none_outside_targeted_tiers():
 
     actions = suggest_actions(clients, recommended, INFLUENCE, _rules(ONBOARDING))
 
-    assert actions.iloc[0] is None
+    assert pd.isna(actions.iloc[0])
     assert actions.iloc[1] == "Onboarding"
 
 
