@@ -418,7 +418,7 @@ def check_dask_scheduler(address: str) -> int:
         client = Client(address, timeout=DASK_CONNECT_SECONDS, set_as_default=False)
     except OSError as error:
         raise DaskSchedulerError(
-            f"no Dask scheduler answered at {address} ({error}); start it, or check "
+            f"no Dask scheduler responded at {address} ({error}); start it, or check "
             "the address and that this machine can reach its port"
         ) from None
     with client:

@@ -286,9 +286,9 @@ def _read_month(conn, month: dt.date, chunk_rows: int) -> pd.DataFrame:
 def _concat_by_column(frames: list[pd.DataFrame]) -> pd.DataFrame:
     """Concatenate ``frames`` a column at a time, deleting each column from them once copied.
 
-    ``pandas.concat`` holds every chunk and the whole result at once. Here the
-    chunks' columns are freed as the result's are made, so the most held is the
-    month plus one of its columns. Each column of a parsed chunk is a block of
+    ``pandas.concat`` keeps every chunk and the whole result in memory at once.
+    Here each chunk's column is freed once the result's column is made, so at
+    most the month and one of its columns are in memory. Each column of a parsed chunk is a block of
     its own, so deleting it frees it.
     """
     columns = {}
