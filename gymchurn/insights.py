@@ -226,7 +226,7 @@ def suggest_actions(
     targeted = scored["risk_tier"].isin(rules.tiers).to_numpy()
     cluster = scored[CLUSTER_ID].to_numpy()
     # Codes into titles, -1 for none yet: a byte or two a client, not an object.
-    chosen = np.full(len(scored), -1, dtype=np.min_scalar_type(-len(titles)))
+    chosen = np.full(len(scored), -1, dtype=np.int8 if len(titles) < 128 else np.int32)
     for cluster_id in pd.unique(cluster):
         in_cluster = targeted & (cluster == cluster_id)
         for_cluster = recommended.loc[recommended[CLUSTER_ID] == cluster_id, "measure"]

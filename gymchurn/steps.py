@@ -288,8 +288,8 @@ def _concat_by_column(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
     ``pandas.concat`` keeps every chunk and the whole result in memory at once.
     Here each chunk's column is freed once the result's column is made, so at
-    most the month and one of its columns are in memory. Each column of a parsed chunk is a block of
-    its own, so deleting it frees it.
+    most the month and one of its columns are in memory. Each column of a
+    parsed chunk is a block of its own, so deleting it frees it.
     """
     columns = {}
     for name in list(frames[0].columns):
