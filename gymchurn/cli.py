@@ -1129,6 +1129,11 @@ def _job_killed(labels: list[str], session: int, name: str) -> int:
     return 128 + signal.Signals[name].value
 
 
+# A Dask scheduler's address: an optional protocol, a host name or an IP
+# address (IPv6 in brackets), and a port.
+_DASK_ADDRESS = re.compile(r"(?:[a-z][a-z0-9+.-]*://)?(?:\[[0-9A-Fa-f:.]+\]|[\w.-]+):\d{1,5}")
+
+
 @app.command("run")
 def run(
     month: Annotated[
@@ -1173,6 +1178,12 @@ def run(
         raise _fail(f"invalid --task-runner {task_runner!r}: expected default or dask", 2)
     if dask_address and task_runner != "dask":
         raise _fail("--dask-address needs --task-runner dask", 2)
+    if dask_address and not _DASK_ADDRESS.fullmatch(dask_address):
+        raise _fail(
+            f"invalid --dask-address {dask_address!r}: expected the address of a Dask "
+            "scheduler, such as tcp://10.0.0.5:8786",
+            2,
+        )
     if dask_address and not os.environ.get("PREFECT_API_URL"):
         # Without it the job starts a temporary Prefect server on 127.0.0.1,
         # which workers on other machines cannot reach.

@@ -144,21 +144,26 @@ def quiet_explained_errors() -> None:
 
 
 class _FlowFailureEchoFilter(logging.Filter):
-    """Keep off the console the flow run's records that repeat the command's error line.
+    """Keep off the console the run records that repeat the command's error line.
 
     ``gymchurn run`` ends a failed month with ``error: run for M failed: ...``.
-    Prefect has by then printed the same message for the failed step, for the
-    flow's exception and for the flow's final state. The step's line names the
-    step and stays; the flow's two go, except an exception with a traceback,
-    which the error line does not show. The Prefect server still receives them.
+    For one of the job's own errors, Prefect has by then printed the same
+    message when the step raised it, in the step's final state, when the flow
+    raised it and in the flow's final state. Only the step's final state
+    stays: it names the step. An error of Python or a library keeps its
+    traceback, which the error line does not show. The Prefect server still
+    receives every record.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.name != "prefect.flow_runs":
+        if record.name not in ("prefect.flow_runs", "prefect.task_runs"):
             return True
         if getattr(record, "gymchurn_explained", False):
             return False
-        return not record.getMessage().startswith("Finished in state Failed")
+        return not (
+            record.name == "prefect.flow_runs"
+            and record.getMessage().startswith("Finished in state Failed")
+        )
 
 
 def print_failures_once() -> None:

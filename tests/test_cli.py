@@ -401,6 +401,16 @@ def test_cli_run_dask_address_needs_dask_runner():
     assert "--dask-address needs --task-runner dask" in result.stderr
 
 
+@pytest.mark.parametrize("address", ["not-an-address", "tcp://10.0.0.5", "http://:8786"])
+def test_cli_run_rejects_malformed_dask_address(address):
+    result = _invoke(
+        "run", "--month", "2026-10", "--task-runner", "dask", "--dask-address", address
+    )
+
+    assert result.exit_code == 2
+    assert f"invalid --dask-address {address!r}" in result.stderr
+
+
 def test_cli_run_dask_address_needs_prefect_api_url(monkeypatch):
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     result = _invoke(

@@ -162,6 +162,38 @@ def test_explained_errors_logged_without_traceback():
     assert "Traceback (most recent call last)" in other_text
 
 
+def test_console_shows_a_job_error_once_per_step(monkeypatch):
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    monkeypatch.setattr(runtime, "received_signals", [])
+    runtime.quiet_explained_errors()
+    console = PrefectConsoleHandler()
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [console])
+    runtime.print_failures_once()
+    shown = []
+    monkeypatch.setattr(console, "emit", lambda record: shown.append(record.getMessage()))
+
+    def failed(logger_name: str, message: str, error: Exception | None = None) -> None:
+        try:
+            raise error or RuntimeError()
+        except Exception:
+            logging.getLogger(logger_name).error(message, exc_info=error is not None)
+
+    rejected = steps.NoDataError("no questionnaires for 2026-12")
+    failed("prefect.task_runs", "Task run failed with exception: rejected", rejected)
+    failed("prefect.task_runs", "Finished in state Failed('rejected')")
+    failed("prefect.flow_runs", "Encountered exception during execution: rejected", rejected)
+    failed("prefect.flow_runs", "Finished in state Failed('rejected')")
+    failed("prefect.task_runs", "Task run failed with exception: KeyError", KeyError("churned"))
+
+    # The step's final state, and a library error with its traceback.
+    assert shown == [
+        "Finished in state Failed('rejected')",
+        "Task run failed with exception: KeyError",
+    ]
+
+
 def test_signal_dropped_by_python_is_raised_between_steps(monkeypatch):
     monkeypatch.setattr(runtime, "received_signals", [])
     runtime.raise_if_stopped()
