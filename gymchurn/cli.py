@@ -1011,8 +1011,11 @@ def at_risk_command(
         try:
             n_rows = at_risk.export_at_risk(conn, report_month, filters, path, chosen_format)
         except OSError as err:
+            # The list is written to a temporary file beside it first, which
+            # may be the file the system refused.
+            where = f" ({err.filename})" if err.filename and Path(err.filename) != path else ""
             raise _fail(
-                f"cannot write {path}: {err.strerror or err}; give --output a file in a "
+                f"cannot write {path}: {err.strerror or err}{where}; give --output a file in a "
                 "folder you may write to"
             ) from None
     if n_rows == 0:

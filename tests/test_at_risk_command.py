@@ -218,6 +218,8 @@ def test_unwritable_output_exits_1_without_leftovers(monthly_run, tmp_path):
 
     assert result.exit_code == 1
     assert f"cannot write {blocked / 'list.csv'}" in result.stderr
+    # The file the system refused, when it is not the list itself.
+    assert f"({blocked})" in result.stderr, result.stderr
     assert "Traceback" not in result.output
     assert sorted(path.name for path in tmp_path.iterdir()) == ["blocked"]
 
