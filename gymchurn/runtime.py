@@ -169,8 +169,9 @@ class _FlowFailureEchoFilter(logging.Filter):
 def print_failures_once() -> None:
     """Drop the flow run's repeats of a failure from Prefect's console output.
 
-    For a command that prints each failed run's error itself. Prefect must be
-    imported first: its logging set-up replaces the root logger's handlers.
+    Meant for a command that prints each failed run's error itself. Prefect
+    must be imported first: its logging set-up replaces the root logger's
+    handlers.
     """
     from prefect.logging.handlers import PrefectConsoleHandler
 

@@ -89,7 +89,7 @@ def runs(module_database, real_data, tmp_path_factory, dask_cluster):
             module_database, monkeypatch, CHUNK_ROWS, "dask", dask_cluster.scheduler_address
         )
         runner_logger = logging.getLogger("prefect.task_runner.dask")
-        handler = _Kept()
+        handler = _RecordedMessages()
         runner_logger.addHandler(handler)
         try:
             on_local_dask = _run(module_database, monkeypatch, CHUNK_ROWS, "dask")
@@ -107,7 +107,7 @@ def runs(module_database, real_data, tmp_path_factory, dask_cluster):
     }
 
 
-class _Kept(logging.Handler):
+class _RecordedMessages(logging.Handler):
     def __init__(self):
         super().__init__()
         self.messages = []

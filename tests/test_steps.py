@@ -171,8 +171,10 @@ def test_console_shows_a_job_error_once_per_step(monkeypatch):
     root = logging.getLogger()
     monkeypatch.setattr(root, "handlers", [console])
     runtime.print_failures_once()
-    shown = []
-    monkeypatch.setattr(console, "emit", lambda record: shown.append(record.getMessage()))
+    console_messages = []
+    monkeypatch.setattr(
+        console, "emit", lambda record: console_messages.append(record.getMessage())
+    )
 
     def failed(logger_name: str, message: str, error: Exception | None = None) -> None:
         try:
@@ -188,7 +190,7 @@ def test_console_shows_a_job_error_once_per_step(monkeypatch):
     failed("prefect.task_runs", "Task run failed with exception: KeyError", KeyError("churned"))
 
     # The step's final state, and a library error with its traceback.
-    assert shown == [
+    assert console_messages == [
         "Finished in state Failed('rejected')",
         "Task run failed with exception: KeyError",
     ]
