@@ -61,6 +61,8 @@ def dask_cluster():
         protocol="tcp",
         host="127.0.0.1",
         dashboard_address=None,
+        # The scheduler's HTTP server takes a free port: 8787 may be taken.
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
     )
     yield cluster
     cluster.close(timeout=30)
