@@ -519,7 +519,7 @@ def _choose_model(
         )
 
     if champion is None or champion_pipeline is None:
-        logger.info("model: %s is the champion: %s", version, reason)
+        logger.info("model: %s is now the champion (trained because: %s)", version, reason)
         return promoted(reason)
     if champion["version"] == version:
         reason += f"; the model trained on these rows is the champion {version} itself"
