@@ -52,10 +52,17 @@ def dask_cluster():
     Threads share this process's Prefect API; worker processes would each
     start a temporary Prefect server of their own.
     """
+    cluster = _loopback_cluster(n_workers=2)
+    yield cluster
+    cluster.close(timeout=30)
+
+
+def _loopback_cluster(n_workers: int):
+    """Start a Dask cluster of ``n_workers`` one-thread workers on 127.0.0.1, in this process."""
     from distributed import LocalCluster
 
-    cluster = LocalCluster(
-        n_workers=2,
+    return LocalCluster(
+        n_workers=n_workers,
         threads_per_worker=1,
         processes=False,
         protocol="tcp",
@@ -64,8 +71,6 @@ def dask_cluster():
         # The scheduler's HTTP server takes a free port: 8787 may be taken.
         scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
     )
-    yield cluster
-    cluster.close(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -138,19 +143,10 @@ def test_scheduler_check_names_unreachable_address(monkeypatch):
 
 
 def test_scheduler_check_fails_without_workers(monkeypatch):
-    from distributed import LocalCluster
-
     from flows import monthly_scoring
 
     monkeypatch.setattr(monthly_scoring, "DASK_WORKER_SECONDS", 1)
-    with LocalCluster(
-        n_workers=0,
-        processes=False,
-        protocol="tcp",
-        host="127.0.0.1",
-        dashboard_address=None,
-        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-    ) as empty:
+    with _loopback_cluster(n_workers=0) as empty:
         with pytest.raises(monthly_scoring.DaskSchedulerError, match="has no worker after 1 s"):
             monthly_scoring.check_dask_scheduler(empty.scheduler_address)
 
