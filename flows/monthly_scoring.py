@@ -409,7 +409,7 @@ def check_dask_scheduler(address: str) -> int:
     """Return how many workers the Dask scheduler at ``address`` has, once it has one.
 
     Raises:
-        DaskSchedulerError: no scheduler answers within :data:`DASK_CONNECT_SECONDS`,
+        DaskSchedulerError: no scheduler responds within :data:`DASK_CONNECT_SECONDS`,
             or it has no worker after :data:`DASK_WORKER_SECONDS`.
     """
     from distributed import Client

@@ -221,11 +221,13 @@ def suggest_actions(
     for measure in rules.measures:
         by_title.setdefault(measure.title, measure)
     titles = sorted(by_title)
+    code_of = {title: code for code, title in enumerate(titles)}
     ranking = rank_measures(influence, rules)
     matches = {measure.title: measure.targets(scored) for measure in by_title.values()}
     targeted = scored["risk_tier"].isin(rules.tiers).to_numpy()
     cluster = scored[CLUSTER_ID].to_numpy()
-    # Codes into titles, -1 for none yet: a byte or two a client, not an object.
+    # Codes into titles, -1 for none yet: one byte a client, not an object,
+    # for fewer than 128 measures.
     chosen = np.full(len(scored), -1, dtype=np.int8 if len(titles) < 128 else np.int32)
     for cluster_id in pd.unique(cluster):
         in_cluster = targeted & (cluster == cluster_id)
@@ -233,7 +235,7 @@ def suggest_actions(
         candidates = [by_title[title] for title in for_cluster if title in by_title] + ranking
         for measure in candidates:
             fits = in_cluster & matches[measure.title] & (chosen < 0)
-            chosen[fits] = titles.index(measure.title)
+            chosen[fits] = code_of[measure.title]
     actions = pd.Categorical.from_codes(chosen, categories=titles).remove_unused_categories()
     return pd.Series(actions, index=scored.index, name="suggested_action")
 

@@ -162,7 +162,7 @@ def test_explained_errors_logged_without_traceback():
     assert "Traceback (most recent call last)" in other_text
 
 
-def test_console_shows_a_job_error_once_per_step(monkeypatch):
+def test_console_shows_job_error_once(monkeypatch):
     from prefect.logging.handlers import PrefectConsoleHandler
 
     monkeypatch.setattr(runtime, "received_signals", [])
@@ -182,10 +182,10 @@ def test_console_shows_a_job_error_once_per_step(monkeypatch):
         except Exception:
             logging.getLogger(logger_name).error(message, exc_info=error is not None)
 
-    rejected = steps.NoDataError("no questionnaires for 2026-12")
-    failed("prefect.task_runs", "Task run failed with exception: rejected", rejected)
+    job_error = steps.NoDataError("no questionnaires for 2026-12")
+    failed("prefect.task_runs", "Task run failed with exception: rejected", job_error)
     failed("prefect.task_runs", "Finished in state Failed('rejected')")
-    failed("prefect.flow_runs", "Encountered exception during execution: rejected", rejected)
+    failed("prefect.flow_runs", "Encountered exception during execution: rejected", job_error)
     failed("prefect.flow_runs", "Finished in state Failed('rejected')")
     failed("prefect.task_runs", "Task run failed with exception: KeyError", KeyError("churned"))
 
