@@ -1,8 +1,9 @@
 """The job when its database is unreachable at the start or lost in the middle of a run.
 
 The job reaches the test server through a TCP forwarder on 127.0.0.1 that the
-tests open and close. A closed forwarder accepts each connection and closes it
-at once, which psycopg reports as a lost connection.
+tests open and close; the forwarder reaches the server over TCP or, for the
+embedded server, over its Unix socket. A closed forwarder accepts each
+connection and closes it at once, which psycopg reports as a lost connection.
 """
 
 import os
@@ -22,10 +23,15 @@ from tests.test_run_safety import _backends_waiting_on, _stderr
 
 
 class Forwarder:
-    """Forward TCP connections from a free port on 127.0.0.1 to the database server."""
+    """Forward TCP connections from a free port on 127.0.0.1 to the database server.
 
-    def __init__(self, target_port: int, open_after: int = 0) -> None:
-        self.target_port = target_port
+    Args:
+        target: ``(family, address)`` of the server: ``AF_INET`` with
+            ``(host, port)``, or ``AF_UNIX`` with the socket file's path.
+    """
+
+    def __init__(self, target: tuple[socket.AddressFamily, object], open_after: int = 0) -> None:
+        self.target = target
         self.rejected = 0
         # Connections to reject before forwarding again; None rejects all.
         self.reject_next: int | None = open_after
@@ -50,7 +56,9 @@ class Forwarder:
             if reject:
                 client.close()
                 continue
-            server = socket.create_connection(("127.0.0.1", self.target_port))
+            family, address = self.target
+            server = socket.socket(family, socket.SOCK_STREAM)
+            server.connect(address)
             with self._lock:
                 self._pairs.append((client, server))
             for source, target in ((client, server), (server, client)):
@@ -90,11 +98,25 @@ class Forwarder:
         self._listener.close()
 
 
+def _server_address(url: sa.URL) -> tuple[socket.AddressFamily, object]:
+    """Where the server of ``url`` listens: its Unix socket when the URL names a folder."""
+    port = url.port or 5432
+    folder = url.query.get("host")
+    if folder and folder.startswith("/"):
+        return socket.AF_UNIX, os.path.join(folder, f".s.PGSQL.{port}")
+    return socket.AF_INET, (url.host or "127.0.0.1", port)
+
+
 @pytest.fixture
 def forwarder(database, server_url, monkeypatch):
     """A forwarder to the test database; DATABASE_URL points at it."""
-    proxy = Forwarder(server_url.port or 5432)
-    url = database.url.set(port=proxy.port, drivername="postgresql")
+    proxy = Forwarder(_server_address(server_url))
+    url = database.url.set(
+        host="127.0.0.1",
+        port=proxy.port,
+        drivername="postgresql",
+        query={key: value for key, value in database.url.query.items() if key != "host"},
+    )
     monkeypatch.setenv("DATABASE_URL", url.render_as_string(hide_password=False))
     monkeypatch.setenv("GYMCHURN_DB_RETRY_SECONDS", "[0.2, 0.5]")
     get_settings.cache_clear()
