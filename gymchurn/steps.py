@@ -351,6 +351,11 @@ def extract(engine: Engine, month: dt.date, settings: Settings | None = None) ->
     """
     settings = settings or get_settings()
     started = time.perf_counter()
+    # Checked first: the earlier months alone took 16.7 s to read at
+    # 1,000,000 simulated clients a month, only to fail afterwards.
+    with engine.connect() as conn:
+        if not db.execute(conn, "month_has_questionnaires", {"month": month}).scalar_one():
+            raise _no_questionnaires(month)
     # The earlier months are read on a second connection while this one
     # streams the month: the server computes their profiles and sample while
     # this process parses. At 1,000,000 simulated clients the reads took
@@ -374,11 +379,16 @@ def extract(engine: Engine, month: dt.date, settings: Settings | None = None) ->
         time.perf_counter() - started,
     )
     if scoring.empty:
-        raise NoDataError(
-            f"no questionnaires for {format_month(month)} in crm.questionnaires; "
-            f"load them first with: gymchurn load-csv FILE --month {format_month(month)}"
-        )
+        # Deleted since the check above.
+        raise _no_questionnaires(month)
     return MonthData(month, scoring, candidates, earlier, faults)
+
+
+def _no_questionnaires(month: dt.date) -> NoDataError:
+    return NoDataError(
+        f"no questionnaires for {format_month(month)} in crm.questionnaires; "
+        f"load them first with: gymchurn load-csv FILE --month {format_month(month)}"
+    )
 
 
 def _read_earlier(engine: Engine, month: dt.date, settings: Settings):

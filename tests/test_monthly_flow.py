@@ -277,18 +277,32 @@ def package_logs():
     logging.getLogger("gymchurn").removeHandler(handler)
 
 
-def test_run_without_questionnaires_fails_and_keeps_scores(database, real_data, package_logs):
-    from gymchurn.steps import NoDataError
+def test_run_without_questionnaires_fails_and_keeps_scores(
+    database, real_data, package_logs, monkeypatch
+):
+    from gymchurn import steps
 
     _load(database, real_data, "2026-10")
     _run("2026-10")
+    checks, earlier_reads = [], []
+    execute = steps.db.execute
 
-    with pytest.raises(NoDataError, match="no questionnaires for 2026-12"):
+    def counting_execute(conn, name, params=None):
+        if name == "month_has_questionnaires":
+            checks.append(params["month"])
+        return execute(conn, name, params)
+
+    monkeypatch.setattr(steps.db, "execute", counting_execute)
+    monkeypatch.setattr(steps, "_read_earlier", lambda *args: earlier_reads.append(args))
+
+    with pytest.raises(steps.NoDataError, match="no questionnaires for 2026-12"):
         _run("2026-12")
 
     # Missing data is not retried: a second read would find nothing either.
-    extracts = [m for m in package_logs if m.startswith("extract: 0 questionnaires for 2026-12")]
-    assert len(extracts) == 1
+    # The earlier months are not read for a month that has nothing to score.
+    assert [str(month) for month in checks] == ["2026-12-01"]
+    assert earlier_reads == []
+    assert not [m for m in package_logs if m.startswith("extract: 0 questionnaires")]
 
     runs = _frame(
         database,
