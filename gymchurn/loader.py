@@ -47,6 +47,7 @@ import io
 import itertools
 import logging
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -262,15 +263,20 @@ def _split_records(path: Path, text: str, delimiter: str) -> list[tuple[int, lis
     Blank lines are skipped. A quoted field may span lines, so a record's line
     is counted by the reader, not by the record's position.
     """
+    return list(_records(path, text, delimiter))
+
+
+def _records(path: Path, text: str, delimiter: str) -> Iterator[tuple[int, list[str]]]:
+    """Yield the records of :func:`_split_records` one at a time."""
     reader = csv.reader(
         io.StringIO(text, newline=""), delimiter=delimiter, skipinitialspace=True, strict=True
     )
-    records, n_blank, last_line = [], 0, 0
+    n_blank, last_line = 0, 0
     try:
         for fields in reader:
             # The first cell decides for almost every record.
             if (fields and fields[0].strip()) or any(cell.strip() for cell in fields):
-                records.append((last_line + 1, fields))
+                yield last_line + 1, fields
             else:
                 n_blank += 1
             last_line = reader.line_num
@@ -281,7 +287,6 @@ def _split_records(path: Path, text: str, delimiter: str) -> list[tuple[int, lis
         ) from None
     if n_blank:
         logger.warning("%s: skipped %d empty line(s)", path, n_blank)
-    return records
 
 
 def _client_key_rank(key: str) -> int | None:
@@ -437,48 +442,57 @@ def _stripped_cells(table: pd.DataFrame, header: _Header) -> dict[str, list[str]
     }
 
 
-def _first_match(pattern: re.Pattern, texts: list[str], positions) -> int | None:
-    return next((i for i in positions if pattern.fullmatch(texts[i])), None)
+class _DecimalMarks:
+    """The file's decimal mark, from the number cells of its chunks in file order.
 
-
-def _detect_decimal_mark(
-    path: Path, header: _Header, table: pd.DataFrame, cells: dict[str, list[str]]
-) -> str:
-    """Return the file's decimal mark, or raise on digit grouping or mixed marks.
-
-    ``cells`` holds each number column's stripped cells (:func:`_stripped_cells`).
+    Raises on the first cell with digit grouping, and as soon as both marks
+    have been seen.
     """
-    examples: dict[str, tuple[int, str, str]] = {}
-    for name, texts in cells.items():
-        position = header.positions[name]
-        # A cell of digits alone matches none of the patterns: most cells are such.
-        others = [i for i, text in enumerate(texts) if not text.isdecimal()]
-        grouped = [i for i in others if _GROUPED_NUMBER.fullmatch(texts[i])]
-        if grouped:
-            line = table.index[grouped[0]]
-            raise CsvFormatError(
-                f"{path}: line {line}, column {header.names[position]}: {texts[grouped[0]]!r} "
-                f"has digit grouping ({len(grouped)} such cell(s) in this column), so a "
-                "spreadsheet locale has rewritten the numbers and their values are unknown; "
-                "export the file again with plain numbers such as 11.320293765"
+
+    def __init__(self, path: Path, header: _Header):
+        self.path = path
+        self.header = header
+        self.examples: dict[str, tuple[int, str, str]] = {}
+
+    @property
+    def mark(self) -> str:
+        """``,`` once a cell has used it; ``.`` until then and for ever after a point."""
+        return "," if "," in self.examples else "."
+
+    def add(self, table: pd.DataFrame, cells: dict[str, list[str]]) -> None:
+        """Check one chunk; ``cells`` holds its stripped number cells (:func:`_stripped_cells`)."""
+        for name, texts in cells.items():
+            column = self.header.names[self.header.positions[name]]
+            # A cell of digits alone matches none of the patterns: most cells are such.
+            others = [i for i, text in enumerate(texts) if not text.isdecimal()]
+            grouped = [i for i in others if _GROUPED_NUMBER.fullmatch(texts[i])]
+            if grouped:
+                raise CsvFormatError(
+                    f"{self.path}: line {table.index[grouped[0]]}, column {column}: "
+                    f"{texts[grouped[0]]!r} has digit grouping ({len(grouped)} such cell(s) in "
+                    f"this column from line {table.index[0]} to {table.index[-1]}), so a "
+                    "spreadsheet locale has rewritten the numbers and their values are "
+                    "unknown; export the file again with plain numbers such as 11.320293765"
+                )
+            for mark, pattern in [(".", _DECIMAL_POINT), (",", _DECIMAL_COMMA)]:
+                if mark in self.examples:
+                    continue
+                found = next(
+                    (i for i in others if mark in texts[i] and pattern.fullmatch(texts[i])), None
+                )
+                if found is not None:
+                    self.examples[mark] = (table.index[found], column, texts[found])
+        # NOTE: quoted "1,234" in a file with no decimal point anywhere is read as
+        # 1.234, although an export with comma thousands separators meant 1234.
+        if len(self.examples) == 2:
+            described = " and ".join(
+                f"line {line}, column {column}: {value!r}"
+                for line, column, value in self.examples.values()
             )
-        for mark, pattern in [(".", _DECIMAL_POINT), (",", _DECIMAL_COMMA)]:
-            if mark in examples:
-                continue
-            found = _first_match(pattern, texts, (i for i in others if mark in texts[i]))
-            if found is not None:
-                examples[mark] = (table.index[found], header.names[position], texts[found])
-    # NOTE: quoted "1,234" in a file with no decimal point anywhere is read as
-    # 1.234, although an export with comma thousands separators meant 1234.
-    if len(examples) == 2:
-        described = " and ".join(
-            f"line {line}, column {column}: {value!r}" for line, column, value in examples.values()
-        )
-        raise CsvFormatError(
-            f"{path}: numbers use both '.' and ',' as decimal mark ({described}); "
-            "export the file again with one decimal mark"
-        )
-    return "," if "," in examples else "."
+            raise CsvFormatError(
+                f"{self.path}: numbers use both '.' and ',' as decimal mark ({described}); "
+                "export the file again with one decimal mark"
+            )
 
 
 def _parse_numbers(
@@ -511,10 +525,9 @@ def _parse_numbers(
 
 
 def _client_ids(
-    path: Path, header: _Header, table: pd.DataFrame, texts: list[str] | None, decimal_mark: str
-) -> tuple[pd.Series, bool]:
-    if texts is None:
-        return pd.Series(np.arange(1, len(table) + 1, dtype="int64"), index=table.index), True
+    path: Path, header: _Header, table: pd.DataFrame, texts: list[str], decimal_mark: str
+) -> pd.Series:
+    """Parse one chunk's client ids, or raise on the first empty or invalid one."""
     position = header.positions[CLIENT_ID]
     source = header.names[position]
     ids, faults = _parse_numbers(texts, table.index, decimal_mark, _INTEGER_LIMITS[CLIENT_ID])
@@ -532,6 +545,10 @@ def _client_ids(
             f"is not a positive integer below {_INTEGER_LIMITS[CLIENT_ID]}; correct it and "
             "load the file again"
         )
+    return ids.astype("int64")
+
+
+def _check_unique_ids(path: Path, source: str, ids: pd.Series) -> None:
     duplicated = ids.duplicated(keep=False)
     if duplicated.any():
         lines = ", ".join(str(line) for line in ids.index[duplicated][:10])
@@ -539,14 +556,16 @@ def _client_ids(
             f"{path}: column {source}: client ids repeat on lines {lines}; "
             "each client must appear once a month"
         )
-    return ids.astype("int64"), False
 
 
-def _parse_labels(path: Path, cells: pd.Series, source: str, decimal_mark: str) -> pd.Series:
+def _parse_labels(cells: pd.Series, decimal_mark: str) -> pd.Series:
     text = cells.str.strip().str.lower()
     if decimal_mark == ",":
         text = text.str.replace(",", ".", regex=False)
-    labels = text.map(_CHURN_LABELS)
+    return text.map(_CHURN_LABELS)
+
+
+def _log_unknown_labels(path: Path, source: str, labels: pd.Series) -> None:
     unknown = labels.isna()
     if unknown.any():
         lines = ", ".join(str(line) for line in labels.index[unknown][:10])
@@ -558,7 +577,6 @@ def _parse_labels(path: Path, cells: pd.Series, source: str, decimal_mark: str) 
             int(unknown.sum()),
             lines,
         )
-    return labels
 
 
 def _collect_faults(
@@ -601,6 +619,55 @@ def _log_faults(path: Path, faults: pd.DataFrame) -> None:
     )
 
 
+# Records checked and parsed at a time. A chunk's text cells are freed before
+# the next chunk is split, so a file takes the memory of its numbers, not of
+# its strings: at a million rows the whole file as Python strings took 1.2 GiB.
+READ_CHUNK_RECORDS = 100_000
+
+
+@dataclass(frozen=True)
+class _ReadChunk:
+    questionnaires: pd.DataFrame
+    """``client_id`` and the features, indexed by file line."""
+    faults: pd.DataFrame
+    labels: pd.Series | None
+
+
+def _read_chunk(
+    path: Path,
+    header: _Header,
+    table: pd.DataFrame,
+    cells: dict[str, list[str]],
+    decimal_mark: str,
+    first_id: int,
+) -> _ReadChunk:
+    """Parse one chunk of records; clients without an id column are numbered from ``first_id``."""
+    if CLIENT_ID in cells:
+        ids = _client_ids(path, header, table, cells.pop(CLIENT_ID), decimal_mark)
+    else:
+        ids = pd.Series(
+            np.arange(first_id, first_id + len(table), dtype="int64"), index=table.index
+        )
+    questionnaires = pd.DataFrame({CLIENT_ID: ids})
+    faults = {}
+    for name in FEATURES:
+        values, faults[name] = _parse_numbers(
+            cells.pop(name), table.index, decimal_mark, _INTEGER_LIMITS.get(name)
+        )
+        questionnaires[name] = values.astype("Int64") if name in INTEGER_FEATURES else values
+    labels = None
+    if CHURNED in header.positions:
+        labels = _parse_labels(table[header.positions[CHURNED]], decimal_mark)
+    return _ReadChunk(questionnaires, _collect_faults(ids, header, table, faults), labels)
+
+
+def _concat_faults(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    parts = [part for part in parts if not part.empty]
+    if not parts:
+        return _empty_faults()
+    return pd.concat(parts, ignore_index=True).astype(_FAULT_DTYPES)
+
+
 def read_questionnaire_csv(path: Path) -> QuestionnaireFile:
     """Read a questionnaire CSV, with or without a ``Churn`` column.
 
@@ -619,36 +686,45 @@ def read_questionnaire_csv(path: Path) -> QuestionnaireFile:
     path = Path(path)
     decoded = _decode_file(path)
     delimiter = _detect_delimiter(decoded.text)
-    records = _split_records(path, decoded.text, delimiter)
-    if not records:
+    records = _records(path, decoded.text, delimiter)
+    first = next(records, None)
+    if first is None:
         raise CsvFormatError(f"{path}: empty file (no fields); expected a CSV header and data rows")
-    header = _map_header(path, *records[0], decoded)
-    _check_row_widths(path, records[1:], len(header.names))
-    _check_repeated_header(path, records[0][1], records[1:])
-    if len(records) == 1:
+    header = _map_header(path, *first, decoded)
+    marks = _DecimalMarks(path, header)
+    chunks = []
+    while chunk := list(itertools.islice(records, READ_CHUNK_RECORDS)):
+        _check_row_widths(path, chunk, len(header.names))
+        _check_repeated_header(path, first[1], chunk)
+        table = _build_table(chunk, len(header.names))
+        del chunk
+        cells = _stripped_cells(table, header)
+        marks.add(table, cells)
+        first_id = 1 + sum(len(part.questionnaires) for part in chunks)
+        chunks.append(_read_chunk(path, header, table, cells, marks.mark, first_id))
+    if not chunks:
         raise CsvFormatError(f"{path}: no data rows, only a header; nothing to load")
-    table = _build_table(records[1:], len(header.names))
-    del records
-    cells = _stripped_cells(table, header)
-    decimal_mark = _detect_decimal_mark(path, header, table, cells)
+    decimal_mark = marks.mark
 
-    ids, ids_assigned = _client_ids(path, header, table, cells.pop(CLIENT_ID, None), decimal_mark)
-    questionnaires = pd.DataFrame({CLIENT_ID: ids})
-    faults = {}
-    for name in FEATURES:
-        values, faults[name] = _parse_numbers(
-            cells.pop(name), table.index, decimal_mark, _INTEGER_LIMITS.get(name)
-        )
-        questionnaires[name] = values.astype("Int64") if name in INTEGER_FEATURES else values
-    fault_table = _collect_faults(ids, header, table, faults)
+    questionnaires = pd.concat([part.questionnaires for part in chunks])
+    ids_assigned = CLIENT_ID not in header.positions
+    if not ids_assigned:
+        source = header.names[header.positions[CLIENT_ID]]
+        _check_unique_ids(path, source, questionnaires[CLIENT_ID])
+    fault_table = _concat_faults([part.faults for part in chunks])
     _log_faults(path, fault_table)
 
     outcomes = None
     if CHURNED in header.positions:
-        position = header.positions[CHURNED]
-        labels = _parse_labels(path, table[position], header.names[position], decimal_mark)
+        labels = pd.concat([part.labels for part in chunks])
+        _log_unknown_labels(path, header.names[header.positions[CHURNED]], labels)
         known = labels.notna()
-        outcomes = pd.DataFrame({CLIENT_ID: ids[known], CHURNED: labels[known].astype(bool)})
+        outcomes = pd.DataFrame(
+            {
+                CLIENT_ID: questionnaires[CLIENT_ID][known],
+                CHURNED: labels[known].astype(bool),
+            }
+        )
         outcomes = outcomes.reset_index(drop=True)
     if (decoded.encoding, delimiter, decimal_mark) != ("utf-8", ",", "."):
         logger.info(

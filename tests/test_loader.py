@@ -1103,3 +1103,94 @@ def test_random_bytes_loaded_or_rejected(header, data):
 
     if loaded is not None:
         _assert_every_row_accounted_for(loaded)
+
+
+def _read_in_chunks(monkeypatch, path, records: int):
+    monkeypatch.setattr("gymchurn.loader.READ_CHUNK_RECORDS", records)
+    return read_questionnaire_csv(path)
+
+
+def _assert_same_file(left, right) -> None:
+    pd.testing.assert_frame_equal(left.questionnaires, right.questionnaires)
+    if right.outcomes is None:
+        assert left.outcomes is None
+    else:
+        pd.testing.assert_frame_equal(left.outcomes, right.outcomes)
+    pd.testing.assert_frame_equal(left.faults, right.faults)
+    assert (left.ids_assigned, left.decimal_mark, left.encoding, left.delimiter) == (
+        right.ids_assigned,
+        right.decimal_mark,
+        right.encoding,
+        right.delimiter,
+    )
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "00_clean_reference.csv",
+        "01_bom_semicolon_decimal_comma.csv",
+        "02_churn_yes_no.csv",
+        "09_extra_unknown_columns.csv",
+        "10_nan_in_lifetime.csv",
+        "12_cp1251_russian_headers.csv",
+        "17_columns_reordered.csv",
+    ],
+)
+def test_read_in_chunks_same_as_whole(monkeypatch, name):
+    whole = read_questionnaire_csv(CASES / name)
+
+    chunked = _read_in_chunks(monkeypatch, CASES / name, 3)
+
+    _assert_same_file(chunked, whole)
+
+
+def test_read_real_file_in_chunks_same_as_whole(monkeypatch, real_data):
+    whole = read_questionnaire_csv(real_data)
+
+    chunked = _read_in_chunks(monkeypatch, real_data, 999)
+
+    assert len(chunked.questionnaires) == 4000
+    assert chunked.questionnaires[CLIENT_ID].to_list() == list(range(1, 4001))
+    _assert_same_file(chunked, whole)
+
+
+def test_read_in_chunks_faults_and_comma_after_integer_rows(monkeypatch, tmp_path):
+    # The first chunk has no fraction, so its decimal mark is known only later.
+    header, rows = _reference_table()
+    rows = _decimal_comma(rows)
+    integer_row = [cell.split(",")[0] for cell in rows[0]]
+    lifetime = header.index("Lifetime")
+    rows = [integer_row, integer_row, *_with_cell(rows, 4, lifetime, "n/a")]
+    path = _write_table(tmp_path, header, rows, delimiter=";")
+
+    chunked = _read_in_chunks(monkeypatch, path, 2)
+
+    assert chunked.decimal_mark == ","
+    assert _fault_records(chunked) == [(7, 8, "lifetime", "n/a", "missing")]
+    assert chunked.questionnaires["avg_additional_charges_total"][2] == 14.22747042
+    _assert_same_file(chunked, _read_in_chunks(monkeypatch, path, 100_000))
+
+
+def test_read_in_chunks_repeated_ids_across_chunks_rejected(monkeypatch, tmp_path):
+    path = _with_client_ids(REFERENCE, tmp_path, "ids.csv")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    # The client of line 2 again on line 9, in another chunk of three rows.
+    lines[8] = "1," + lines[8].split(",", 1)[1]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    with pytest.raises(CsvFormatError, match="client ids repeat on lines 2, 9;"):
+        _read_in_chunks(monkeypatch, path, 3)
+
+
+def test_read_in_chunks_grouping_in_later_chunk_rejected(monkeypatch, tmp_path):
+    header, rows = _reference_table()
+    column = header.index("Avg_additional_charges_total")
+    path = _write_table(tmp_path, header, _with_cell(rows, 7, column, "1.234,5"))
+
+    with pytest.raises(CsvFormatError) as raised:
+        _read_in_chunks(monkeypatch, path, 3)
+
+    message = str(raised.value)
+    assert "line 9, column Avg_additional_charges_total: '1.234,5' has digit grouping" in message
+    assert "(1 such cell(s) in this column from line 8 to 10)" in message
