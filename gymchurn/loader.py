@@ -55,7 +55,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy.engine import Connection, Engine
 
-from gymchurn import db
+from gymchurn import binary_copy, db
 from gymchurn.aliases import CLIENT_KEY_ALIASES, HEADER_ALIASES, normalize_header
 from gymchurn.schema import (
     BINARY_FEATURES,
@@ -768,13 +768,30 @@ class LoadSummary:
 
 
 def _upsert(
-    conn, staging_query: str, upsert_query: str, table: str, frame, columns
+    conn, names: tuple[str, str, str], frame: pd.DataFrame, columns: dict, month: dt.date
 ) -> tuple[int, int]:
-    db.execute(conn, staging_query)
-    db.copy_rows(conn, table, columns, db.frame_rows(frame, columns))
-    changed = db.execute(conn, upsert_query).fetchall()
-    inserted = sum(1 for row in changed if row.inserted)
-    return inserted, len(changed) - inserted
+    """Stage ``frame`` with binary COPY and upsert it; return the rows inserted and updated.
+
+    Args:
+        names: the query that creates the staging table, the staging table and
+            the upsert query.
+        columns: the staging table's columns and the binary type each is sent as.
+    """
+    create, table, upsert = names
+    db.execute(conn, create)
+    numbers = []
+    for name, wire in columns.items():
+        values = frame[name].to_numpy(dtype=wire.newbyteorder("="), na_value=np.nan)
+        numbers.append(binary_copy.Numbers(values, wire))
+    order = np.arange(len(frame))
+    db.copy_binary(conn, table, list(columns), binary_copy.blocks(numbers, order))
+    row = db.execute(conn, upsert, {"month": month}).one()
+    return row.inserted, row.updated
+
+
+# Staging columns as sent: the answers as float8, NaN for a missing one.
+_QUESTIONNAIRE_WIRE = {CLIENT_ID: np.dtype(">i8"), **dict.fromkeys(FEATURES, np.dtype(">f8"))}
+_OUTCOME_WIRE = {CLIENT_ID: np.dtype(">i8"), CHURNED: np.dtype("?")}
 
 
 def _replace_faults(conn, loaded: QuestionnaireFile, month: dt.date, replace: bool) -> int:
@@ -782,8 +799,8 @@ def _replace_faults(conn, loaded: QuestionnaireFile, month: dt.date, replace: bo
     if replace:
         db.execute(conn, "delete_month_faults", {"month": month})
     else:
-        client_ids = loaded.questionnaires[CLIENT_ID].tolist()
-        db.execute(conn, "delete_client_faults", {"month": month, "client_ids": client_ids})
+        # The file's clients are those of the staging table.
+        db.execute(conn, "delete_client_faults", {"month": month})
     faults = loaded.faults.rename(columns={"column": "column_name"}).assign(**{MONTH: month})
     rows = db.frame_rows(faults, _FAULT_TABLE_COLUMNS)
     return db.copy_rows(conn, "crm.questionnaire_faults", _FAULT_TABLE_COLUMNS, rows)
@@ -843,7 +860,6 @@ def load_questionnaire_file(
         LoadConflictError: the file numbers its clients by row, and the month
             already contains another number of clients or rows it would change.
     """
-    questionnaires = loaded.questionnaires.assign(**{MONTH: month})
     keys = {"month": month}
     with engine.begin() as conn:
         q_removed = o_removed = existing = 0
@@ -854,21 +870,19 @@ def load_questionnaire_file(
             existing = _check_numbered_ids(conn, loaded, month)
         q_new, q_changed = _upsert(
             conn,
-            "create_questionnaires_staging",
-            "upsert_questionnaires",
-            "questionnaires_staging",
-            questionnaires,
-            [CLIENT_ID, MONTH, *FEATURES],
+            ("create_questionnaires_staging", "questionnaires_staging", "upsert_questionnaires"),
+            loaded.questionnaires,
+            _QUESTIONNAIRE_WIRE,
+            month,
         )
         o_new = o_changed = 0
         if loaded.outcomes is not None:
             o_new, o_changed = _upsert(
                 conn,
-                "create_outcomes_staging",
-                "upsert_outcomes",
-                "outcomes_staging",
-                loaded.outcomes.assign(**{MONTH: month}),
-                [CLIENT_ID, MONTH, CHURNED],
+                ("create_outcomes_staging", "outcomes_staging", "upsert_outcomes"),
+                loaded.outcomes,
+                _OUTCOME_WIRE,
+                month,
             )
             unlabelled = ~loaded.questionnaires[CLIENT_ID].isin(loaded.outcomes[CLIENT_ID])
             client_ids = loaded.questionnaires.loc[unlabelled, CLIENT_ID].tolist()
@@ -882,7 +896,7 @@ def load_questionnaire_file(
         db.execute(conn, "analyze_crm")
     return LoadSummary(
         month,
-        len(questionnaires),
+        len(loaded.questionnaires),
         q_new,
         q_changed,
         q_removed,

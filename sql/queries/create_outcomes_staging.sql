@@ -1,2 +1,4 @@
-CREATE TEMPORARY TABLE outcomes_staging
-    (LIKE crm.churn_outcomes INCLUDING DEFAULTS) ON COMMIT DROP
+CREATE TEMPORARY TABLE outcomes_staging (
+    client_id bigint NOT NULL,
+    churned boolean NOT NULL
+) ON COMMIT DROP

@@ -1,2 +1,3 @@
-DELETE FROM crm.questionnaire_faults
-WHERE month = %(month)s AND client_id = ANY(%(client_ids)s)
+DELETE FROM crm.questionnaire_faults AS f
+USING questionnaires_staging AS s
+WHERE f.month = %(month)s AND f.client_id = s.client_id

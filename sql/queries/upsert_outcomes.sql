@@ -1,5 +1,13 @@
-INSERT INTO crm.churn_outcomes AS o (client_id, month, churned)
-SELECT client_id, month, churned FROM outcomes_staging
-ON CONFLICT (client_id, month) DO UPDATE SET churned = excluded.churned
-WHERE o.churned IS DISTINCT FROM excluded.churned
-RETURNING (xmax = 0) AS inserted
+-- Counts, not a row a changed client: a load of a million new clients
+-- would otherwise send a million rows back.
+WITH changed AS (
+    INSERT INTO crm.churn_outcomes AS o (client_id, month, churned)
+    SELECT client_id, %(month)s, churned FROM outcomes_staging
+    ON CONFLICT (client_id, month) DO UPDATE SET churned = excluded.churned
+    WHERE o.churned IS DISTINCT FROM excluded.churned
+    RETURNING (xmax = 0) AS inserted
+)
+SELECT
+    count(*) FILTER (WHERE inserted) AS inserted,
+    count(*) FILTER (WHERE NOT inserted) AS updated
+FROM changed
