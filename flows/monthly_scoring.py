@@ -11,6 +11,7 @@ import numpy as np
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -86,7 +87,7 @@ def score(chosen, checked, settings, chunks):
     started = time.perf_counter()
     reference = steps.reason_reference(checked)
     futures = [score_chunk.submit(chosen.pipeline, chunk, reference) for chunk in chunks]
-    return _released(steps.combine_scores(chosen, settings, [f.result() for f in futures], started))
+    return _released(steps.combine_scores(chosen, settings, _chunk_results(futures), started))
 
 
 def segment(checked, fitting, chunks):
@@ -94,9 +95,7 @@ def segment(checked, fitting, chunks):
     started = time.perf_counter()
     fitted = fitting.result()
     futures = [assign_segments.submit(fitted, chunk) for chunk in chunks]
-    return _released(
-        steps.describe_segments(fitted, checked, [f.result() for f in futures], started)
-    )
+    return _released(steps.describe_segments(fitted, checked, _chunk_results(futures), started))
 
 
 @task(cache_policy=NO_CACHE)
@@ -394,11 +393,15 @@ def monthly_scoring(month: str | None = None, retrain: str = "auto") -> dict:
 
 TASK_RUNNERS = ("default", "dask")
 
-# Seconds to reach a Dask scheduler given by address, then to wait for its
-# first worker. Without the check a wrong address failed only after the
-# month was read and validated, and a scheduler without workers hung the run.
+# Seconds to reach a Dask scheduler given by address, and seconds it may go
+# without a worker: before the run until its first worker joins, and during
+# the run while chunks wait. Without these checks a wrong address failed only
+# after the month was read and validated, and a scheduler without workers
+# hung the run.
 DASK_CONNECT_SECONDS = 10
 DASK_WORKER_SECONDS = 30
+# Seconds between two counts of the scheduler's workers while chunks wait.
+DASK_POLL_SECONDS = 1
 
 
 class DaskSchedulerError(RuntimeError):
@@ -432,6 +435,59 @@ def check_dask_scheduler(address: str) -> int:
         workers = len(client.scheduler_info()["workers"])
     logging.getLogger("gymchurn.flow").info("Dask scheduler at %s: %d worker(s)", address, workers)
     return workers
+
+
+def _chunk_results(futures) -> list:
+    """Wait for the chunks' task runs and return their results in order.
+
+    Raises:
+        DaskSchedulerError: the Dask scheduler given by address has had no
+            worker for :data:`DASK_WORKER_SECONDS` while chunks were waiting.
+    """
+    context = FlowRunContext.get()
+    runner = context.task_runner if context else None
+    # A local cluster lives in this process and cannot lose all its workers.
+    if runner is not None and not isinstance(runner, ThreadPoolTaskRunner):
+        from prefect_dask import DaskTaskRunner
+
+        if isinstance(runner, DaskTaskRunner) and runner.address:
+            _wait_while_workers(futures, runner.client, runner.address)
+    return [future.result() for future in futures]
+
+
+def _wait_while_workers(futures, client, address: str) -> None:
+    """Wait until every future is done, counting the scheduler's workers between waits.
+
+    Dask runs the chunks of a worker that left on the others. With no worker
+    left, the scheduler keeps the chunks until one joins, which may be never,
+    so the wait raises :class:`DaskSchedulerError` after :data:`DASK_WORKER_SECONDS`.
+    """
+    logger = logging.getLogger("gymchurn.flow")
+    pending = list(futures)
+    no_worker_since = None
+    while pending:
+        pending[0].wait(timeout=DASK_POLL_SECONDS)
+        pending = [future for future in pending if not future.wrapped_future.done()]
+        if not pending:
+            return
+        if client.nthreads():
+            no_worker_since = None
+            continue
+        if no_worker_since is None:
+            no_worker_since = time.monotonic()
+            logger.warning(
+                "the Dask scheduler at %s has no worker; the run fails unless one joins "
+                "within %s s (%d chunk(s) waiting)",
+                address,
+                DASK_WORKER_SECONDS,
+                len(pending),
+            )
+        elif time.monotonic() - no_worker_since >= DASK_WORKER_SECONDS:
+            raise DaskSchedulerError(
+                f"no worker has been connected to the Dask scheduler at {address} for "
+                f"{DASK_WORKER_SECONDS} s while {len(pending)} chunk(s) waited; start one "
+                f"with: dask worker {address}, then run the month again"
+            )
 
 
 class _NoDashboardLink(logging.Filter):

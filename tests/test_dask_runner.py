@@ -1,12 +1,16 @@
 """The monthly flow on a Dask cluster gives the scores of the default task runner."""
 
+import contextlib
 import logging
 import socket
+import threading
+import time
 
 import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from gymchurn import steps
 from gymchurn.loader import load_questionnaire_file, read_questionnaire_csv
 from gymchurn.schema import parse_month
 from gymchurn.settings import get_settings
@@ -149,6 +153,83 @@ def test_scheduler_check_fails_without_workers(monkeypatch):
     with _loopback_cluster(n_workers=0) as empty:
         with pytest.raises(monthly_scoring.DaskSchedulerError, match="has no worker after 1 s"):
             monthly_scoring.check_dask_scheduler(empty.scheduler_address)
+
+
+@contextlib.contextmanager
+def _workers_leave_while_scoring(monkeypatch, cluster, n_workers: int):
+    """Scale ``cluster`` down to ``n_workers`` while its workers hold the run's first chunks.
+
+    Each chunk scored before the workers have left waits for them to leave,
+    so the scheduler still has chunks to run afterwards. A run still going
+    two minutes later gets a worker again, so that a test fails rather than
+    hangs.
+    """
+    scoring_started = threading.Event()
+    workers_left = threading.Event()
+    run_ended = threading.Event()
+    score_chunk = steps.score_chunk
+
+    def score_chunk_once_workers_left(*args):
+        scoring_started.set()
+        workers_left.wait(timeout=120)
+        return score_chunk(*args)
+
+    def scale_down():
+        scoring_started.wait(timeout=120)
+        cluster.scale(n_workers)
+        # The scheduler drops a worker before the worker waits for its
+        # running chunk to end.
+        for _ in range(1200):
+            if len(cluster.scheduler.workers) <= n_workers:
+                break
+            time.sleep(0.1)
+        workers_left.set()
+        if not run_ended.wait(timeout=120):
+            cluster.scale(n_workers + 1)
+
+    monkeypatch.setattr(steps, "score_chunk", score_chunk_once_workers_left)
+    scaler = threading.Thread(target=scale_down, daemon=True)
+    scaler.start()
+    try:
+        yield
+    finally:
+        run_ended.set()
+        scaler.join(timeout=30)
+
+
+def test_run_fails_when_every_worker_leaves(runs, module_database, monkeypatch):
+    from flows import monthly_scoring
+
+    monkeypatch.setattr(monthly_scoring, "DASK_WORKER_SECONDS", 2)
+    with _loopback_cluster(n_workers=2) as cluster:
+        address = cluster.scheduler_address
+        with _workers_leave_while_scoring(monkeypatch, cluster, n_workers=0):
+            with pytest.raises(monthly_scoring.DaskSchedulerError) as raised:
+                _run(module_database, monkeypatch, CHUNK_ROWS, "dask", address)
+    message = str(raised.value)
+    assert f"no worker has been connected to the Dask scheduler at {address} for 2 s" in message
+    assert f"start one with: dask worker {address}, then run the month again" in message
+    last_run = _read(
+        module_database, "SELECT status, message FROM churn.runs ORDER BY started_at DESC LIMIT 1"
+    )
+    assert last_run["status"].to_list() == ["failed"]
+    assert last_run["message"].to_list() == [f"DaskSchedulerError: {message}"]
+
+
+def test_run_goes_on_when_one_worker_leaves(runs, module_database, monkeypatch):
+    from flows import monthly_scoring
+
+    monkeypatch.setattr(monthly_scoring, "DASK_WORKER_SECONDS", 2)
+    with _loopback_cluster(n_workers=2) as cluster:
+        address = cluster.scheduler_address
+        with _workers_leave_while_scoring(monkeypatch, cluster, n_workers=1):
+            result, scores, _ = _run(module_database, monkeypatch, CHUNK_ROWS, "dask", address)
+        workers_left = len(cluster.scheduler.workers)
+    _, default_scores, _ = runs["chunked"]
+    assert workers_left == 1
+    assert result["rows_scored"] == 4000
+    assert scores["client_id"].to_list() == default_scores["client_id"].to_list()
+    assert (scores["churn_probability"] == default_scores["churn_probability"]).all()
 
 
 def test_local_cluster_logs_no_dashboard_link(runs):
