@@ -116,18 +116,20 @@ class _ExplainedErrorFilter(logging.Filter):
     """Leave out the traceback of an error the job raised with a message of its own.
 
     Prefect logs a failed task or flow run with its traceback. The job's own
-    errors (a month without questionnaires, a failed validation, a month
-    already being scored, too few labelled rows) come with a message of what
-    happened and what to do, which a traceback would only bury. So does any
-    error once a stop signal has come: an interrupt inside a library can come
-    out as an error of that library, and the job's last line names the stop.
+    errors are the exceptions of the gymchurn and flows packages, such as a
+    month without questionnaires, a failed validation, a month already being
+    scored, too few labelled rows or a Dask scheduler left without workers.
+    They come with a message of what happened and what to do, which a
+    traceback would only bury. So does any error once a stop signal has
+    come: an interrupt inside a library can come out as an error of that
+    library, and the job's last line names the stop.
     Other errors of Python or of the libraries keep their traceback.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
         if error is not None and (
-            type(error).__module__.startswith("gymchurn.") or received_signals
+            type(error).__module__.startswith(("gymchurn.", "flows.")) or received_signals
         ):
             record.exc_info = None
             record.exc_text = None

@@ -162,6 +162,17 @@ def test_explained_errors_logged_without_traceback():
     assert "Traceback (most recent call last)" in other_text
 
 
+def test_flow_error_logged_without_traceback():
+    from flows.monthly_scoring import DaskSchedulerError
+
+    message, text = _logged_failure(
+        "prefect.flow_runs", DaskSchedulerError("no worker at tcp://127.0.0.1:8786")
+    )
+
+    assert "DaskSchedulerError('no worker at tcp://127.0.0.1:8786')" in message
+    assert "Traceback" not in text
+
+
 def test_console_shows_job_error_once(monkeypatch):
     from prefect.logging.handlers import PrefectConsoleHandler
 
