@@ -420,24 +420,50 @@ def _check_repeated_header(path: Path, header_fields: list[str], records) -> Non
 
 
 def _build_table(records: list[tuple[int, list[str]]], n_columns: int) -> pd.DataFrame:
-    """Return the data records as text cells, columns by position, indexed by file line."""
-    lines = pd.Index([line for line, _ in records], name="line")
-    rows = [fields[:n_columns] for _, fields in records]
-    return pd.DataFrame(rows, index=lines, columns=range(n_columns), dtype="str")
+    """Return the data records as text cells, columns by position, indexed by file line.
+
+    Every record has at least ``n_columns`` fields (:func:`_check_row_widths`),
+    so transposing them with ``zip`` and keeping the first ``n_columns`` drops
+    only empty fields.
+    """
+    lines, rows = zip(*records, strict=True)
+    columns = itertools.islice(zip(*rows, strict=False), n_columns)
+    return pd.DataFrame(
+        {position: np.array(cells, dtype=object) for position, cells in enumerate(columns)},
+        index=pd.Index(lines, name="line"),
+    )
 
 
 def _number_columns(header: _Header) -> list[str]:
     return [name for name in [CLIENT_ID, *FEATURES] if name in header.positions]
 
 
-def _stripped_cells(table: pd.DataFrame, header: _Header) -> dict[str, list[str]]:
-    """Return the text of each number column's cells without surrounding blanks.
+@dataclass(frozen=True)
+class _NumberCells:
+    """One number column of a chunk: its cells without surrounding blanks, read with a point."""
 
-    Plain lists of Python strings: at a million rows, pandas' string methods
-    took about 0.5 s a column for each pass, the loops here a tenth of that.
-    """
+    texts: list[str]
+    """Plain Python strings: at a million rows, pandas' string methods took
+    about 0.5 s a column for each pass, a loop over a list a tenth of that."""
+    values: np.ndarray
+    """float64, NaN where the text is not a number with ``.`` as decimal mark."""
+    unread: np.ndarray
+    """Positions of the NaN values: the only cells that can be missing-value
+    markers, digit grouping or decimal commas, none of which reads as a number."""
+
+    @classmethod
+    def of(cls, texts: list[str]) -> "_NumberCells":
+        values = pd.to_numeric(np.array(texts, dtype=object), errors="coerce")
+        values = np.asarray(values, dtype="float64")
+        return cls(texts, values, np.flatnonzero(np.isnan(values)))
+
+
+def _stripped_cells(table: pd.DataFrame, header: _Header) -> dict[str, _NumberCells]:
+    """Return each number column's cells (:class:`_NumberCells`)."""
     return {
-        name: [cell.strip() for cell in table[header.positions[name]].to_numpy(dtype=object)]
+        name: _NumberCells.of(
+            [cell.strip() for cell in table[header.positions[name]].to_numpy(dtype=object)]
+        )
         for name in _number_columns(header)
     }
 
@@ -459,13 +485,12 @@ class _DecimalMarks:
         """``,`` once a cell has used it; ``.`` until then and for ever after a point."""
         return "," if "," in self.examples else "."
 
-    def add(self, table: pd.DataFrame, cells: dict[str, list[str]]) -> None:
-        """Check one chunk; ``cells`` holds its stripped number cells (:func:`_stripped_cells`)."""
-        for name, texts in cells.items():
+    def add(self, table: pd.DataFrame, cells: dict[str, _NumberCells]) -> None:
+        """Check one chunk's number cells (:func:`_stripped_cells`)."""
+        for name, column_cells in cells.items():
             column = self.header.names[self.header.positions[name]]
-            # A cell of digits alone matches none of the patterns: most cells are such.
-            others = [i for i, text in enumerate(texts) if not text.isdecimal()]
-            grouped = [i for i in others if _GROUPED_NUMBER.fullmatch(texts[i])]
+            texts, unread = column_cells.texts, column_cells.unread.tolist()
+            grouped = [i for i in unread if _GROUPED_NUMBER.fullmatch(texts[i])]
             if grouped:
                 raise CsvFormatError(
                     f"{self.path}: line {table.index[grouped[0]]}, column {column}: "
@@ -474,11 +499,18 @@ class _DecimalMarks:
                     "spreadsheet locale has rewritten the numbers and their values are "
                     "unknown; export the file again with plain numbers such as 11.320293765"
                 )
+            # A decimal point may read as a number, a decimal comma never does.
+            candidates = {".": range(len(texts)), ",": unread}
             for mark, pattern in [(".", _DECIMAL_POINT), (",", _DECIMAL_COMMA)]:
                 if mark in self.examples:
                     continue
                 found = next(
-                    (i for i in others if mark in texts[i] and pattern.fullmatch(texts[i])), None
+                    (
+                        i
+                        for i in candidates[mark]
+                        if mark in texts[i] and pattern.fullmatch(texts[i])
+                    ),
+                    None,
                 )
                 if found is not None:
                     self.examples[mark] = (table.index[found], column, texts[found])
@@ -496,24 +528,22 @@ class _DecimalMarks:
 
 
 def _parse_numbers(
-    texts: list[str], index: pd.Index, decimal_mark: str, limit: int | None
+    cells: _NumberCells, index: pd.Index, decimal_mark: str, limit: int | None
 ) -> tuple[pd.Series, pd.Series]:
-    """Parse stripped number cells into float64, integers when ``limit`` is given.
+    """Parse a column's number cells into float64, integers when ``limit`` is given.
 
     Returns:
         The values, NaN where a cell is unreadable, and the fault name of each
         cell (see the module docstring), "" where the cell is valid; both on ``index``.
     """
-    missing = np.fromiter(
-        (text.lower() in _MISSING_MARKERS for text in texts),
-        dtype=bool,
-        count=len(texts),
-    )
     if decimal_mark == ",":
-        texts = [text.replace(",", ".") for text in texts]
-    readable = np.array(texts, dtype=object)
-    readable[missing] = None
-    values = pd.Series(pd.to_numeric(readable, errors="coerce"), index=index, dtype="float64")
+        cells = _NumberCells.of([text.replace(",", ".") for text in cells.texts])
+    # A missing-value marker never reads as a number, so only unread cells are tested.
+    missing = np.zeros(len(cells.texts), dtype=bool)
+    missing[cells.unread] = [
+        cells.texts[i].lower() in _MISSING_MARKERS for i in cells.unread.tolist()
+    ]
+    values = pd.Series(cells.values, index=index)
     finite = np.isfinite(values)
     conditions = [missing, ~finite]
     names = ["missing", "not_a_number"]
@@ -525,12 +555,12 @@ def _parse_numbers(
 
 
 def _client_ids(
-    path: Path, header: _Header, table: pd.DataFrame, texts: list[str], decimal_mark: str
+    path: Path, header: _Header, table: pd.DataFrame, cells: _NumberCells, decimal_mark: str
 ) -> pd.Series:
     """Parse one chunk's client ids, or raise on the first empty or invalid one."""
     position = header.positions[CLIENT_ID]
     source = header.names[position]
-    ids, faults = _parse_numbers(texts, table.index, decimal_mark, _INTEGER_LIMITS[CLIENT_ID])
+    ids, faults = _parse_numbers(cells, table.index, decimal_mark, _INTEGER_LIMITS[CLIENT_ID])
     if (faults == "missing").any():
         line = (faults == "missing").idxmax()
         raise CsvFormatError(
