@@ -61,6 +61,7 @@ from gymchurn.schema import (
     BINARY_FEATURES,
     CHURNED,
     CLIENT_ID,
+    CSV_HEADERS,
     FEATURES,
     INTEGER_FEATURES,
     MONTH,
@@ -351,6 +352,12 @@ def _header_error(
     unknown: list[str],
     decoded: _DecodedText,
 ) -> CsvFormatError:
+    """Build the error for a header that lacks feature columns.
+
+    The missing columns are named as the chain's export spells them (``Age``), so
+    the user can add them under that name.
+    """
+    missing_headers = ", ".join(CSV_HEADERS[name] for name in missing)
     cells = [name.strip() for name in names if name.strip()]
     n_numbers = sum(bool(_HEADER_NUMBER.fullmatch(cell)) for cell in cells)
     if not positions and 2 * n_numbers >= len(cells):
@@ -363,10 +370,10 @@ def _header_error(
         return CsvFormatError(
             f"{path}: not a UTF-8 file ({decoded.utf8_error}), and read as Windows-1251 its "
             f"line {line} has unknown column(s) {', '.join(unknown) or 'none'} and is missing "
-            f"column(s) {', '.join(missing)}; save the file as UTF-8 CSV and load it again"
+            f"column(s) {missing_headers}; save the file as UTF-8 CSV and load it again"
         )
     return CsvFormatError(
-        f"{path}: line {line}: missing column(s) {', '.join(missing)}; found "
+        f"{path}: line {line}: missing column(s) {missing_headers}; found "
         f"{', '.join(names)}.{_mojibake_hint(unknown)} Add the missing column(s) and load "
         "the file again"
     )

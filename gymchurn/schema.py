@@ -29,6 +29,26 @@ FEATURES = [
     "avg_class_frequency_current_month",
 ]
 
+# Header of each column in the chain's CSV export, by database column name.
+# The export has no client key, and ``client_id`` is the header the job reads first.
+CSV_HEADERS = {
+    CLIENT_ID: "client_id",
+    "gender": "gender",
+    "near_location": "Near_Location",
+    "partner": "Partner",
+    "promo_friends": "Promo_friends",
+    "phone": "Phone",
+    "contract_period": "Contract_period",
+    "group_visits": "Group_visits",
+    "age": "Age",
+    "avg_additional_charges_total": "Avg_additional_charges_total",
+    "month_to_end_contract": "Month_to_end_contract",
+    "lifetime": "Lifetime",
+    "avg_class_frequency_total": "Avg_class_frequency_total",
+    "avg_class_frequency_current_month": "Avg_class_frequency_current_month",
+    CHURNED: "Churn",
+}
+
 BINARY_FEATURES = [
     "gender",
     "near_location",

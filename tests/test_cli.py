@@ -91,7 +91,7 @@ def test_load_csv_missing_column(database):
     result = _invoke("load-csv", path, "--month", "2026-10")
 
     assert result.exit_code == 1
-    assert "missing column(s) avg_class_frequency_current_month" in result.stderr
+    assert "missing column(s) Avg_class_frequency_current_month;" in result.stderr
     assert result.stdout == ""
     assert _count(database, "crm.questionnaires") == 0
     assert _count(database, "crm.churn_outcomes") == 0

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gymchurn import db
+from gymchurn.aliases import CLIENT_KEY_ALIASES, HEADER_ALIASES, normalize_header
 from gymchurn.loader import (
     CsvFormatError,
     LoadConflictError,
@@ -22,7 +23,7 @@ from gymchurn.loader import (
     read_month_faults,
     read_questionnaire_csv,
 )
-from gymchurn.schema import CHURNED, CLIENT_ID, FEATURES
+from gymchurn.schema import CHURNED, CLIENT_ID, CSV_HEADERS, FEATURES
 from gymchurn.validation import ROW_NUMBER, DataValidationError, validate_questionnaires
 from tests.conftest import CASES
 
@@ -119,9 +120,34 @@ def test_read_questionnaire_csv_bom_not_in_first_column(tmp_path):
 
 def test_read_questionnaire_csv_missing_column():
     with pytest.raises(
-        CsvFormatError, match=r"missing column\(s\) avg_class_frequency_current_month;"
+        CsvFormatError, match=r"missing column\(s\) Avg_class_frequency_current_month;"
     ):
         read_questionnaire_csv(CASES / "08_missing_column.csv")
+
+
+def test_missing_columns_named_as_export_spells(tmp_path):
+    names = HEADER.split(",")
+    values = ROW.split(",")
+    dropped = [names.index("Near_Location"), names.index("Month_to_end_contract")]
+    header = ",".join(name for i, name in enumerate(names) if i not in dropped)
+    row = ",".join(value for i, value in enumerate(values) if i not in dropped)
+    path = _write(tmp_path, f"{header}\n{row}\n")
+
+    with pytest.raises(CsvFormatError) as raised:
+        read_questionnaire_csv(path)
+
+    message = str(raised.value)
+    assert "line 1: missing column(s) Near_Location, Month_to_end_contract; found " in message
+    assert "Add the missing column(s) and load the file again" in message
+
+
+def test_csv_headers_are_accepted_aliases():
+    for column, header in CSV_HEADERS.items():
+        if column == CLIENT_ID:
+            assert normalize_header(header) in CLIENT_KEY_ALIASES[0]
+        else:
+            assert HEADER_ALIASES[normalize_header(header)] == column
+    assert [CSV_HEADERS[name] for name in [*FEATURES, CHURNED]] == HEADER.split(",")
 
 
 def test_read_questionnaire_csv_header_only():
@@ -565,7 +591,7 @@ def test_read_cp1251_unknown_headers_rejected(tmp_path):
     assert "not a UTF-8 file (invalid UTF-8 at byte 0)" in message
     assert "read as Windows-1251" in message
     assert "unknown column(s) Годы" in message
-    assert "is missing column(s) age" in message
+    assert "is missing column(s) Age;" in message
 
 
 def test_read_latin1_headers_rejected_not_mojibake(tmp_path):
@@ -578,7 +604,7 @@ def test_read_latin1_headers_rejected_not_mojibake(tmp_path):
 
     message = str(raised.value)
     assert "read as Windows-1251" in message
-    assert "is missing column(s) age" in message
+    assert "is missing column(s) Age;" in message
 
 
 def test_read_mojibake_utf8_headers_rejected(tmp_path):
@@ -591,7 +617,7 @@ def test_read_mojibake_utf8_headers_rejected(tmp_path):
         read_questionnaire_csv(path)
 
     message = str(raised.value)
-    assert "missing column(s) gender, near_location" in message
+    assert "missing column(s) gender, Near_Location, " in message
     assert "decoded as cp1252 instead of cp1251" in message
 
 
@@ -800,7 +826,7 @@ def test_read_total_frequency_not_a_feature(tmp_path):
     header = ["Total_Frequency" if name == "Avg_class_frequency_total" else name for name in header]
     path = _write_table(tmp_path, header, rows)
 
-    with pytest.raises(CsvFormatError, match=r"missing column\(s\) avg_class_frequency_total;"):
+    with pytest.raises(CsvFormatError, match=r"missing column\(s\) Avg_class_frequency_total;"):
         read_questionnaire_csv(path)
 
 
@@ -810,7 +836,7 @@ def test_read_russian_missing_column_rejected(tmp_path):
     rows = [row[:7] + row[8:] for row in rows]
     path = _write_table(tmp_path, header, rows)
 
-    with pytest.raises(CsvFormatError, match=r"line 1: missing column\(s\) age;"):
+    with pytest.raises(CsvFormatError, match=r"line 1: missing column\(s\) Age;"):
         read_questionnaire_csv(path)
 
 
