@@ -103,10 +103,12 @@ def read_at_risk(
     """Read the month's clients of one risk tier, highest churn probability first.
 
     ``rank`` is the client's place among all clients of the tier in the
-    month, so a filtered list keeps the ranks of the full one.
+    month, so a filtered list keeps the ranks of the full one. The ranking
+    uses the full churn probability, as stored in ``churn.scores``.
 
     Returns:
-        One row a client with the columns of :data:`COLUMNS`: ``reasons`` joined
+        One row a client with the columns of :data:`COLUMNS`: ``churn_probability``
+        rounded to 4 decimals for the people who read the list, ``reasons`` joined
         by ``"; "``, ``has_phone`` a nullable boolean.
     """
     frame = db.read_frame(conn, "at_risk_list", _list_params(month, filters))
@@ -152,7 +154,9 @@ def export_at_risk(
     at 1,000,000 simulated clients that took 1.7 s for the 244,342 rows of the
     high tier, where reading them into pandas and writing them took 3.2 s.
     Its fields are written as :func:`write_at_risk` writes them: an empty
-    ``reasons`` as an empty field and ``has_phone`` as True or False.
+    ``reasons`` as an empty field and ``has_phone`` as True or False. Both
+    formats hold ``churn_probability`` rounded to 4 decimals, as
+    :func:`read_at_risk` returns it, so 0.5 is written as ``0.5``.
 
     Returns:
         The number of rows written.

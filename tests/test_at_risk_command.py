@@ -1,5 +1,7 @@
 """Tests of ``gymchurn at-risk`` after one monthly run on the real questionnaires."""
 
+import csv
+import re
 from pathlib import Path
 
 import numpy as np
@@ -39,11 +41,15 @@ def _rows(frame: pd.DataFrame) -> list[tuple]:
 
 
 def _view_rows(engine) -> pd.DataFrame:
-    """The month's rows of churn.at_risk in the command's columns and order."""
+    """The month's rows of churn.at_risk in the command's columns and order.
+
+    The probability is rounded to 4 decimals, as the command writes it.
+    """
     view = _frame(
         engine, "SELECT * FROM churn.at_risk WHERE month = :month ORDER BY rank", month="2026-10-01"
     )
     view["reasons"] = view["reasons"].map("; ".join).replace("", None)
+    view["churn_probability"] = view["churn_probability"].round(4)
     return view[COLUMNS]
 
 
@@ -70,6 +76,39 @@ def test_default_export_equals_view(module_database, default_export):
     assert exported.columns.to_list() == COLUMNS
     assert len(view) > 0
     assert _rows(exported) == _rows(view)
+
+
+def test_csv_probabilities_have_4_decimals(module_database, default_export):
+    _, path = default_export
+    with path.open(newline="") as stream:
+        texts = [row["churn_probability"] for row in csv.DictReader(stream)]
+    stored = _frame(
+        module_database,
+        "SELECT client_id, churn_probability FROM churn.at_risk WHERE month = :month ORDER BY rank",
+        month="2026-10-01",
+    )
+    full = stored["churn_probability"]
+
+    assert len(texts) == len(stored)
+    assert [text for text in texts if not re.fullmatch(r"0\.\d{1,4}", text)] == []
+    assert [float(text) for text in texts] == full.round(4).to_list()
+    # The database keeps the full precision.
+    assert (full != full.round(4)).any()
+
+
+def test_csv_ranked_by_full_probability(module_database, default_export):
+    _, path = default_export
+    exported = pd.read_csv(path)
+    stored = _frame(
+        module_database,
+        "SELECT client_id FROM churn.scores WHERE month = :month AND risk_tier = 'high'"
+        " AND NOT holdout ORDER BY churn_probability DESC, client_id",
+        month="2026-10-01",
+    )
+
+    assert exported["client_id"].to_list() == stored["client_id"].to_list()
+    assert exported["rank"].to_list() == list(range(1, len(stored) + 1))
+    assert exported["churn_probability"].is_monotonic_decreasing
 
 
 def test_default_export_summary_line(default_export):
@@ -136,8 +175,9 @@ def test_filtered_export_keeps_matching_rows(module_database, monthly_run):
     assert (exported["risk_tier"] == "medium").all()
     assert (exported["cluster_id"] == cluster).all()
     assert exported["churn_probability"].ge(0.3).all()
-    ordered = exported.sort_values(["churn_probability", "client_id"], ascending=[False, True])
-    assert exported["client_id"].to_list() == ordered["client_id"].to_list()
+    # Ranked by the full probability, so clients with the same rounded value
+    # need not be in client_id order.
+    assert exported["churn_probability"].is_monotonic_decreasing
     assert exported["client_id"].to_list() == expected["client_id"].to_list()
     assert str(path.resolve()) in result.stdout
 
