@@ -124,6 +124,8 @@ def decide_retrain(
       missed the share that left by more than ``max_calibration_gap``.
 
     ``last_month`` is (month, metrics of :func:`realised_metrics`) or None.
+    With ``never`` the reason still lists the triggers that fired, so a
+    reader sees what the run did not retrain for.
 
     Raises:
         ValueError: an unknown policy, or ``never`` without a champion.
@@ -139,8 +141,6 @@ def decide_retrain(
                 "run with --retrain auto first"
             )
         return RetrainDecision(True, "no champion model")
-    if policy == "never":
-        return RetrainDecision(False, "retrain policy never")
 
     reasons = []
     trained_on = set(training_months(champion))
@@ -156,6 +156,10 @@ def decide_retrain(
         psi, threshold = format_compared(value, drift_threshold, decimals=2)
         reasons.append(f"drift in {name}: PSI {psi} > {threshold}")
     reasons += _realised_triggers(last_month, min_roc_auc, max_calibration_gap)
+    if policy == "never":
+        if reasons:
+            return RetrainDecision(False, f"retrain policy never, although {'; '.join(reasons)}")
+        return RetrainDecision(False, "retrain policy never")
     if policy == "always":
         return RetrainDecision(True, "; ".join(["retrain policy always", *reasons]))
     if reasons:

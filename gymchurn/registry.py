@@ -45,7 +45,8 @@ class ChosenModel:
     """``loaded champion``, ``promoted challenger``, ``kept champion`` or
     ``loaded model of the month`` (a rerun of an earlier month)."""
     reason: str
-    """Reasons the run retrained or not, and the challenger's comparison with the champion."""
+    """Sentence naming the model that scores the month, whether a new model was trained
+    and why, and the challenger's comparison with the champion."""
     policy: str
     promote: bool = False
     """Publishing makes this version the champion and retires the others."""
@@ -187,8 +188,9 @@ def _train_or_reuse(
     file, and the failing file is left where it is, unloaded.
 
     Returns:
-        The version, the algorithm, the fitted pipeline, its metrics, and the
-        backtest's out-of-fold scores by client id (None in a forward run).
+        The version, the algorithm, the fitted pipeline, its metrics, the
+        backtest's out-of-fold scores by client id (None in a forward run), and
+        whether this call fitted the model (False when it loaded the saved one).
     """
     started = time.perf_counter()
     training = checked.training
@@ -217,7 +219,7 @@ def _train_or_reuse(
             registered["artifact_path"],
             time.perf_counter() - started,
         )
-        return version, registered["algorithm"], pipeline, registered["metrics"], None
+        return version, registered["algorithm"], pipeline, registered["metrics"], None, False
 
     trained = model.train(
         training,
@@ -270,7 +272,14 @@ def _train_or_reuse(
     out_of_fold = None
     if checked.mode == "backtest":
         out_of_fold = pd.Series(trained.out_of_fold, index=training[CLIENT_ID].to_numpy())
-    return trained.version, trained.algorithm, trained.pipeline, trained.metrics, out_of_fold
+    return (
+        trained.version,
+        trained.algorithm,
+        trained.pipeline,
+        trained.metrics,
+        out_of_fold,
+        True,
+    )
 
 
 def _compare_on_holdout(
@@ -360,7 +369,7 @@ def _model_of_earlier_month(
     if checked.mode == "backtest":
         # Comparing that champion on the month's rows would measure it on
         # clients it learned from, so the out-of-fold scores are computed again.
-        version, algorithm, pipeline, metrics, out_of_fold = _train_or_reuse(
+        version, algorithm, pipeline, metrics, out_of_fold, _ = _train_or_reuse(
             engine, settings, checked, rebuild_changed=retrain == "always"
         )
         reason += (
@@ -425,7 +434,7 @@ def _model_of_published_run(
         else:
             how = f", so the month is scored again with {version}, the model of its published run"
             return version, registered["algorithm"], pipeline, registered["metrics"], how
-    version, algorithm, pipeline, metrics, _ = _train_or_reuse(
+    version, algorithm, pipeline, metrics, _, _ = _train_or_reuse(
         engine, settings, checked, rebuild_changed
     )
     how = f", so the month is scored with {version}, trained on the months before it"
@@ -479,13 +488,17 @@ def _choose_model(
             decision = lifecycle.RetrainDecision(
                 True, f"the champion's file failed its check: {error}"
             )
+    month = format_month(checked.month)
     if not decision.retrain and checked.mode == "forward":
         pipeline = champion_pipeline
+        loaded_reason = (
+            f"champion {champion['version']} scores {month}; "
+            f"no new model was trained ({decision.reason})"
+        )
         logger.info(
-            "model: loaded champion %s (%s): %s (%.1f s)",
-            champion["version"],
+            "model: %s; the %s model loaded in %.1f s",
+            loaded_reason,
             champion["algorithm"],
-            decision.reason,
             time.perf_counter() - started,
         )
         return ChosenModel(
@@ -495,15 +508,25 @@ def _choose_model(
             champion["metrics"],
             None,
             "loaded champion",
-            decision.reason,
+            loaded_reason,
             training_months=lifecycle.training_months(champion),
             **common,
         )
 
-    reason = decision.reason if decision.retrain else f"backtest; {decision.reason}"
-    version, algorithm, pipeline, metrics, out_of_fold = _train_or_reuse(
+    if decision.retrain:
+        reason = decision.reason
+    else:
+        reason = f"the month is a backtest, which always trains ({decision.reason})"
+    version, algorithm, pipeline, metrics, out_of_fold, fitted = _train_or_reuse(
         engine, settings, checked, rebuild_changed=retrain == "always"
     )
+    if fitted:
+        challenger_origin = f"new model {version} was trained because {reason}"
+    else:
+        challenger_origin = (
+            f"no new model was trained: challenger {version}, trained on these rows by an "
+            f"earlier run, was loaded because {reason}"
+        )
 
     def promoted(text: str) -> ChosenModel:
         return ChosenModel(
@@ -519,13 +542,24 @@ def _choose_model(
         )
 
     if champion is None or champion_pipeline is None:
-        logger.info("model: %s is now the champion (trained because: %s)", version, reason)
-        return promoted(reason)
+        first_reason = f"{challenger_origin}, and is now the champion that scores {month}"
+        logger.info("model: %s", first_reason)
+        return promoted(first_reason)
     if champion["version"] == version:
-        reason += f"; the model trained on these rows is the champion {version} itself"
-        logger.info("model: %s", reason)
+        same_model_reason = (
+            f"champion {version} scores {month} and no new model replaces it: {reason}, "
+            "but the model of these training rows is the champion itself"
+        )
+        logger.info("model: %s", same_model_reason)
         return ChosenModel(
-            version, algorithm, pipeline, metrics, out_of_fold, "loaded champion", reason, **common
+            version,
+            algorithm,
+            pipeline,
+            metrics,
+            out_of_fold,
+            "loaded champion",
+            same_model_reason,
+            **common,
         )
 
     compared = _compare_on_holdout(checked, metrics, out_of_fold, champion_pipeline)
@@ -545,9 +579,17 @@ def _choose_model(
     if challenger_auc == champion_auc:
         verdict += "; a tie goes to the challenger, trained on more months"
     if challenger_auc >= champion_auc:
-        logger.info("model: %s replaces the champion: %s; %s", version, reason, verdict)
-        return promoted(f"{reason}; {verdict}")
-    logger.info("model: champion %s kept: %s; %s", champion["version"], reason, verdict)
+        replaced_reason = (
+            f"{challenger_origin}, and replaces champion {champion['version']} "
+            f"to score {month}: {verdict}"
+        )
+        logger.info("model: %s", replaced_reason)
+        return promoted(replaced_reason)
+    kept_reason = (
+        f"champion {champion['version']} kept and scores {month}; {challenger_origin}, "
+        f"but not promoted: {verdict}"
+    )
+    logger.info("model: %s", kept_reason)
     if out_of_fold is not None:
         # The backtest publishes the champion's scores, not the challenger's.
         out_of_fold = None
@@ -558,7 +600,7 @@ def _choose_model(
         champion["metrics"],
         out_of_fold,
         "kept champion",
-        f"{reason}; {verdict}",
+        kept_reason,
         training_months=lifecycle.training_months(champion),
         **common,
     )

@@ -1,7 +1,9 @@
 """Retraining decisions, the registry's statuses and the monitoring table."""
 
+import contextlib
 import datetime as dt
 import json
+import logging
 import shutil
 import uuid
 from pathlib import Path
@@ -145,7 +147,17 @@ def test_decide_never_without_champion_rejected():
 
 
 def test_decide_never_keeps_champion_despite_drift():
-    assert _decide("never", drift={"lifetime": 0.9}).retrain is False
+    decision = _decide("never", drift={"lifetime": 0.9})
+
+    assert decision.retrain is False
+    assert decision.reason == "retrain policy never, although drift in lifetime: PSI 0.90 > 0.25"
+
+
+def test_decide_never_without_triggers():
+    decision = _decide("never")
+
+    assert decision.retrain is False
+    assert decision.reason == "retrain policy never"
 
 
 def test_decide_always_retrains():
@@ -165,6 +177,30 @@ def _run_month(engine, month: dt.date, retrain: str = "auto") -> registry.Chosen
     return chosen
 
 
+@contextlib.contextmanager
+def _registry_logs():
+    """Collect the messages that gymchurn.registry logs at INFO and above."""
+
+    class _Collect(logging.Handler):
+        def __init__(self):
+            super().__init__(level=logging.INFO)
+            self.messages = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    handler = _Collect()
+    logger = logging.getLogger("gymchurn.registry")
+    previous_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield handler.messages
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous_level)
+
+
 def _query(engine, text: str, **params):
     with engine.connect() as conn:
         return conn.execute(sa.text(text), params).all()
@@ -180,7 +216,10 @@ def simulated_runs(module_database):
 def test_first_month_model_becomes_champion(simulated_runs):
     first = simulated_runs[0]
     assert first.decision == "promoted challenger"
-    assert "no champion model" in first.reason
+    assert first.reason == (
+        f"new model {first.version} was trained because no champion model, "
+        "and is now the champion that scores 2026-01"
+    )
 
 
 def test_new_month_trains_and_compares(simulated_runs):
@@ -190,6 +229,15 @@ def test_new_month_trains_and_compares(simulated_runs):
     # Trained on January, both models are compared on February's outcomes.
     assert "on 2026-02, " in third.reason
     assert "rows held out" in third.reason
+    # The reason names the model that scores March and states that a new one was trained.
+    trained = " was trained because new labelled month 2026-02"
+    if third.decision == "kept champion":
+        assert third.reason.startswith(f"champion {third.version} kept and scores 2026-03; ")
+        assert trained in third.reason
+        assert ", but not promoted: challenger " in third.reason
+    else:
+        assert third.reason.startswith(f"new model {third.version}{trained}")
+        assert " to score 2026-03: challenger " in third.reason
 
 
 def test_registry_has_one_champion(module_database, simulated_runs):
@@ -282,10 +330,77 @@ def test_retrain_never_loads_champion(module_database, simulated_runs):
 
     assert chosen.decision == "loaded champion"
     assert chosen.version == champion
-    assert chosen.reason == "retrain policy never"
+    assert chosen.reason.startswith(
+        f"champion {champion} scores 2026-03; no new model was trained (retrain policy never"
+    )
     # The drivers use the months to tell whether the champion saw their rows.
     assert chosen.training_months == tuple(sorted(months))
     assert max(chosen.training_months) < MAR
+
+
+def test_retrain_never_drift_logged_plainly(module_database, simulated_runs):
+    # Any change in the age distribution passes a threshold this low.
+    settings = get_settings().model_copy(
+        update={"drift_psi_threshold": 1e-9, "drift_features": ["age"]}
+    )
+    checked = steps.check(steps.extract(module_database, MAR), settings)
+    champion = _query(
+        module_database, "SELECT version FROM churn.model_versions WHERE status = 'champion'"
+    )[0].version
+    versions = "SELECT version, status FROM churn.model_versions ORDER BY version"
+    before = _query(module_database, versions)
+
+    with _registry_logs() as messages:
+        chosen = registry.fit_or_load(module_database, settings, checked, "never")
+
+    psi, threshold = lifecycle.format_compared(chosen.drift["age"], 1e-9, decimals=2)
+    assert chosen.drift["age"] > 1e-9
+    assert chosen.decision == "loaded champion"
+    assert chosen.version == champion
+    assert chosen.reason.startswith(
+        f"champion {champion} scores 2026-03; no new model was trained (retrain policy never, "
+        f"although drift in age: PSI {psi} > {threshold}"
+    )
+    model_lines = [message for message in messages if message.startswith("model: ")]
+    assert len(model_lines) == 1
+    assert model_lines[0].startswith(f"model: {chosen.reason}; the {chosen.algorithm} model ")
+    assert _query(module_database, versions) == before
+
+
+def test_challenger_not_promoted_reason(database, monkeypatch):
+    write_simulation(database, ClientSimulator(2_000, seed=3), JAN, 3)
+    _run_month(database, JAN)
+    champion = _run_month(database, FEB)
+    # The challenger trained for March loses on the held-out month.
+    monkeypatch.setattr(
+        registry, "_compare_on_holdout", lambda *_: (0.9, 0.95, "2026-02, 2000 rows held out")
+    )
+
+    with _registry_logs() as messages:
+        chosen = _run_month(database, MAR)
+
+    challenger = _query(
+        database,
+        "SELECT version FROM churn.model_versions WHERE training_months"
+        " = ARRAY[DATE '2026-01-01', DATE '2026-02-01']",
+    )[0].version
+    assert champion.decision == "loaded champion"
+    assert chosen.decision == "kept champion"
+    assert chosen.version == champion.version
+    assert chosen.reason == (
+        f"champion {champion.version} kept and scores 2026-03; new model {challenger} was "
+        "trained because new labelled month 2026-02, but not promoted: challenger "
+        f"{challenger} ROC-AUC 0.9000, champion {champion.version} 0.9500 on 2026-02, "
+        "2000 rows held out"
+    )
+    assert f"model: {chosen.reason}" in messages
+    # gymchurn run prints this column as its "model choice" line.
+    reasons = _query(
+        database,
+        "SELECT decision_reason FROM churn.runs WHERE month = :month AND status = 'succeeded'",
+        month=MAR,
+    )
+    assert [row.decision_reason for row in reasons] == [chosen.reason]
 
 
 def test_rerun_earlier_month_uses_its_model(module_database, simulated_runs):
