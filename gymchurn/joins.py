@@ -49,3 +49,20 @@ def column_for(frame: pd.DataFrame, column: str, clients: pd.DataFrame):
     if lined_up(frame, clients):
         return frame[column].array
     return frame.set_index(CLIENT_ID)[column].reindex(clients[CLIENT_ID]).array
+
+
+def concat_by_column(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate ``frames`` a column at a time, deleting each column from them once copied.
+
+    ``pandas.concat`` keeps every chunk and the whole result in memory at once.
+    Here each chunk's column is freed once the result's column is made, so at
+    most the result and one of its columns' chunks are in memory. Each column
+    of a chunk must be a block of its own, as in a frame built column by
+    column, so that deleting it frees it. The result has a new range index.
+    """
+    columns = {}
+    for name in list(frames[0].columns):
+        columns[name] = pd.concat([frame[name] for frame in frames], ignore_index=True).array
+        for frame in frames:
+            del frame[name]
+    return pd.DataFrame(columns, copy=False)

@@ -48,8 +48,8 @@ import io
 import itertools
 import logging
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +58,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from gymchurn import binary_copy, db
 from gymchurn.aliases import CLIENT_KEY_ALIASES, HEADER_ALIASES, normalize_header
+from gymchurn.joins import concat_by_column
 from gymchurn.schema import (
     BINARY_FEATURES,
     CHURNED,
@@ -265,14 +266,12 @@ def _split_records(path: Path, text: str, delimiter: str) -> list[tuple[int, lis
     Blank lines are skipped. A quoted field may span lines, so a record's line
     is counted by the reader, not by the record's position.
     """
-    return list(_records(path, text, delimiter))
+    return list(_records(path, io.StringIO(text, newline=""), delimiter))
 
 
-def _records(path: Path, text: str, delimiter: str) -> Iterator[tuple[int, list[str]]]:
-    """Yield the records of :func:`_split_records` one at a time."""
-    reader = csv.reader(
-        io.StringIO(text, newline=""), delimiter=delimiter, skipinitialspace=True, strict=True
-    )
+def _records(path: Path, lines: Iterable[str], delimiter: str) -> Iterator[tuple[int, list[str]]]:
+    """Yield the records of :func:`_split_records` one at a time, from the file's ``lines``."""
+    reader = csv.reader(lines, delimiter=delimiter, skipinitialspace=True, strict=True)
     n_blank, last_line = 0, 0
     try:
         for fields in reader:
@@ -659,7 +658,7 @@ def _log_faults(path: Path, faults: pd.DataFrame) -> None:
 
 # Records checked and parsed at a time. A chunk's text cells are freed before
 # the next chunk is split, so a file takes the memory of its numbers, not of
-# its strings: at a million rows the whole file as Python strings took 1.2 GiB.
+# its strings: with every record held, a million rows took 1.2 GiB, now 0.65.
 READ_CHUNK_RECORDS = 100_000
 
 
@@ -675,7 +674,7 @@ def _read_chunk(
     path: Path,
     header: _Header,
     table: pd.DataFrame,
-    cells: dict[str, list[str]],
+    cells: dict[str, _NumberCells],
     decimal_mark: str,
     first_id: int,
 ) -> _ReadChunk:
@@ -733,10 +732,24 @@ def read_questionnaire_csv(path: Path) -> QuestionnaireFile:
             gc.enable()
 
 
+# Codec that reads each encoding of _DecodedText as its text was decoded.
+_CODECS = {"utf-8": "utf-8-sig", "utf-16": "utf-16", "cp1251": "cp1251"}
+
+
 def _read_questionnaire_csv(path: Path) -> QuestionnaireFile:
     decoded = _decode_file(path)
     delimiter = _detect_delimiter(decoded.text)
-    records = _records(path, decoded.text, delimiter)
+    # The checked text is dropped and the file read again a block at a time:
+    # the text of a million rows was 57 MB, and the StringIO reading it four
+    # times that, for as long as the file was read.
+    decoded = replace(decoded, text="")
+    with path.open(encoding=_CODECS[decoded.encoding], newline="") as lines:
+        return _read_records(path, decoded, delimiter, _records(path, lines, delimiter))
+
+
+def _read_records(
+    path: Path, decoded: _DecodedText, delimiter: str, records: Iterator[tuple[int, list[str]]]
+) -> QuestionnaireFile:
     first = next(records, None)
     if first is None:
         raise CsvFormatError(f"{path}: empty file (no fields); expected a CSV header and data rows")
@@ -756,7 +769,9 @@ def _read_questionnaire_csv(path: Path) -> QuestionnaireFile:
         raise CsvFormatError(f"{path}: no data rows, only a header; nothing to load")
     decimal_mark = marks.mark
 
-    questionnaires = pd.concat([part.questionnaires for part in chunks])
+    lines = np.concatenate([part.questionnaires.index.to_numpy() for part in chunks])
+    questionnaires = concat_by_column([part.questionnaires for part in chunks])
+    questionnaires.index = pd.Index(lines, name="line")
     ids_assigned = CLIENT_ID not in header.positions
     if not ids_assigned:
         source = header.names[header.positions[CLIENT_ID]]

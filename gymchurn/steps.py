@@ -37,7 +37,7 @@ from gymchurn import segments as segments_module
 from gymchurn.drivers import Drivers, find_drivers
 from gymchurn.holdout import HOLDOUT
 from gymchurn.insights import MonthInsights, build_insights
-from gymchurn.joins import by_client, column_for
+from gymchurn.joins import by_client, column_for, concat_by_column
 from gymchurn.measures import load_measures
 from gymchurn.registry import ChosenModel, promote
 from gymchurn.schema import CHURNED, CLIENT_ID, FEATURES, INTEGER_FEATURES, MONTH, format_month
@@ -279,24 +279,8 @@ def _read_month(conn, month: dt.date, chunk_rows: int) -> pd.DataFrame:
             len(frames),
             chunk_rows,
         )
-    scoring = frames[0] if len(frames) == 1 else _concat_by_column(frames)
+    scoring = frames[0] if len(frames) == 1 else concat_by_column(frames)
     return _number_rows(scoring)
-
-
-def _concat_by_column(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """Concatenate ``frames`` a column at a time, deleting each column from them once copied.
-
-    ``pandas.concat`` keeps every chunk and the whole result in memory at once.
-    Here each chunk's column is freed once the result's column is made, so at
-    most the month and one of its columns are in memory. Each column of a
-    parsed chunk is a block of its own, so deleting it frees it.
-    """
-    columns = {}
-    for name in list(frames[0].columns):
-        columns[name] = pd.concat([frame[name] for frame in frames], ignore_index=True).array
-        for frame in frames:
-            del frame[name]
-    return pd.DataFrame(columns, copy=False)
 
 
 def _compact_integers(frame: pd.DataFrame) -> None:
