@@ -844,12 +844,17 @@ def _upsert(
     """
     create, table, upsert = names
     db.execute(conn, create)
-    numbers = []
-    for name, wire in columns.items():
-        values = frame[name].to_numpy(dtype=wire.newbyteorder("="), na_value=np.nan)
-        numbers.append(binary_copy.Numbers(values, wire))
-    order = np.arange(len(frame))
-    db.copy_binary(conn, table, list(columns), binary_copy.blocks(numbers, order))
+    # One COPY a chunk: the columns' arrays as sent exist for one chunk at a time.
+    for start in range(0, len(frame), READ_CHUNK_RECORDS):
+        part = frame.iloc[start : start + READ_CHUNK_RECORDS]
+        numbers = [
+            binary_copy.Numbers(
+                part[name].to_numpy(dtype=wire.newbyteorder("="), na_value=np.nan), wire
+            )
+            for name, wire in columns.items()
+        ]
+        blocks = binary_copy.blocks(numbers, np.arange(len(part)))
+        db.copy_binary(conn, table, list(columns), blocks)
     row = db.execute(conn, upsert, {"month": month}).one()
     return row.inserted, row.updated
 
