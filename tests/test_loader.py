@@ -1220,3 +1220,29 @@ def test_read_in_chunks_grouping_in_later_chunk_rejected(monkeypatch, tmp_path):
     message = str(raised.value)
     assert "line 9, column Avg_additional_charges_total: '1.234,5' has digit grouping" in message
     assert "(1 such cell(s) in this column from line 8 to 10)" in message
+
+
+def test_load_in_chunks_stores_every_row(database, monkeypatch, real_data):
+    monkeypatch.setattr("gymchurn.loader.READ_CHUNK_RECORDS", 999)
+    loaded = read_questionnaire_csv(real_data)
+
+    summary = load_questionnaire_file(database, loaded, OCTOBER)
+
+    assert (summary.questionnaires_inserted, summary.outcomes_inserted) == (4000, 4000)
+    with database.connect() as conn:
+        stored = pd.read_sql(
+            sa.text(
+                "SELECT q.client_id, q.age, q.avg_additional_charges_total, o.churned"
+                " FROM crm.questionnaires AS q"
+                " JOIN crm.churn_outcomes AS o USING (client_id, month)"
+                " ORDER BY q.client_id"
+            ),
+            conn,
+        )
+    assert stored["client_id"].to_list() == list(range(1, 4001))
+    assert stored["age"].to_list() == loaded.questionnaires["age"].to_list()
+    np.testing.assert_array_equal(
+        stored["avg_additional_charges_total"].to_numpy(),
+        loaded.questionnaires["avg_additional_charges_total"].to_numpy(),
+    )
+    assert int(stored["churned"].sum()) == 1061
