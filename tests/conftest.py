@@ -5,6 +5,7 @@ With ``TEST_DATABASE_URL`` set (for example
 that server; otherwise on an embedded PostgreSQL in a temporary folder.
 """
 
+import logging
 import os
 import shutil
 import uuid
@@ -145,3 +146,14 @@ def pytest_sessionfinish(session, exitstatus):
     default = Path(f"/tmp/gymchurn-test-{os.getpid()}")
     if _SESSION_HOME == default and os.environ.get("TEST_DATABASE_URL"):
         shutil.rmtree(_SESSION_HOME, ignore_errors=True)
+
+
+class LogMessages(logging.Handler):
+    """Keep the text of each record a logger passes on at ``level`` and above."""
+
+    def __init__(self, level: int = logging.NOTSET):
+        super().__init__(level=level)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())

@@ -14,6 +14,7 @@ from gymchurn import steps
 from gymchurn.loader import load_questionnaire_file, read_questionnaire_csv
 from gymchurn.schema import parse_month
 from gymchurn.settings import get_settings
+from tests.conftest import LogMessages
 
 pytestmark = [
     pytest.mark.usefixtures("prefect_harness"),
@@ -100,7 +101,7 @@ def runs(module_database, real_data, tmp_path_factory, dask_cluster):
             module_database, monkeypatch, CHUNK_ROWS, "dask", dask_cluster.scheduler_address
         )
         runner_logger = logging.getLogger("prefect.task_runner.dask")
-        handler = _RecordedMessages()
+        handler = LogMessages()
         runner_logger.addHandler(handler)
         try:
             on_local_dask = _run(module_database, monkeypatch, CHUNK_ROWS, "dask")
@@ -116,15 +117,6 @@ def runs(module_database, real_data, tmp_path_factory, dask_cluster):
         "local dask": on_local_dask,
         "local dask log": handler.messages,
     }
-
-
-class _RecordedMessages(logging.Handler):
-    def __init__(self):
-        super().__init__()
-        self.messages = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
 
 
 def test_scheduler_check_counts_workers(dask_cluster):

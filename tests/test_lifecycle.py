@@ -16,6 +16,7 @@ from gymchurn import lifecycle, model, registry, steps
 from gymchurn.settings import get_settings
 from gymchurn.simulation.simulator import ClientSimulator
 from gymchurn.simulation.store import write_simulation
+from tests.conftest import LogMessages
 from tests.test_cli import _invoke
 
 JAN, FEB, MAR = dt.date(2026, 1, 1), dt.date(2026, 2, 1), dt.date(2026, 3, 1)
@@ -181,15 +182,7 @@ def _run_month(engine, month: dt.date, retrain: str = "auto") -> registry.Chosen
 def _registry_logs():
     """Collect the messages that gymchurn.registry logs at INFO and above."""
 
-    class _Collect(logging.Handler):
-        def __init__(self):
-            super().__init__(level=logging.INFO)
-            self.messages = []
-
-        def emit(self, record):
-            self.messages.append(record.getMessage())
-
-    handler = _Collect()
+    handler = LogMessages(logging.INFO)
     logger = logging.getLogger("gymchurn.registry")
     previous_level = logger.level
     logger.addHandler(handler)

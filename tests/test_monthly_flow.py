@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from gymchurn import model
 from gymchurn.loader import load_questionnaire_file, read_questionnaire_csv
 from gymchurn.schema import CHURNED, FEATURES, parse_month
+from tests.conftest import LogMessages
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -263,15 +264,7 @@ def test_run_quarantines_out_of_range_age(database, real_data, tmp_path):
 def package_logs():
     """Messages the package logs during a test (Prefect keeps them from caplog)."""
 
-    class _Collect(logging.Handler):
-        def __init__(self):
-            super().__init__(level=logging.INFO)
-            self.messages = []
-
-        def emit(self, record):
-            self.messages.append(record.getMessage())
-
-    handler = _Collect()
+    handler = LogMessages(logging.INFO)
     logging.getLogger("gymchurn").addHandler(handler)
     yield handler.messages
     logging.getLogger("gymchurn").removeHandler(handler)
