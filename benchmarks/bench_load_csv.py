@@ -1,11 +1,11 @@
 """Time `gymchurn load-csv` on a simulated month's CSV file, and its peak memory.
 
-Simulates one month of clients (seed 42), writes it as the chain's CSV export
-(the real file's headers, a client_id column and the Churn label) into a
-temporary folder, creates a database of its own on the server (default: the
-local one), then runs `gymchurn load-csv` in a process of its own twice: once
-into the empty month and once more with the same file, which changes
-nothing. Prints one JSON line, then drops the database and the file.
+Simulates one month of clients (seed 42) and writes it into a temporary
+folder as the chain's CSV export: the real file's headers, a client_id column
+and the Churn label. Creates a database of its own on the server (default:
+the local one). Then runs `gymchurn load-csv` in a process of its own twice:
+into the empty month, and again with the same file, which changes nothing.
+Prints one JSON line, then drops the database and the file.
 
     python benchmarks/bench_load_csv.py [--clients 1000000]
         [--server-url postgresql://postgres@127.0.0.1:5432/postgres]

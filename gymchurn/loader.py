@@ -451,7 +451,7 @@ class _NumberCells:
 
     texts: list[str]
     """Plain Python strings: at a million rows, pandas' string methods took
-    about 0.5 s a column for each pass, a loop over a list a tenth of that."""
+    about 0.5 s a column for each pass, a loop over a list about a tenth of that."""
     values: np.ndarray
     """float64, NaN where the text is not a number with ``.`` as decimal mark."""
     unread: np.ndarray
@@ -658,7 +658,7 @@ def _log_faults(path: Path, faults: pd.DataFrame) -> None:
 
 # Records checked and parsed at a time. A chunk's text cells are freed before
 # the next chunk is split, so a file takes the memory of its numbers, not of
-# its strings: with every record held, a million rows took 1.2 GiB, now 0.65.
+# its strings. Holding every record as strings, a million rows took 1.2 GiB.
 READ_CHUNK_RECORDS = 100_000
 
 
@@ -720,9 +720,9 @@ def read_questionnaire_csv(path: Path) -> QuestionnaireFile:
     Raises:
         CsvFormatError: the file is not a readable questionnaire table.
     """
-    # The cyclic garbage collector is paused while the file is read: a chunk's
+    # The cyclic garbage collector is paused while the file is read. A chunk's
     # records are hundreds of thousands of new lists, none in a cycle, and the
-    # collections their creation set off took a third of the read at a million rows.
+    # collections they set off took a third of the read at a million rows.
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -739,9 +739,9 @@ _CODECS = {"utf-8": "utf-8-sig", "utf-16": "utf-16", "cp1251": "cp1251"}
 def _read_questionnaire_csv(path: Path) -> QuestionnaireFile:
     decoded = _decode_file(path)
     delimiter = _detect_delimiter(decoded.text)
-    # The checked text is dropped and the file read again a block at a time:
-    # the text of a million rows was 57 MB, and the StringIO reading it four
-    # times that, for as long as the file was read.
+    # The checked text is dropped and the file read again line by line. A
+    # StringIO over the whole text kept a copy of its own while the file was
+    # read: 1 GiB more at ten million rows.
     decoded = replace(decoded, text="")
     with path.open(encoding=_CODECS[decoded.encoding], newline="") as lines:
         return _read_records(path, decoded, delimiter, _records(path, lines, delimiter))
@@ -859,7 +859,7 @@ def _upsert(
     return row.inserted, row.updated
 
 
-# Staging columns as sent: the answers as float8, NaN for a missing one.
+# Staging columns as sent: the features as float8, NaN for a missing value.
 _QUESTIONNAIRE_WIRE = {CLIENT_ID: np.dtype(">i8"), **dict.fromkeys(FEATURES, np.dtype(">f8"))}
 _OUTCOME_WIRE = {CLIENT_ID: np.dtype(">i8"), CHURNED: np.dtype("?")}
 
