@@ -35,6 +35,9 @@ _UPGRADE_LOCK_KEY = 7_412_001
 # (year * 12 + month - 1), so runs of different months never share a lock.
 _MONTH_LOCK_CLASS = 7_412_002
 
+# The first key of the lock a load holds on its month until it commits.
+_LOAD_LOCK_CLASS = 7_412_003
+
 
 def sql_dir() -> Path:
     """Return the folder of the SQL files.
@@ -175,6 +178,16 @@ def is_transient(error: BaseException) -> bool:
 
     transient = (sa.exc.OperationalError, sa.exc.InterfaceError, psycopg.OperationalError)
     return isinstance(error, transient) and rejected_connection_advice(error) is None
+
+
+def lock_month_for_load(conn: Connection, month) -> None:
+    """Wait for any other load of ``month`` to end, then hold its load lock until this commit.
+
+    A load first reads what the month holds, then writes: two loads at once
+    would both find the month as it was before either.
+    """
+    params = {"lock_class": _LOAD_LOCK_CLASS, "month_key": month.year * 12 + month.month - 1}
+    execute(conn, "lock_month_for_load", params)
 
 
 class MonthBusyError(RuntimeError):

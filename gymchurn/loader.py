@@ -509,18 +509,24 @@ class _DecimalMarks:
 
     def add(self, table: pd.DataFrame, cells: dict[str, _NumberCells]) -> None:
         """Check one chunk's number cells (:func:`_stripped_cells`)."""
+        grouped = [
+            (i, name)
+            for name, column_cells in cells.items()
+            for i in column_cells.unread.tolist()
+            if _GROUPED_NUMBER.fullmatch(column_cells.texts[i])
+        ]
+        if grouped:
+            i, name = min(grouped)
+            raise CsvFormatError(
+                f"{self.path}: line {table.index[i]}, column "
+                f"{self.header.names[self.header.positions[name]]}: {cells[name].texts[i]!r} "
+                "has digit grouping, the first such cell of the file, so a spreadsheet locale "
+                "has rewritten the numbers and their values are unknown; export the file "
+                "again with plain numbers such as 11.320293765"
+            )
         for name, column_cells in cells.items():
             column = self.header.names[self.header.positions[name]]
             texts, unread = column_cells.texts, column_cells.unread.tolist()
-            grouped = [i for i in unread if _GROUPED_NUMBER.fullmatch(texts[i])]
-            if grouped:
-                raise CsvFormatError(
-                    f"{self.path}: line {table.index[grouped[0]]}, column {column}: "
-                    f"{texts[grouped[0]]!r} has digit grouping ({len(grouped)} such cell(s) in "
-                    f"this column from line {table.index[0]} to {table.index[-1]}), so a "
-                    "spreadsheet locale has rewritten the numbers and their values are "
-                    "unknown; export the file again with plain numbers such as 11.320293765"
-                )
             # A decimal point may read as a number, a decimal comma never does.
             candidates = {".": range(len(texts)), ",": unread}
             for mark, pattern in [(".", _DECIMAL_POINT), (",", _DECIMAL_COMMA)]:
@@ -940,6 +946,8 @@ def load_questionnaire_file(
     the file's Churn column is unknown loses the outcome loaded before. The
     row faults stored for the file's clients are replaced by the file's, so a
     corrected file clears them, and ``replace`` deletes all of the month's.
+    Loads of the same month wait for each other, so each sees what the one
+    before it wrote.
 
     Raises:
         LoadConflictError: the file numbers its clients by row, and the month
@@ -947,6 +955,7 @@ def load_questionnaire_file(
     """
     keys = {"month": month}
     with engine.begin() as conn:
+        db.lock_month_for_load(conn, month)
         q_removed = o_removed = existing = 0
         if replace:
             q_removed = db.execute(conn, "delete_month_questionnaires", keys).rowcount

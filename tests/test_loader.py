@@ -5,6 +5,8 @@ import datetime as dt
 import io
 import logging
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gymchurn import db
+from gymchurn import loader as loader_module
 from gymchurn.aliases import CLIENT_KEY_ALIASES, HEADER_ALIASES, normalize_header
 from gymchurn.loader import (
     CsvFormatError,
@@ -1219,7 +1222,7 @@ def test_read_in_chunks_grouping_in_later_chunk_rejected(monkeypatch, tmp_path):
 
     message = str(raised.value)
     assert "line 9, column Avg_additional_charges_total: '1.234,5' has digit grouping" in message
-    assert "(1 such cell(s) in this column from line 8 to 10)" in message
+    assert "the first such cell of the file" in message
 
 
 def test_load_in_chunks_stores_every_row(database, monkeypatch, real_data):
@@ -1246,3 +1249,59 @@ def test_load_in_chunks_stores_every_row(database, monkeypatch, real_data):
         loaded.questionnaires["avg_additional_charges_total"].to_numpy(),
     )
     assert int(stored["churned"].sum()) == 1061
+
+
+def _waiting_advisory_locks(engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+        ).scalar_one()
+
+
+def test_loads_of_one_month_wait_for_each_other(database, monkeypatch):
+    # Two files without ids and with different answers, loaded at once: the
+    # second must see the first's rows and be rejected, not overwrite them.
+    first = read_questionnaire_csv(REFERENCE)
+    second = read_questionnaire_csv(CASES / "04_month_to_end_gt_contract.csv")
+    paused, resume = threading.Event(), threading.Event()
+    replace_faults = loader_module._replace_faults
+
+    def pausing_replace_faults(conn, loaded, month, replace):
+        if loaded is first:
+            paused.set()
+            assert resume.wait(60)
+        return replace_faults(conn, loaded, month, replace)
+
+    monkeypatch.setattr(loader_module, "_replace_faults", pausing_replace_faults)
+    outcomes = {}
+
+    def load(name, loaded):
+        try:
+            outcomes[name] = load_questionnaire_file(database, loaded, OCTOBER)
+        except LoadConflictError as error:
+            outcomes[name] = error
+
+    first_load = threading.Thread(target=load, args=("first", first))
+    first_load.start()
+    assert paused.wait(60)
+    second_load = threading.Thread(target=load, args=("second", second))
+    second_load.start()
+    deadline = time.monotonic() + 30
+    while _waiting_advisory_locks(database) != 1:
+        assert time.monotonic() < deadline, "the second load did not wait for the month's lock"
+        time.sleep(0.05)
+    resume.set()
+    first_load.join(60)
+    second_load.join(60)
+
+    assert outcomes["first"].questionnaires_inserted == 20
+    assert isinstance(outcomes["second"], LoadConflictError)
+    assert "would change 3 questionnaire(s)" in str(outcomes["second"])
+    with database.connect() as conn:
+        stored = conn.execute(
+            sa.text(
+                "SELECT month_to_end_contract FROM crm.questionnaires"
+                " WHERE month = '2026-10-01' ORDER BY client_id"
+            )
+        ).scalars()
+        assert list(stored) == first.questionnaires["month_to_end_contract"].to_list()
