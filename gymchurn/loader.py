@@ -58,7 +58,6 @@ from sqlalchemy.engine import Connection, Engine
 
 from gymchurn import binary_copy, db
 from gymchurn.aliases import CLIENT_KEY_ALIASES, HEADER_ALIASES, normalize_header
-from gymchurn.joins import concat_by_column
 from gymchurn.schema import (
     BINARY_FEATURES,
     CHURNED,
@@ -685,8 +684,12 @@ READ_CHUNK_RECORDS = 100_000
 
 @dataclass(frozen=True)
 class _ReadChunk:
-    questionnaires: pd.DataFrame
-    """``client_id`` and the features, indexed by file line."""
+    lines: np.ndarray
+    numbers: dict[str, np.ndarray]
+    """``client_id`` (int64) and each feature (float64, NaN where missing or faulty).
+
+    Plain arrays, not a DataFrame: deleting a column from the chunks' frames
+    did not free it, so joining them took twice the file's numbers."""
     faults: pd.DataFrame
     labels: pd.Series | None
 
@@ -706,17 +709,31 @@ def _read_chunk(
         ids = pd.Series(
             np.arange(first_id, first_id + len(table), dtype="int64"), index=table.index
         )
-    questionnaires = pd.DataFrame({CLIENT_ID: ids})
+    numbers = {CLIENT_ID: ids.to_numpy()}
     faults = {}
     for name in FEATURES:
         values, faults[name] = _parse_numbers(
             cells.pop(name), table.index, decimal_mark, _INTEGER_LIMITS.get(name)
         )
-        questionnaires[name] = values.astype("Int64") if name in INTEGER_FEATURES else values
+        numbers[name] = values.to_numpy()
     labels = None
     if CHURNED in header.positions:
         labels = _parse_labels(table[header.positions[CHURNED]], decimal_mark)
-    return _ReadChunk(questionnaires, _collect_faults(ids, header, table, faults), labels)
+    faults = _collect_faults(ids, header, table, faults)
+    return _ReadChunk(table.index.to_numpy(), numbers, faults, labels)
+
+
+def _join_numbers(chunks: list[_ReadChunk]) -> pd.DataFrame:
+    """Return the chunks' numbers as one frame indexed by file line, integer answers as Int64.
+
+    Each column's chunks are released once the column is joined.
+    """
+    columns = {}
+    for name in [CLIENT_ID, *FEATURES]:
+        values = np.concatenate([chunk.numbers.pop(name) for chunk in chunks])
+        columns[name] = pd.array(values, dtype="Int64") if name in INTEGER_FEATURES else values
+    lines = np.concatenate([chunk.lines for chunk in chunks])
+    return pd.DataFrame(columns, index=pd.Index(lines, name="line"), copy=False)
 
 
 def _concat_faults(parts: list[pd.DataFrame]) -> pd.DataFrame:
@@ -784,15 +801,13 @@ def _read_records(
         del chunk
         cells = _stripped_cells(table, header)
         marks.add(table, cells)
-        first_id = 1 + sum(len(part.questionnaires) for part in chunks)
+        first_id = 1 + sum(len(part.lines) for part in chunks)
         chunks.append(_read_chunk(path, header, table, cells, marks.mark, first_id))
     if not chunks:
         raise CsvFormatError(f"{path}: no data rows, only a header; nothing to load")
     decimal_mark = marks.mark
 
-    lines = np.concatenate([part.questionnaires.index.to_numpy() for part in chunks])
-    questionnaires = concat_by_column([part.questionnaires for part in chunks])
-    questionnaires.index = pd.Index(lines, name="line")
+    questionnaires = _join_numbers(chunks)
     ids_assigned = CLIENT_ID not in header.positions
     if not ids_assigned:
         source = header.names[header.positions[CLIENT_ID]]
@@ -854,17 +869,21 @@ class LoadSummary:
 
 
 def _upsert(
-    conn, names: tuple[str, str, str], frame: pd.DataFrame, columns: dict, month: dt.date
+    conn,
+    staging_query: str,
+    upsert_query: str,
+    table: str,
+    frame: pd.DataFrame,
+    columns: dict,
+    month: dt.date,
 ) -> tuple[int, int]:
     """Stage ``frame`` with binary COPY and upsert it; return the rows inserted and updated.
 
     Args:
-        names: the query that creates the staging table, the staging table and
-            the upsert query.
+        staging_query: the query that creates the staging table ``table``.
         columns: the staging table's columns and the binary type each is sent as.
     """
-    create, table, upsert = names
-    db.execute(conn, create)
+    db.execute(conn, staging_query)
     # One COPY a chunk: the columns' arrays as sent exist for one chunk at a time.
     for start in range(0, len(frame), READ_CHUNK_RECORDS):
         part = frame.iloc[start : start + READ_CHUNK_RECORDS]
@@ -876,7 +895,7 @@ def _upsert(
         ]
         blocks = binary_copy.blocks(numbers, np.arange(len(part)))
         db.copy_binary(conn, table, list(columns), blocks)
-    row = db.execute(conn, upsert, {"month": month}).one()
+    row = db.execute(conn, upsert_query, {"month": month}).one()
     return row.inserted, row.updated
 
 
@@ -964,7 +983,9 @@ def load_questionnaire_file(
             existing = _check_numbered_ids(conn, loaded, month)
         q_new, q_changed = _upsert(
             conn,
-            ("create_questionnaires_staging", "questionnaires_staging", "upsert_questionnaires"),
+            "create_questionnaires_staging",
+            "upsert_questionnaires",
+            "questionnaires_staging",
             loaded.questionnaires,
             _QUESTIONNAIRE_WIRE,
             month,
@@ -973,7 +994,9 @@ def load_questionnaire_file(
         if loaded.outcomes is not None:
             o_new, o_changed = _upsert(
                 conn,
-                ("create_outcomes_staging", "outcomes_staging", "upsert_outcomes"),
+                "create_outcomes_staging",
+                "upsert_outcomes",
+                "outcomes_staging",
                 loaded.outcomes,
                 _OUTCOME_WIRE,
                 month,

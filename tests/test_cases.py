@@ -163,7 +163,7 @@ def test_extra_columns_ignored(cases_database):
     ("name", "words"),
     [
         ("06_header_only.csv", "no data rows"),
-        ("08_missing_column.csv", "avg_class_frequency_current_month"),
+        ("08_missing_column.csv", "Avg_class_frequency_current_month"),
         ("14_no_header.csv", "header missing"),
         ("20_binary_not_csv.csv", "not a UTF-8/CSV text file"),
     ],
