@@ -56,7 +56,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy.engine import Connection, Engine
 
-from gymchurn import binary_copy, db
+from gymchurn import binary_copy, db, runtime
 from gymchurn.aliases import CLIENT_KEY_ALIASES, HEADER_ALIASES, normalize_header
 from gymchurn.schema import (
     BINARY_FEATURES,
@@ -726,12 +726,16 @@ def _read_chunk(
 def _join_numbers(chunks: list[_ReadChunk]) -> pd.DataFrame:
     """Return the chunks' numbers as one frame indexed by file line, integer answers as Int64.
 
-    Each column's chunks are released once the column is joined.
+    Each column's chunks are freed once the column is joined, and their memory
+    given back to the system: the C heap kept the chunks' blocks, so at ten
+    million rows the joined columns came on top of 1.4 GiB of freed ones.
     """
     columns = {}
     for name in [CLIENT_ID, *FEATURES]:
         values = np.concatenate([chunk.numbers.pop(name) for chunk in chunks])
         columns[name] = pd.array(values, dtype="Int64") if name in INTEGER_FEATURES else values
+        del values
+        runtime.release_free_memory()
     lines = np.concatenate([chunk.lines for chunk in chunks])
     return pd.DataFrame(columns, index=pd.Index(lines, name="line"), copy=False)
 
