@@ -686,10 +686,8 @@ READ_CHUNK_RECORDS = 100_000
 class _ReadChunk:
     lines: np.ndarray
     numbers: dict[str, np.ndarray]
-    """``client_id`` (int64) and each feature (float64, NaN where missing or faulty).
-
-    Plain arrays, not a DataFrame: deleting a column from the chunks' frames
-    did not free it, so joining them took twice the file's numbers."""
+    """``client_id`` (int64) and each feature (float64, NaN where missing or faulty),
+    joined by :func:`_join_numbers`."""
     faults: pd.DataFrame
     labels: pd.Series | None
 
