@@ -247,7 +247,7 @@ def _count_known_headers(line: str, delimiter: str) -> int:
 def _head(text: str, n_lines: int) -> str:
     """Return the start of ``text`` up to its ``n_lines``-th line feed, or all of it.
 
-    A StringIO over a whole file's text holds a copy of it: 566 MB of text at
+    A StringIO over a whole file's text keeps a copy of it: 566 MB of text at
     ten million rows.
     """
     end = 0
@@ -722,7 +722,7 @@ def _read_chunk(
 
 
 def _join_numbers(chunks: list[_ReadChunk]) -> pd.DataFrame:
-    """Return the chunks' numbers as one frame indexed by file line, integer answers as Int64.
+    """Return the chunks' numbers as one frame indexed by file line, integer features as Int64.
 
     Each column's chunks are freed once the column is joined, and their memory
     given back to the system: the C heap kept the chunks' blocks, so at ten
@@ -796,6 +796,7 @@ def _read_records(
     header = _map_header(path, *first, decoded)
     marks = _DecimalMarks(path, header)
     chunks = []
+    n_rows = 0
     while chunk := list(itertools.islice(records, READ_CHUNK_RECORDS)):
         _check_row_widths(path, chunk, len(header.names))
         _check_repeated_header(path, first[1], chunk)
@@ -803,8 +804,8 @@ def _read_records(
         del chunk
         cells = _stripped_cells(table, header)
         marks.add(table, cells)
-        first_id = 1 + sum(len(part.lines) for part in chunks)
-        chunks.append(_read_chunk(path, header, table, cells, marks.mark, first_id))
+        chunks.append(_read_chunk(path, header, table, cells, marks.mark, n_rows + 1))
+        n_rows += len(table)
     if not chunks:
         raise CsvFormatError(f"{path}: no data rows, only a header; nothing to load")
     decimal_mark = marks.mark
@@ -967,7 +968,7 @@ def load_questionnaire_file(
     the file's Churn column is unknown loses the outcome loaded before. The
     row faults stored for the file's clients are replaced by the file's, so a
     corrected file clears them, and ``replace`` deletes all of the month's.
-    Loads of the same month wait for each other, so each sees what the one
+    Loads of the same month wait for each other, so each reads what the one
     before it wrote.
 
     Raises:

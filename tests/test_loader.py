@@ -1184,7 +1184,7 @@ def test_read_real_file_in_chunks_same_as_whole(monkeypatch, real_data):
     _assert_same_file(chunked, whole)
 
 
-def test_read_in_chunks_faults_and_comma_after_integer_rows(monkeypatch, tmp_path):
+def test_read_chunks_comma_after_integers(monkeypatch, tmp_path):
     # The first chunk has no fraction, so its decimal mark is known only later.
     header, rows = _reference_table()
     rows = _decimal_comma(rows)
@@ -1259,7 +1259,7 @@ def _waiting_advisory_locks(engine) -> int:
 
 
 def test_loads_of_one_month_wait_for_each_other(database, monkeypatch):
-    # Two files without ids and with different answers, loaded at once: the
+    # Two files without ids and with different values, loaded at once: the
     # second must see the first's rows and be rejected, not overwrite them.
     first = read_questionnaire_csv(REFERENCE)
     second = read_questionnaire_csv(CASES / "04_month_to_end_gt_contract.csv")

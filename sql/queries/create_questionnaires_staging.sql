@@ -1,4 +1,4 @@
--- The file's answers as numbers, a missing one as NaN: binary COPY then sends
+-- The file's features as numbers, a missing one as NaN: binary COPY then sends
 -- every column as fixed-width numbers. The upsert turns NaN into NULL.
 CREATE TEMPORARY TABLE questionnaires_staging (
     client_id bigint NOT NULL,
