@@ -421,21 +421,19 @@ def load_csv(
     clients, or the database failed; 2 an invalid argument or a missing file.
     """
     from gymchurn import db
-    from gymchurn.loader import (
-        CsvFormatError,
-        LoadConflictError,
-        load_questionnaire_file,
-        read_questionnaire_csv,
-    )
+    from gymchurn.loader import CsvFormatError, LoadConflictError, load_csv, open_questionnaire_csv
 
     load_month = _month(month)
     try:
-        with _status(f"reading {file}"):
-            loaded = read_questionnaire_csv(file)
-    except CsvFormatError as err:
+        # The file's encoding and header are checked before the database is reached.
+        source = open_questionnaire_csv(file)
+        engine = _engine()
+        with _status(f"loading {file} into {format_month(load_month)}"):
+            loaded = load_csv(engine, source, load_month, replace=replace)
+    except (CsvFormatError, LoadConflictError) as err:
         raise _fail(str(err)) from None
-    if loaded.ignored_columns:
-        logger.info("%s: ignored column(s) %s", file, ", ".join(loaded.ignored_columns))
+    if source.header.ignored:
+        logger.info("%s: ignored column(s) %s", file, ", ".join(source.header.ignored))
     for fault in loaded.faults.head(10).itertuples():
         logger.warning(
             "%s: line %d, column %s: %r (%s); the row is loaded with NULL there",
@@ -447,20 +445,14 @@ def load_csv(
         )
     if len(loaded.faults) > 10:
         logger.warning("%s: %d more unreadable cell(s)", file, len(loaded.faults) - 10)
-    if loaded.ids_assigned:
+    if source.ids_assigned:
         logger.info(
             "%s has no client_id column: clients numbered 1..%d in file order (the same "
             "file gets the same ids; add a client_id column to follow clients across files)",
             file,
-            len(loaded.questionnaires),
+            loaded.summary.rows_read,
         )
-    engine = _engine()
-    try:
-        with _status(f"writing {len(loaded.questionnaires)} rows for {format_month(load_month)}"):
-            summary = load_questionnaire_file(engine, loaded, load_month, replace=replace)
-    except LoadConflictError as err:
-        raise _fail(str(err)) from None
-    typer.echo(_load_summary(file, summary, loaded.outcomes is not None))
+    typer.echo(_load_summary(file, loaded.summary, source.has_outcomes))
     typer.echo(f"database: {db.describe(engine)}")
 
 

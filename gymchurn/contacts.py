@@ -60,7 +60,6 @@ from gymchurn.loader import (
     _MISSING_MARKERS,
     CsvFormatError,
     _check_row_widths,
-    _decode_file,
     _split_records,
 )
 from gymchurn.schema import CLIENT_ID, format_month
@@ -163,8 +162,7 @@ def read_contact_csv(path: Path) -> pd.DataFrame:
             names the file, the line and the missing columns.
     """
     path = Path(path)
-    decoded = _decode_file(path)
-    records = _split_records(path, decoded.text, _detect_delimiter(decoded.text))
+    records = _split_records(path, _detect_delimiter)
     if not records:
         raise CsvFormatError(f"{path}: empty file (no fields); expected a header and contacts")
     header_line, names = records[0]

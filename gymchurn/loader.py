@@ -41,6 +41,7 @@ validation quarantines them.
 """
 
 import codecs
+import contextlib
 import csv
 import datetime as dt
 import gc
@@ -49,7 +50,7 @@ import itertools
 import logging
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -166,7 +167,8 @@ class QuestionnaireFile:
 
 @dataclass(frozen=True)
 class _DecodedText:
-    text: str
+    head: str
+    """The first lines of the file's text, which decide its separator."""
     encoding: str
     utf8_error: str | None
     """Reason the bytes are not UTF-8, set when they were decoded as Windows-1251."""
@@ -181,6 +183,14 @@ class _Header:
     ignored: list[str]
 
 
+# Bytes read at a time while the file's encoding is checked: the check holds
+# one block and its text, not the whole file.
+_SCAN_BLOCK_BYTES = 1 << 20
+
+# Lines of the file's start kept for choosing the separator.
+_HEAD_LINES = 100
+
+
 def _not_text_error(path: Path, reason: str) -> CsvFormatError:
     return CsvFormatError(
         f"{path}: not a UTF-8/CSV text file ({reason}); "
@@ -188,55 +198,109 @@ def _not_text_error(path: Path, reason: str) -> CsvFormatError:
     )
 
 
-def _decode_utf16(path: Path, raw: bytes) -> _DecodedText:
-    try:
-        text = raw.decode("utf-16")
-    except UnicodeDecodeError as err:
-        raise _not_text_error(path, f"invalid UTF-16 at byte {err.start}") from None
-    if _CONTROL_CHARACTERS.search(text):
-        raise _not_text_error(path, "it contains binary bytes")
-    return _DecodedText(text, "utf-16", None)
+def _blocks(path: Path, start: int = 0) -> Iterator[bytes]:
+    with path.open("rb") as file:
+        file.seek(start)
+        while block := file.read(_SCAN_BLOCK_BYTES):
+            yield block
 
 
-def _decode_utf8_or_cp1251(path: Path, raw: bytes) -> _DecodedText:
-    control = _CONTROL_BYTES.search(raw)
-    if control:
+class _TextScan:
+    """The file from byte ``start`` decoded with ``codec`` a block at a time.
+
+    Keeps the first :data:`_HEAD_LINES` lines of text in ``head`` and sets
+    ``blank`` when every character is blank.
+
+    Raises:
+        CsvFormatError: the file contains a control character other than tab
+            and line breaks; the error names its line.
+        UnicodeDecodeError: ``codec`` cannot decode the bytes; ``start`` of
+            the error counts from the start of the file.
+    """
+
+    def __init__(self, path: Path, codec: str, start: int = 0):
+        decoder = codecs.getincrementaldecoder(codec)()
+        # UTF-8 and Windows-1251 encode the control characters as the same
+        # single bytes, so these are found before the decoding can fail.
+        single_bytes = codec != "utf-16"
+        self.head = ""
+        self.blank = True
+        n_lines, offset = 0, start
+        for block in _blocks(path, start):
+            if single_bytes and (control := _CONTROL_BYTES.search(block)):
+                self._binary(path, n_lines + block.count(b"\n", 0, control.start()))
+            pending = len(decoder.getstate()[0])
+            try:
+                text = decoder.decode(block)
+            except UnicodeDecodeError as err:
+                err.start += offset - pending
+                raise
+            offset += len(block)
+            if not single_bytes and (control := _CONTROL_CHARACTERS.search(text)):
+                self._binary(path, n_lines + text.count("\n", 0, control.start()))
+            if n_lines < _HEAD_LINES:
+                self.head += _head(text, _HEAD_LINES - n_lines)
+            n_lines += text.count("\n")
+            # isspace, not strip: strip would copy the block's text.
+            self.blank = self.blank and text.isspace()
+        pending = len(decoder.getstate()[0])
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError as err:
+            err.start += offset - pending
+            raise
+
+    @staticmethod
+    def _binary(path: Path, lines_before: int):
         raise _not_text_error(
-            path, f"it contains binary bytes, the first at byte {control.start()}"
+            path, f"it contains binary bytes, the first on line {lines_before + 1}"
         )
-    try:
-        return _DecodedText(raw.decode("utf-8-sig"), "utf-8", None)
-    except UnicodeDecodeError as err:
-        utf8_error = f"invalid UTF-8 at byte {err.start}"
-    try:
-        # Whether Windows-1251 was the right guess is decided by the header.
-        return _DecodedText(raw.decode("cp1251"), "cp1251", utf8_error)
-    except UnicodeDecodeError:
-        raise _not_text_error(path, f"{utf8_error}, and not Windows-1251 text either") from None
 
 
-def _decode_file(path: Path) -> _DecodedText:
-    """Read and decode the file, or raise when it is not CSV text."""
+def _scan_file(path: Path) -> _DecodedText:
+    """Check that the file is CSV text and find its encoding, reading a block at a time.
+
+    Raises:
+        CsvFormatError: the file is missing, empty, binary, or not text in
+            one of the encodings of the module docstring.
+    """
     if not path.exists():
         raise CsvFormatError(f"{path}: file not found")
     if not path.is_file():
         raise CsvFormatError(f"{path}: not a regular file; give the path of a CSV file")
-    raw = path.read_bytes()
-    if not raw:
+    first = next(_blocks(path), b"")
+    if not first:
         raise CsvFormatError(f"{path}: empty file (0 bytes); expected a CSV header and data rows")
     for signature, kind in _FILE_SIGNATURES.items():
-        if raw.startswith(signature):
+        if first.startswith(signature):
             raise _not_text_error(path, f"its first bytes are those of {kind}")
-    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        decoded = _decode_utf16(path, raw)
+    utf8_error = None
+    if first.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        encoding = "utf-16"
+        try:
+            scan = _TextScan(path, encoding)
+        except UnicodeDecodeError as err:
+            raise _not_text_error(path, f"invalid UTF-16 at byte {err.start}") from None
     else:
-        decoded = _decode_utf8_or_cp1251(path, raw)
-    # isspace, not strip: strip would copy the whole text.
-    if not decoded.text or decoded.text.isspace():
+        encoding = "utf-8"
+        bom = len(codecs.BOM_UTF8) if first.startswith(codecs.BOM_UTF8) else 0
+        try:
+            scan = _TextScan(path, encoding, bom)
+        except UnicodeDecodeError as err:
+            utf8_error = f"invalid UTF-8 at byte {err.start}"
+            encoding = "cp1251"
+            try:
+                # Whether Windows-1251 was the right guess is decided by the header.
+                scan = _TextScan(path, encoding)
+            except UnicodeDecodeError:
+                raise _not_text_error(
+                    path, f"{utf8_error}, and not Windows-1251 text either"
+                ) from None
+    if scan.blank:
         raise CsvFormatError(
             f"{path}: empty file (blank lines only); expected a CSV header and data rows"
         )
-    return decoded
+    return _DecodedText(scan.head, encoding, utf8_error)
 
 
 def _count_known_headers(line: str, delimiter: str) -> int:
@@ -274,17 +338,26 @@ def _detect_delimiter(text: str) -> str:
         return ","
 
 
-def _split_records(path: Path, text: str, delimiter: str) -> list[tuple[int, list[str]]]:
-    """Split ``text`` into CSV records, each with the file line it starts on.
+def _split_records(path: Path, choose_delimiter) -> list[tuple[int, list[str]]]:
+    """Check that the file is CSV text and split it into records, each with its line.
+
+    ``choose_delimiter`` picks the separator from the first lines of the text.
+    Blank lines are skipped. A quoted field may span lines, so a record's line
+    is counted by the reader, not by the record's position. For small files:
+    every record is returned at once.
+    """
+    decoded = _scan_file(path)
+    delimiter = choose_delimiter(decoded.head)
+    with path.open(encoding=_CODECS[decoded.encoding], newline="") as lines:
+        return list(_records(path, lines, delimiter))
+
+
+def _records(path: Path, lines: Iterable[str], delimiter: str) -> Iterator[tuple[int, list[str]]]:
+    """Yield the CSV records of the file's ``lines``, each with the line it starts on.
 
     Blank lines are skipped. A quoted field may span lines, so a record's line
     is counted by the reader, not by the record's position.
     """
-    return list(_records(path, io.StringIO(text, newline=""), delimiter))
-
-
-def _records(path: Path, lines: Iterable[str], delimiter: str) -> Iterator[tuple[int, list[str]]]:
-    """Yield the records of :func:`_split_records` one at a time, from the file's ``lines``."""
     reader = csv.reader(lines, delimiter=delimiter, skipinitialspace=True, strict=True)
     n_blank, last_line = 0, 0
     try:
@@ -608,11 +681,14 @@ def _client_ids(
 def _check_unique_ids(path: Path, source: str, ids: pd.Series) -> None:
     duplicated = ids.duplicated(keep=False)
     if duplicated.any():
-        lines = ", ".join(str(line) for line in ids.index[duplicated][:10])
-        raise CsvFormatError(
-            f"{path}: column {source}: client ids repeat on lines {lines}; "
-            "each client must appear once a month"
-        )
+        raise _repeated_ids_error(path, source, ids.index[duplicated][:10].tolist())
+
+
+def _repeated_ids_error(path: Path, source: str, lines: list[int]) -> CsvFormatError:
+    return CsvFormatError(
+        f"{path}: column {source}: client ids repeat on lines {', '.join(map(str, lines))}; "
+        "each client must appear once a month"
+    )
 
 
 def _parse_labels(cells: pd.Series, decimal_mark: str) -> pd.Series:
@@ -622,18 +698,29 @@ def _parse_labels(cells: pd.Series, decimal_mark: str) -> pd.Series:
     return text.map(_CHURN_LABELS)
 
 
-def _log_unknown_labels(path: Path, source: str, labels: pd.Series) -> None:
-    unknown = labels.isna()
-    if unknown.any():
-        lines = ", ".join(str(line) for line in labels.index[unknown][:10])
-        logger.warning(
-            "%s: column %s: %d row(s) without a known label (line %s); "
-            "they are scored but not used for training",
-            path,
-            source,
-            int(unknown.sum()),
-            lines,
-        )
+class _UnknownLabels:
+    """Rows whose Churn label is none of the known spellings, counted chunk by chunk."""
+
+    def __init__(self):
+        self.count = 0
+        self.lines: list[int] = []
+
+    def add(self, labels: pd.Series) -> None:
+        """Count the missing labels of one chunk's parsed labels, indexed by file line."""
+        unknown = labels.isna().to_numpy()
+        self.count += int(unknown.sum())
+        self.lines += labels.index[unknown][: 10 - len(self.lines)].tolist()
+
+    def log(self, source: "CsvSource") -> None:
+        if self.count:
+            logger.warning(
+                "%s: column %s: %d row(s) without a known label (line %s); "
+                "they are scored but not used for training",
+                source.path,
+                source.column(CHURNED),
+                self.count,
+                ", ".join(map(str, self.lines)),
+            )
 
 
 def _collect_faults(
@@ -745,28 +832,17 @@ def _concat_faults(parts: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True).astype(_FAULT_DTYPES)
 
 
-def read_questionnaire_csv(path: Path) -> QuestionnaireFile:
-    """Read a questionnaire CSV, with or without a ``Churn`` column.
+@contextlib.contextmanager
+def _cycle_collector_paused():
+    """Pause Python's cycle collector while a file is read.
 
-    Headers are matched by name through ``gymchurn.aliases``, ignoring case,
-    spaces, hyphens and column order, and other columns are ignored. The client
-    key is the ``client_id`` column, or else ``member_id``. Without either the
-    clients are numbered 1..N in file order, so the same file always gives the
-    same ids. Churn labels 1/0 (also 1.0/0.0), yes/no, true/false and да/нет
-    are read in any case, and any other label leaves the row without an
-    outcome. The module docstring lists the encoding, separator and number
-    rules and the row faults.
-
-    Raises:
-        CsvFormatError: the file is not a readable questionnaire table.
+    A chunk's records are hundreds of thousands of new lists, none in a cycle,
+    and the collections they set off took a third of the read at a million rows.
     """
-    # The cyclic garbage collector is paused while the file is read. A chunk's
-    # records are hundreds of thousands of new lists, none in a cycle, and the
-    # collections they set off took a third of the read at a million rows.
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _read_questionnaire_csv(Path(path))
+        yield
     finally:
         if enabled:
             gc.enable()
@@ -776,52 +852,119 @@ def read_questionnaire_csv(path: Path) -> QuestionnaireFile:
 _CODECS = {"utf-8": "utf-8-sig", "utf-16": "utf-16", "cp1251": "cp1251"}
 
 
-def _read_questionnaire_csv(path: Path) -> QuestionnaireFile:
-    decoded = _decode_file(path)
-    delimiter = _detect_delimiter(decoded.text)
-    # The checked text is dropped and the file read again line by line. A
-    # StringIO over the whole text kept a copy of its own while the file was
-    # read: 1 GiB more at ten million rows.
-    decoded = replace(decoded, text="")
+@dataclass(frozen=True)
+class CsvSource:
+    """A questionnaire file whose encoding, separator and header are checked.
+
+    Made by :func:`open_questionnaire_csv`; its rows are read by
+    :func:`read_questionnaire_csv` or :func:`load_csv`.
+    """
+
+    path: Path
+    decoded: _DecodedText
+    delimiter: str
+    header: _Header
+
+    @property
+    def ids_assigned(self) -> bool:
+        """True when the file has no client_id or member_id column, so clients are numbered."""
+        return CLIENT_ID not in self.header.positions
+
+    @property
+    def has_outcomes(self) -> bool:
+        """True when the file has a Churn column."""
+        return CHURNED in self.header.positions
+
+    def column(self, name: str) -> str:
+        """Return the header that fills database column ``name``, as the file spells it."""
+        return self.header.names[self.header.positions[name]]
+
+    def _records(self, lines) -> Iterator[tuple[int, list[str]]]:
+        return _records(self.path, lines, self.delimiter)
+
+    def _lines(self):
+        return self.path.open(encoding=_CODECS[self.decoded.encoding], newline="")
+
+
+def open_questionnaire_csv(path: Path) -> CsvSource:
+    """Check a questionnaire file's encoding and header, reading it a block at a time.
+
+    Raises:
+        CsvFormatError: the file is not CSV text, or its header lacks a feature
+            column; see the module docstring.
+    """
+    path = Path(path)
+    decoded = _scan_file(path)
+    delimiter = _detect_delimiter(decoded.head)
     with path.open(encoding=_CODECS[decoded.encoding], newline="") as lines:
-        return _read_records(path, decoded, delimiter, _records(path, lines, delimiter))
-
-
-def _read_records(
-    path: Path, decoded: _DecodedText, delimiter: str, records: Iterator[tuple[int, list[str]]]
-) -> QuestionnaireFile:
-    first = next(records, None)
+        first = next(_records(path, lines, delimiter), None)
     if first is None:
         raise CsvFormatError(f"{path}: empty file (no fields); expected a CSV header and data rows")
-    header = _map_header(path, *first, decoded)
-    marks = _DecimalMarks(path, header)
-    chunks = []
+    return CsvSource(path, decoded, delimiter, _map_header(path, *first, decoded))
+
+
+def _read_chunks(source: CsvSource, marks: _DecimalMarks) -> Iterator[_ReadChunk]:
+    """Yield the file's data records parsed, :data:`READ_CHUNK_RECORDS` at a time.
+
+    Raises:
+        CsvFormatError: a record breaks a rule of the module docstring, or the
+            file has no data record.
+    """
+    path, header = source.path, source.header
     n_rows = 0
-    while chunk := list(itertools.islice(records, READ_CHUNK_RECORDS)):
-        _check_row_widths(path, chunk, len(header.names))
-        _check_repeated_header(path, first[1], chunk)
-        table = _build_table(chunk, len(header.names))
-        del chunk
-        cells = _stripped_cells(table, header)
-        marks.add(table, cells)
-        chunks.append(_read_chunk(path, header, table, cells, marks.mark, n_rows + 1))
-        n_rows += len(table)
-    if not chunks:
+    with source._lines() as lines:
+        records = source._records(lines)
+        header_fields = next(records)[1]
+        while chunk := list(itertools.islice(records, READ_CHUNK_RECORDS)):
+            _check_row_widths(path, chunk, len(header.names))
+            _check_repeated_header(path, header_fields, chunk)
+            table = _build_table(chunk, len(header.names))
+            del chunk
+            cells = _stripped_cells(table, header)
+            marks.add(table, cells)
+            yield _read_chunk(path, header, table, cells, marks.mark, n_rows + 1)
+            n_rows += len(table)
+    if not n_rows:
         raise CsvFormatError(f"{path}: no data rows, only a header; nothing to load")
-    decimal_mark = marks.mark
 
-    questionnaires = _join_numbers(chunks)
-    ids_assigned = CLIENT_ID not in header.positions
-    if not ids_assigned:
-        source = header.names[header.positions[CLIENT_ID]]
-        _check_unique_ids(path, source, questionnaires[CLIENT_ID])
+
+def _log_read(source: CsvSource, faults: pd.DataFrame, decimal_mark: str) -> None:
+    _log_faults(source.path, faults)
+    described = (source.decoded.encoding, source.delimiter, decimal_mark)
+    if described != ("utf-8", ",", "."):
+        logger.info("%s: read as %s with separator %r and decimal mark %r", source.path, *described)
+
+
+def read_questionnaire_csv(path: Path) -> QuestionnaireFile:
+    """Read a questionnaire CSV, with or without a ``Churn`` column, into memory.
+
+    Headers are matched by name through ``gymchurn.aliases``, ignoring case,
+    spaces, hyphens and column order, and other columns are ignored. The client
+    key is the ``client_id`` column, or else ``member_id``. Without either the
+    clients are numbered 1..N in file order, so the same file always gives the
+    same ids. Churn labels 1/0 (also 1.0/0.0), yes/no, true/false and да/нет
+    are read in any case, and any other label leaves the row without an
+    outcome. The module docstring lists the encoding, separator and number
+    rules and the row faults. :func:`load_csv` loads a file without holding
+    its rows.
+
+    Raises:
+        CsvFormatError: the file is not a readable questionnaire table.
+    """
+    with _cycle_collector_paused():
+        source = open_questionnaire_csv(path)
+        marks = _DecimalMarks(source.path, source.header)
+        chunks = list(_read_chunks(source, marks))
+        questionnaires = _join_numbers(chunks)
+    if not source.ids_assigned:
+        _check_unique_ids(source.path, source.column(CLIENT_ID), questionnaires[CLIENT_ID])
     fault_table = _concat_faults([part.faults for part in chunks])
-    _log_faults(path, fault_table)
-
     outcomes = None
-    if CHURNED in header.positions:
+    if source.has_outcomes:
         labels = pd.concat([part.labels for part in chunks])
-        _log_unknown_labels(path, header.names[header.positions[CHURNED]], labels)
+        unknown = _UnknownLabels()
+        unknown.add(labels)
+        unknown.log(source)
         known = labels.notna()
         outcomes = pd.DataFrame(
             {
@@ -830,24 +973,17 @@ def _read_records(
             }
         )
         outcomes = outcomes.reset_index(drop=True)
-    if (decoded.encoding, delimiter, decimal_mark) != ("utf-8", ",", "."):
-        logger.info(
-            "%s: read as %s with separator %r and decimal mark %r",
-            path,
-            decoded.encoding,
-            delimiter,
-            decimal_mark,
-        )
+    _log_read(source, fault_table, marks.mark)
     return QuestionnaireFile(
-        path,
+        source.path,
         questionnaires.reset_index(drop=True),
         outcomes,
-        ids_assigned,
-        header.ignored,
+        source.ids_assigned,
+        source.header.ignored,
         fault_table,
-        decoded.encoding,
-        delimiter,
-        decimal_mark,
+        source.decoded.encoding,
+        source.delimiter,
+        marks.mark,
     )
 
 
@@ -871,50 +1007,59 @@ class LoadSummary:
     """Row faults stored for the file's clients in ``crm.questionnaire_faults``."""
 
 
-def _upsert(
-    conn,
-    staging_query: str,
-    upsert_query: str,
-    table: str,
-    frame: pd.DataFrame,
-    columns: dict,
-    month: dt.date,
-) -> tuple[int, int]:
-    """Stage ``frame`` with binary COPY and upsert it; return the rows inserted and updated.
+class _Staging:
+    """Temporary tables that take a file's rows with binary COPY, dropped at the commit.
 
-    Args:
-        staging_query: the query that creates the staging table ``table``.
-        columns: the staging table's columns and the binary type each is sent as.
+    The upserts read them, so a file's rows reach ``crm`` in one statement a
+    table however many chunks they came in.
     """
-    db.execute(conn, staging_query)
-    # One COPY a chunk: the columns' arrays as sent exist for one chunk at a time.
-    for start in range(0, len(frame), READ_CHUNK_RECORDS):
-        part = frame.iloc[start : start + READ_CHUNK_RECORDS]
+
+    def __init__(self, conn, with_outcomes: bool):
+        self.conn = conn
+        self.with_outcomes = with_outcomes
+        db.execute(conn, "create_questionnaires_staging")
+        if with_outcomes:
+            db.execute(conn, "create_outcomes_staging")
+
+    def add_questionnaires(self, lines: np.ndarray, numbers: dict[str, np.ndarray]) -> None:
+        """COPY one chunk's file lines with its ``client_id`` and feature arrays."""
+        self._copy("questionnaires_staging", _QUESTIONNAIRE_WIRE, {"line": lines, **numbers})
+
+    def add_outcomes(self, client_ids: np.ndarray, churned: np.ndarray) -> None:
+        """COPY the outcomes of one chunk's clients with a known label."""
+        self._copy("outcomes_staging", _OUTCOME_WIRE, {CLIENT_ID: client_ids, CHURNED: churned})
+
+    def _copy(self, table: str, wires: dict, columns: dict) -> None:
         numbers = [
-            binary_copy.Numbers(
-                part[name].to_numpy(dtype=wire.newbyteorder("="), na_value=np.nan), wire
-            )
-            for name, wire in columns.items()
+            binary_copy.Numbers(np.asarray(columns[name], dtype=wire.newbyteorder("=")), wire)
+            for name, wire in wires.items()
         ]
-        blocks = binary_copy.blocks(numbers, np.arange(len(part)))
-        db.copy_binary(conn, table, list(columns), blocks)
-    row = db.execute(conn, upsert_query, {"month": month}).one()
-    return row.inserted, row.updated
+        blocks = binary_copy.blocks(numbers, np.arange(len(numbers[0].values)))
+        db.copy_binary(self.conn, table, list(wires), blocks)
+
+    def upsert(self, query: str, month: dt.date) -> tuple[int, int]:
+        """Run an upsert of the staged rows; return the rows inserted and updated."""
+        row = db.execute(self.conn, query, {"month": month}).one()
+        return row.inserted, row.updated
 
 
 # Staging columns as sent: the features as float8, NaN for a missing value.
-_QUESTIONNAIRE_WIRE = {CLIENT_ID: np.dtype(">i8"), **dict.fromkeys(FEATURES, np.dtype(">f8"))}
+_QUESTIONNAIRE_WIRE = {
+    "line": np.dtype(">i8"),
+    CLIENT_ID: np.dtype(">i8"),
+    **dict.fromkeys(FEATURES, np.dtype(">f8")),
+}
 _OUTCOME_WIRE = {CLIENT_ID: np.dtype(">i8"), CHURNED: np.dtype("?")}
 
 
-def _replace_faults(conn, loaded: QuestionnaireFile, month: dt.date, replace: bool) -> int:
+def _replace_faults(conn, faults: pd.DataFrame, month: dt.date, replace: bool) -> int:
     """Replace the stored faults of the file's clients with the file's; return how many."""
     if replace:
         db.execute(conn, "delete_month_faults", {"month": month})
     else:
         # The file's clients are those of the staging table.
         db.execute(conn, "delete_client_faults", {"month": month})
-    faults = loaded.faults.rename(columns={"column": "column_name"}).assign(**{MONTH: month})
+    faults = faults.rename(columns={"column": "column_name"}).assign(**{MONTH: month})
     rows = db.frame_rows(faults, _FAULT_TABLE_COLUMNS)
     return db.copy_rows(conn, "crm.questionnaire_faults", _FAULT_TABLE_COLUMNS, rows)
 
@@ -930,14 +1075,14 @@ def read_month_faults(conn: Connection, month: dt.date) -> pd.DataFrame:
     return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
 
 
-def _check_numbered_ids(conn, loaded: QuestionnaireFile, month: dt.date) -> int:
+def _check_numbered_ids(conn, path: Path, n_rows: int, month: dt.date) -> int:
     """Reject numbered ids against a month of another size; return the month's size."""
     # A numbered id is only a row position in its file. Against a month with
     # another number of clients, row N is most likely another client.
     existing = db.execute(conn, "count_month_questionnaires", {"month": month}).scalar_one()
-    if existing and existing != len(loaded.questionnaires):
+    if existing and existing != n_rows:
         raise LoadConflictError(
-            f"{loaded.path}: has no client_id column and {len(loaded.questionnaires)} rows, "
+            f"{path}: has no client_id column and {n_rows} rows, "
             f"but {month:%Y-%m} already has {existing} questionnaires, so numbering the rows "
             "would give their ids to other clients; add a client_id column, or load with "
             "--replace to replace the month's questionnaires and outcomes"
@@ -945,16 +1090,66 @@ def _check_numbered_ids(conn, loaded: QuestionnaireFile, month: dt.date) -> int:
     return existing
 
 
-def _reject_numbered_changes(loaded: QuestionnaireFile, month: dt.date, n_changed: int) -> None:
+def _reject_numbered_changes(path: Path, month: dt.date, n_changed: int) -> None:
     # With numbered ids a changed row may be a correction or another client in
     # that position (one client left, another joined): the two look the same.
     if n_changed:
         raise LoadConflictError(
-            f"{loaded.path}: has no client_id column and would change {n_changed} "
+            f"{path}: has no client_id column and would change {n_changed} "
             f"questionnaire(s) or outcome(s) already loaded for {month:%Y-%m}; without ids a "
             "changed row may be another client; add a client_id column, or load with "
             "--replace to replace the month's questionnaires and outcomes"
         )
+
+
+@dataclass(frozen=True)
+class _StagedFile:
+    """What the upserts need to know of a staged file."""
+
+    path: Path
+    rows: int
+    ids_assigned: bool
+    faults: pd.DataFrame
+    unknown_labels: int
+    """Rows of a file with a Churn column whose label is unknown."""
+
+
+def _apply_staged(
+    conn, staging: _Staging, staged: _StagedFile, month: dt.date, replace: bool
+) -> LoadSummary:
+    """Write the staged rows into the month, as :func:`load_questionnaire_file` describes."""
+    keys = {"month": month}
+    # Loads of a month wait here for each other; each then reads the month as
+    # the one before it left it.
+    db.lock_month_for_load(conn, month)
+    q_removed = o_removed = existing = 0
+    if replace:
+        q_removed = db.execute(conn, "delete_month_questionnaires", keys).rowcount
+        o_removed = db.execute(conn, "delete_month_outcomes", keys).rowcount
+    elif staged.ids_assigned:
+        existing = _check_numbered_ids(conn, staged.path, staged.rows, month)
+    q_new, q_changed = staging.upsert("upsert_questionnaires", month)
+    o_new = o_changed = 0
+    if staging.with_outcomes:
+        o_new, o_changed = staging.upsert("upsert_outcomes", month)
+        if staged.unknown_labels and not replace:
+            o_removed = db.execute(conn, "delete_unlabelled_outcomes", keys).rowcount
+    n_faults = _replace_faults(conn, staged.faults, month, replace)
+    if existing:
+        # Raising here rolls the whole load back.
+        _reject_numbered_changes(staged.path, month, q_changed + o_changed + o_removed)
+    db.execute(conn, "analyze_crm")
+    return LoadSummary(
+        month,
+        staged.rows,
+        q_new,
+        q_changed,
+        q_removed,
+        o_new,
+        o_changed,
+        o_removed,
+        n_faults,
+    )
 
 
 def load_questionnaire_file(
@@ -975,53 +1170,80 @@ def load_questionnaire_file(
         LoadConflictError: the file numbers its clients by row, and the month
             already contains another number of clients or rows it would change.
     """
-    keys = {"month": month}
+    frame = loaded.questionnaires
+    unknown = 0
     with engine.begin() as conn:
-        db.lock_month_for_load(conn, month)
-        q_removed = o_removed = existing = 0
-        if replace:
-            q_removed = db.execute(conn, "delete_month_questionnaires", keys).rowcount
-            o_removed = db.execute(conn, "delete_month_outcomes", keys).rowcount
-        elif loaded.ids_assigned:
-            existing = _check_numbered_ids(conn, loaded, month)
-        q_new, q_changed = _upsert(
-            conn,
-            "create_questionnaires_staging",
-            "upsert_questionnaires",
-            "questionnaires_staging",
-            loaded.questionnaires,
-            _QUESTIONNAIRE_WIRE,
-            month,
-        )
-        o_new = o_changed = 0
+        staging = _Staging(conn, loaded.outcomes is not None)
+        # One COPY a chunk: the columns' arrays as sent exist for one chunk at a time.
+        for start in range(0, len(frame), READ_CHUNK_RECORDS):
+            part = frame.iloc[start : start + READ_CHUNK_RECORDS]
+            numbers = {CLIENT_ID: part[CLIENT_ID].to_numpy()}
+            for name in FEATURES:
+                numbers[name] = part[name].to_numpy(dtype="float64", na_value=np.nan)
+            staging.add_questionnaires(np.arange(start + 1, start + len(part) + 1), numbers)
         if loaded.outcomes is not None:
-            o_new, o_changed = _upsert(
-                conn,
-                "create_outcomes_staging",
-                "upsert_outcomes",
-                "outcomes_staging",
-                loaded.outcomes,
-                _OUTCOME_WIRE,
-                month,
-            )
-            unlabelled = ~loaded.questionnaires[CLIENT_ID].isin(loaded.outcomes[CLIENT_ID])
-            client_ids = loaded.questionnaires.loc[unlabelled, CLIENT_ID].tolist()
-            if client_ids and not replace:
-                params = {**keys, "client_ids": client_ids}
-                o_removed = db.execute(conn, "delete_unlabelled_outcomes", params).rowcount
-        n_faults = _replace_faults(conn, loaded, month, replace)
-        if existing:
-            # Raising here rolls the whole load back.
-            _reject_numbered_changes(loaded, month, q_changed + o_changed + o_removed)
-        db.execute(conn, "analyze_crm")
-    return LoadSummary(
-        month,
-        len(loaded.questionnaires),
-        q_new,
-        q_changed,
-        q_removed,
-        o_new,
-        o_changed,
-        o_removed,
-        n_faults,
-    )
+            outcomes = loaded.outcomes
+            for start in range(0, len(outcomes), READ_CHUNK_RECORDS):
+                part = outcomes.iloc[start : start + READ_CHUNK_RECORDS]
+                staging.add_outcomes(part[CLIENT_ID].to_numpy(), part[CHURNED].to_numpy())
+            unknown = int((~frame[CLIENT_ID].isin(outcomes[CLIENT_ID])).sum())
+        staged = _StagedFile(loaded.path, len(frame), loaded.ids_assigned, loaded.faults, unknown)
+        return _apply_staged(conn, staging, staged, month, replace)
+
+
+@dataclass(frozen=True)
+class LoadedCsv:
+    """A file loaded by :func:`load_csv`: what was read, and what the load changed."""
+
+    source: CsvSource
+    faults: pd.DataFrame
+    """Feature cells read as missing, as :attr:`QuestionnaireFile.faults`."""
+    summary: LoadSummary
+
+
+def load_csv(
+    engine: Engine, source: CsvSource, month: dt.date, *, replace: bool = False
+) -> LoadedCsv:
+    """Read a questionnaire file chunk by chunk into ``month``, in one transaction.
+
+    Reads the file as :func:`read_questionnaire_csv` and writes its rows as
+    :func:`load_questionnaire_file`, but holds one chunk of
+    :data:`READ_CHUNK_RECORDS` records at a time: each chunk goes with COPY
+    into a temporary table as it is read, and the month's tables change only
+    once the whole file has passed.
+
+    Raises:
+        CsvFormatError: the file breaks a rule of the module docstring; nothing
+            was written.
+        LoadConflictError: see :func:`load_questionnaire_file`.
+    """
+    marks = _DecimalMarks(source.path, source.header)
+    unknown = _UnknownLabels()
+    faults = []
+    n_rows = 0
+    with _cycle_collector_paused(), engine.begin() as conn:
+        staging = _Staging(conn, source.has_outcomes)
+        for chunk in _read_chunks(source, marks):
+            staging.add_questionnaires(chunk.lines, chunk.numbers)
+            if chunk.labels is not None:
+                known = chunk.labels.notna().to_numpy()
+                churned = chunk.labels.to_numpy()[known].astype(bool)
+                staging.add_outcomes(chunk.numbers[CLIENT_ID][known], churned)
+                unknown.add(chunk.labels)
+            faults.append(chunk.faults)
+            n_rows += len(chunk.lines)
+            del chunk
+        if not source.ids_assigned:
+            _check_staged_ids(conn, source)
+        fault_table = _concat_faults(faults)
+        unknown.log(source)
+        _log_read(source, fault_table, marks.mark)
+        staged = _StagedFile(source.path, n_rows, source.ids_assigned, fault_table, unknown.count)
+        summary = _apply_staged(conn, staging, staged, month, replace)
+    return LoadedCsv(source, fault_table, summary)
+
+
+def _check_staged_ids(conn, source: CsvSource) -> None:
+    lines = db.execute(conn, "staged_repeated_ids").scalars().all()
+    if lines:
+        raise _repeated_ids_error(source.path, source.column(CLIENT_ID), lines)

@@ -22,7 +22,9 @@ from gymchurn.aliases import CLIENT_KEY_ALIASES, HEADER_ALIASES, normalize_heade
 from gymchurn.loader import (
     CsvFormatError,
     LoadConflictError,
+    load_csv,
     load_questionnaire_file,
+    open_questionnaire_csv,
     read_month_faults,
     read_questionnaire_csv,
 )
@@ -848,7 +850,7 @@ def test_read_russian_missing_column_rejected(tmp_path):
     [
         (bytes(range(0x80, 0x100)) * 16, "not Windows-1251 text either"),
         (b"PK\x03\x04" + bytes(2044), "Excel .xlsx workbook"),
-        (b"gender,Age\n1,\x0229\n", "binary bytes, the first at byte 13"),
+        (b"gender,Age\n1,\x0229\n", "binary bytes, the first on line 2"),
     ],
     ids=["high-bytes", "xlsx", "control-byte"],
 )
@@ -1266,11 +1268,11 @@ def test_loads_of_one_month_wait_for_each_other(database, monkeypatch):
     paused, resume = threading.Event(), threading.Event()
     replace_faults = loader_module._replace_faults
 
-    def pausing_replace_faults(conn, loaded, month, replace):
-        if loaded is first:
+    def pausing_replace_faults(conn, faults, month, replace):
+        if faults is first.faults:
             paused.set()
             assert resume.wait(60)
-        return replace_faults(conn, loaded, month, replace)
+        return replace_faults(conn, faults, month, replace)
 
     monkeypatch.setattr(loader_module, "_replace_faults", pausing_replace_faults)
     outcomes = {}
@@ -1305,3 +1307,150 @@ def test_loads_of_one_month_wait_for_each_other(database, monkeypatch):
             )
         ).scalars()
         assert list(stored) == first.questionnaires["month_to_end_contract"].to_list()
+
+
+def _stored_month(
+    engine, month: dt.date = OCTOBER
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Return the month's questionnaires, outcomes and faults as stored, by client."""
+    params = {"month": month}
+    with engine.connect() as conn:
+        questionnaires = pd.read_sql(
+            sa.text("SELECT * FROM crm.questionnaires WHERE month = :month ORDER BY client_id"),
+            conn,
+            params=params,
+        )
+        outcomes = pd.read_sql(
+            sa.text("SELECT * FROM crm.churn_outcomes WHERE month = :month ORDER BY client_id"),
+            conn,
+            params=params,
+        )
+        faults = read_month_faults(conn, month)
+    return questionnaires.drop(columns="loaded_at", errors="ignore"), outcomes, faults
+
+
+@pytest.mark.parametrize(
+    ("name", "chunk_records"),
+    [
+        ("00_clean_reference.csv", 3),
+        ("01_bom_semicolon_decimal_comma.csv", 3),
+        ("02_churn_yes_no.csv", 2),
+        ("10_nan_in_lifetime.csv", 3),
+        ("12_cp1251_russian_headers.csv", 4),
+    ],
+)
+def test_load_csv_stores_what_a_whole_read_stores(
+    database, monkeypatch, tmp_path, name, chunk_records
+):
+    whole = read_questionnaire_csv(CASES / name)
+    expected = load_questionnaire_file(database, whole, OCTOBER)
+    stored = _stored_month(database)
+    with database.begin() as conn:
+        conn.execute(sa.text("DELETE FROM crm.questionnaire_faults"))
+        conn.execute(sa.text("DELETE FROM crm.churn_outcomes"))
+        conn.execute(sa.text("DELETE FROM crm.questionnaires"))
+    monkeypatch.setattr("gymchurn.loader.READ_CHUNK_RECORDS", chunk_records)
+
+    loaded = load_csv(database, open_questionnaire_csv(CASES / name), OCTOBER)
+
+    assert loaded.summary == expected
+    assert loaded.summary.rows_read == len(whole.questionnaires)
+    pd.testing.assert_frame_equal(loaded.faults, whole.faults)
+    for streamed, read_whole in zip(_stored_month(database), stored, strict=True):
+        pd.testing.assert_frame_equal(streamed, read_whole)
+
+
+def test_load_csv_real_file_in_chunks(database, monkeypatch, real_data):
+    monkeypatch.setattr("gymchurn.loader.READ_CHUNK_RECORDS", 999)
+
+    loaded = load_csv(database, open_questionnaire_csv(real_data), OCTOBER)
+    again = load_csv(database, open_questionnaire_csv(real_data), OCTOBER)
+
+    assert (loaded.summary.questionnaires_inserted, loaded.summary.outcomes_inserted) == (
+        4000,
+        4000,
+    )
+    assert (again.summary.questionnaires_inserted, again.summary.questionnaires_updated) == (0, 0)
+    questionnaires, outcomes, _ = _stored_month(database)
+    whole = read_questionnaire_csv(real_data)
+    assert questionnaires["client_id"].to_list() == list(range(1, 4001))
+    assert questionnaires["age"].to_list() == whole.questionnaires["age"].to_list()
+    assert int(outcomes["churned"].sum()) == int(whole.outcomes[CHURNED].sum()) == 1061
+
+
+def test_load_csv_repeated_ids_across_chunks_writes_nothing(database, monkeypatch, tmp_path):
+    path = _with_client_ids(REFERENCE, tmp_path, "ids.csv")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    # The client of line 2 again on lines 9 and 15, each in another chunk.
+    for index in (8, 14):
+        lines[index] = "1," + lines[index].split(",", 1)[1]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    monkeypatch.setattr("gymchurn.loader.READ_CHUNK_RECORDS", 3)
+
+    with pytest.raises(CsvFormatError, match="client ids repeat on lines 2, 9, 15;"):
+        load_csv(database, open_questionnaire_csv(path), OCTOBER)
+
+    assert _count(database, "crm.questionnaires") == 0
+
+
+def test_load_csv_fault_in_last_chunk_keeps_loaded_month(database, monkeypatch, tmp_path):
+    load_csv(database, open_questionnaire_csv(REFERENCE), OCTOBER)
+    before = _stored_month(database)
+    header, rows = _reference_table()
+    changed = _with_cell(rows, 0, header.index("Age"), "45")
+    path = _write_table(tmp_path, header, changed)
+    # A short record on the file's last line, five chunks after the changed age.
+    path.write_text(path.read_text(encoding="utf-8") + "1,0,1\n", encoding="utf-8")
+    monkeypatch.setattr("gymchurn.loader.READ_CHUNK_RECORDS", 4)
+
+    with pytest.raises(CsvFormatError, match=f"line {len(rows) + 2}: 3 fields"):
+        load_csv(database, open_questionnaire_csv(path), OCTOBER, replace=True)
+
+    for after, stored in zip(_stored_month(database), before, strict=True):
+        pd.testing.assert_frame_equal(after, stored)
+
+
+def test_load_csv_unknown_label_in_later_chunk_removes_old_outcome(database, monkeypatch, tmp_path):
+    path = _with_client_ids(REFERENCE, tmp_path, "ids.csv")
+    load_csv(database, open_questionnaire_csv(path), OCTOBER)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    lines[12] = lines[12].rsplit(",", 1)[0] + ",maybe"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    monkeypatch.setattr("gymchurn.loader.READ_CHUNK_RECORDS", 5)
+
+    loaded = load_csv(database, open_questionnaire_csv(path), OCTOBER)
+
+    assert loaded.summary.outcomes_removed == 1
+    _, outcomes, _ = _stored_month(database)
+    assert len(outcomes) == 19
+    assert 12 not in outcomes["client_id"].to_list()
+
+
+def test_binary_byte_deep_in_file_named_by_line(monkeypatch, tmp_path):
+    header, rows = _reference_table()
+    path = _write_table(tmp_path, header, rows)
+    lines = path.read_bytes().split(b"\n")
+    lines[17] = lines[17].replace(b",", b",\x00", 1)
+    path.write_bytes(b"\n".join(lines))
+    # Blocks of 64 bytes: the byte is found many blocks into the file.
+    monkeypatch.setattr("gymchurn.loader._SCAN_BLOCK_BYTES", 64)
+
+    with pytest.raises(CsvFormatError, match="binary bytes, the first on line 18"):
+        open_questionnaire_csv(path)
+
+
+def test_invalid_utf8_named_by_byte_across_blocks(monkeypatch, tmp_path):
+    header = ",".join(f"{name}Ё" for name in HEADER.split(","))
+    body = f"{header}\n{ROW}\n".encode()
+    # Blocks of 7 bytes split the header's two-byte letters, and the
+    # Windows-1251 byte ends a block, so the decoder holds it until the next.
+    body += b"\n" * (6 - len(body) % 7)
+    content = body + b"\xd0\n"
+    path = tmp_path / "mixed.csv"
+    path.write_bytes(content)
+    monkeypatch.setattr("gymchurn.loader._SCAN_BLOCK_BYTES", 7)
+
+    with pytest.raises(CsvFormatError) as raised:
+        open_questionnaire_csv(path)
+
+    assert f"not a UTF-8 file (invalid UTF-8 at byte {len(body)})" in str(raised.value)

@@ -16,7 +16,7 @@ from tests.conftest import REPO
 # "upsert query", ...).
 _QUERY_CALLS = [
     re.compile(r'\b(?:execute|read_frames?|_read_frame_rows)\(\s*conn,\s*"(\w+)"'),
-    re.compile(r'\b_upsert\(\s*conn,\s*"(\w+)",\s*"(\w+)"'),
+    re.compile(r'\.upsert\(\s*"(\w+)"'),
     # The publish step deletes the month's rows in a loop over query names.
     re.compile(r'"(delete_month_\w+)"'),
     re.compile(r'\bread_sql\(\s*"(\w+)"'),

@@ -1,6 +1,8 @@
 -- The file's features as numbers, a missing one as NaN: binary COPY then sends
--- every column as fixed-width numbers. The upsert turns NaN into NULL.
+-- every column as fixed-width numbers. The upsert turns NaN into NULL. line
+-- is the record's line in the file, which names repeated client ids.
 CREATE TEMPORARY TABLE questionnaires_staging (
+    line bigint NOT NULL,
     client_id bigint NOT NULL,
     gender double precision,
     near_location double precision,
