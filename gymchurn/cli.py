@@ -14,19 +14,20 @@ from typing import Annotated
 import typer
 
 from gymchurn import runtime
+from gymchurn.cli_help import PlainHelpTyper
 from gymchurn.runtime import configure_environment
 from gymchurn.schema import format_month, parse_month, previous_month
 from gymchurn.settings import get_settings
 
 # Tracebacks without local variables: those can hold the database password.
-app = typer.Typer(
+app = PlainHelpTyper(
     add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_show_locals=False
 )
-db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
+db_app = PlainHelpTyper(no_args_is_help=True, help="Database schema.")
 app.add_typer(db_app, name="db")
-models_app = typer.Typer(no_args_is_help=True, help="Registry of churn models.")
+models_app = PlainHelpTyper(no_args_is_help=True, help="Registry of churn models.")
 app.add_typer(models_app, name="models")
-contacts_app = typer.Typer(
+contacts_app = PlainHelpTyper(
     no_args_is_help=True, help="Contacts made with the at-risk list, and their measured effect."
 )
 app.add_typer(contacts_app, name="contacts")
@@ -723,7 +724,7 @@ def _simulate_into(engine, simulator, start: dt.date, months: int, replace: bool
 def simulate(
     clients: Annotated[int, typer.Option(min=1, help="Clients in the first month.")] = 10_000,
     months: Annotated[int, typer.Option(min=1, help="Monthly snapshots to write.")] = 6,
-    start: Annotated[str, typer.Option(help="First month, YYYY-MM.")] = "2026-01",
+    start: Annotated[str, typer.Option(metavar="MONTH", help="First month, YYYY-MM.")] = "2026-01",
     from_csv: Annotated[
         Path | None,
         typer.Option(
@@ -746,7 +747,8 @@ def simulate(
     scenario_start: Annotated[
         str | None,
         typer.Option(
-            help="Month the scenario's change begins, YYYY-MM. Default: the middle month."
+            metavar="MONTH",
+            help="Month the scenario's change begins, YYYY-MM. Default: the middle month.",
         ),
     ] = None,
     replace: Annotated[
@@ -834,7 +836,7 @@ def validate(
         typer.Option(help="Month in crm.questionnaires to check, YYYY-MM, with the batch rules."),
     ] = None,
     docs: Annotated[
-        Path | None, typer.Option(help="Folder to write the Data Docs HTML into.")
+        Path | None, typer.Option(metavar="DIR", help="Folder to write the Data Docs HTML into.")
     ] = None,
 ) -> None:
     """Check a file or a loaded month against the validation rules; load and score nothing.
@@ -957,9 +959,10 @@ def at_risk_command(
     output: Annotated[
         str | None,
         typer.Option(
+            metavar="PATH",
             help="File or folder to write to. Default: at_risk_YYYY-MM.csv in "
             "GYMCHURN_OUTPUT_DIR, with the filters in the name when any is given; a folder, "
-            "or a path ending in /, gets that name inside it, and a missing folder is created."
+            "or a path ending in /, gets that name inside it, and a missing folder is created.",
         ),
     ] = None,
 ) -> None:
@@ -1269,7 +1272,7 @@ def _run_month(
 def demo(
     clients: Annotated[int, typer.Option(min=1, help="Simulated clients.")] = 10_000,
     months: Annotated[int, typer.Option(min=1, help="Months to simulate and score.")] = 6,
-    start: Annotated[str, typer.Option(help="First month, YYYY-MM.")] = "2026-01",
+    start: Annotated[str, typer.Option(metavar="MONTH", help="First month, YYYY-MM.")] = "2026-01",
     seed: Annotated[int, typer.Option(min=0, help="Random seed of the simulation.")] = 42,
 ) -> None:
     """Simulate a chain's clients and run the monthly job on each month in turn.
