@@ -84,6 +84,7 @@ def _configure_logging() -> None:
     # this, warnings would print twice.
     package.propagate = False
     runtime.quiet_explained_errors()
+    runtime.hide_server_advice()
 
 
 def _fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:

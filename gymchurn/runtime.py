@@ -8,6 +8,7 @@ import ctypes
 import ctypes.util
 import logging
 import os
+import re
 from functools import cache
 from pathlib import Path
 
@@ -143,6 +144,44 @@ def quiet_explained_errors() -> None:
         run_logger = logging.getLogger(name)
         if not any(isinstance(f, _ExplainedErrorFilter) for f in run_logger.filters):
             run_logger.addFilter(_ExplainedErrorFilter())
+
+
+# Prefect 3.9 adds this line to its "Starting temporary server on ..." record.
+_SERVER_ADVICE = re.compile(
+    r"See https://www\.prefect\.io/\S+ for more information on running a dedicated "
+    r"Prefect server\.?"
+)
+
+
+class _ServerAdviceFilter(logging.Filter):
+    """Leave out the link to Prefect's docs that follows a temporary server's start.
+
+    Without PREFECT_API_URL, each run starts a temporary Prefect server. Prefect
+    logs the server's address and, in the same record, a link about running a
+    dedicated server. The job is meant to run without one, so the link is only
+    noise. The address line stays, because it accounts for the seconds the
+    server takes to start. A record of the link alone is dropped.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        lines = record.getMessage().splitlines()
+        shown_lines = [line for line in lines if not _SERVER_ADVICE.fullmatch(line.strip())]
+        if len(shown_lines) == len(lines):
+            return True
+        if not shown_lines:
+            return False
+        record.msg = "\n".join(shown_lines)
+        record.args = None
+        return True
+
+
+def hide_server_advice() -> None:
+    """Drop the link to Prefect's docs from the log line of a temporary server's start."""
+    # Prefect logs the start on its top-level "prefect" logger, whose filters
+    # see the record before any handler does.
+    prefect_logger = logging.getLogger("prefect")
+    if not any(isinstance(f, _ServerAdviceFilter) for f in prefect_logger.filters):
+        prefect_logger.addFilter(_ServerAdviceFilter())
 
 
 class _FlowFailureEchoFilter(logging.Filter):

@@ -207,6 +207,35 @@ def test_console_shows_job_error_once(monkeypatch):
     ]
 
 
+def test_server_advice_dropped_from_prefect_log():
+    runtime.hide_server_advice()
+    messages = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage())
+
+    handler = Keep()
+    prefect_logger = logging.getLogger("prefect")
+    prefect_logger.addHandler(handler)
+    advice = (
+        "See https://www.prefect.io/docs/v3/concepts/server#how-to-guides "
+        "for more information on running a dedicated Prefect server."
+    )
+    try:
+        # The record Prefect 3.9 logs as it starts its temporary server.
+        prefect_logger.info("Starting temporary server on %s\n%s", "http://127.0.0.1:8111", advice)
+        prefect_logger.info(advice)
+        prefect_logger.info("Stopping temporary server on http://127.0.0.1:8111")
+    finally:
+        prefect_logger.removeHandler(handler)
+
+    assert messages == [
+        "Starting temporary server on http://127.0.0.1:8111",
+        "Stopping temporary server on http://127.0.0.1:8111",
+    ]
+
+
 def test_signal_dropped_by_python_is_raised_between_steps(monkeypatch):
     monkeypatch.setattr(runtime, "received_signals", [])
     runtime.raise_if_stopped()
