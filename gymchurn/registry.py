@@ -58,6 +58,10 @@ class ChosenModel:
     against its outcomes."""
     training_months: tuple[dt.date, ...] | None = None
     """Months a loaded or kept champion trained on; None for any other model."""
+    trained: bool = False
+    """This run fitted a model on its training rows: the chosen model, or a challenger
+    the champion beat. False when it loaded a saved model, including the one an earlier
+    run fitted on the same rows."""
 
 
 def _registered(engine: Engine, version: str) -> dict | None:
@@ -369,7 +373,7 @@ def _model_of_earlier_month(
     if checked.mode == "backtest":
         # Comparing that champion on the month's rows would measure it on
         # clients it learned from, so the out-of-fold scores are computed again.
-        version, algorithm, pipeline, metrics, out_of_fold, _ = _train_or_reuse(
+        version, algorithm, pipeline, metrics, out_of_fold, trained = _train_or_reuse(
             engine, settings, checked, rebuild_changed=retrain == "always"
         )
         reason += (
@@ -377,7 +381,7 @@ def _model_of_earlier_month(
             "cross-validated on the month's own rows"
         )
     else:
-        version, algorithm, pipeline, metrics, how = _model_of_published_run(
+        version, algorithm, pipeline, metrics, how, trained = _model_of_published_run(
             engine,
             settings,
             checked,
@@ -396,6 +400,7 @@ def _model_of_earlier_month(
         reason,
         retrain,
         last_month=_last_month_metrics(engine, checked, settings),
+        trained=trained,
     )
 
 
@@ -414,7 +419,8 @@ def _model_of_published_run(
     raises ModelFileMissingError instead of training.
 
     Returns:
-        (version, algorithm, pipeline, metrics, the clause the run's reason ends with).
+        (version, algorithm, pipeline, metrics, the clause the run's reason ends with,
+        whether this call fitted the model).
     """
     with engine.connect() as conn:
         published = db.execute(conn, "published_model_for_month", {"month": checked.month})
@@ -433,12 +439,12 @@ def _model_of_published_run(
             logger.warning("model: %s; --retrain always trains the month's model again", error)
         else:
             how = f", so the month is scored again with {version}, the model of its published run"
-            return version, registered["algorithm"], pipeline, registered["metrics"], how
-    version, algorithm, pipeline, metrics, _, _ = _train_or_reuse(
+            return version, registered["algorithm"], pipeline, registered["metrics"], how, False
+    version, algorithm, pipeline, metrics, _, fitted = _train_or_reuse(
         engine, settings, checked, rebuild_changed
     )
     how = f", so the month is scored with {version}, trained on the months before it"
-    return version, algorithm, pipeline, metrics, how
+    return version, algorithm, pipeline, metrics, how, fitted
 
 
 def _choose_model(
@@ -538,6 +544,7 @@ def _choose_model(
             "promoted challenger",
             text,
             promote=True,
+            trained=fitted,
             **common,
         )
 
@@ -559,6 +566,7 @@ def _choose_model(
             out_of_fold,
             "loaded champion",
             same_model_reason,
+            trained=fitted,
             **common,
         )
 
@@ -602,5 +610,6 @@ def _choose_model(
         "kept champion",
         kept_reason,
         training_months=lifecycle.training_months(champion),
+        trained=fitted,
         **common,
     )

@@ -869,6 +869,17 @@ def _quarantine_rows(report: ValidationReport, run_id: uuid.UUID, dataset: str):
         ]
 
 
+def _quarantine_to_replace(chosen: ChosenModel) -> str:
+    """Name the query that deletes the quarantine rows a rerun of the month replaces.
+
+    Only a run that trains records the training rows it left out, so a rerun
+    that loads a saved model keeps the earlier run's record of them.
+    """
+    if chosen.trained:
+        return "delete_month_quarantine"
+    return "delete_month_scoring_quarantine"
+
+
 def _json_value(value):
     # numpy scalars and dates in the failing values.
     if hasattr(value, "item"):
@@ -924,7 +935,9 @@ def publish(
     """Replace the month's scores, segments, findings and quarantine in one transaction.
 
     A rerun of the month replaces the rows of the earlier run and marks that
-    run superseded, so the month never contains rows of two runs. Without
+    run superseded, so the month never contains rows of two runs. The
+    exception is the quarantine's training rows, which only a run that trains
+    writes and replaces. Without
     ``insights`` the month's drivers, recommendations and findings are left
     empty and no client gets a suggested action. ``report`` is the path the
     month's report will be moved to.
@@ -948,7 +961,7 @@ def publish(
         n_scores = stage_scores(conn, month, run_id, chosen.version, table)
         for name in (
             "delete_month_clusters",
-            "delete_month_quarantine",
+            _quarantine_to_replace(chosen),
             "delete_month_monitoring",
             "delete_month_feature_influence",
             "delete_month_feature_churn_rates",
@@ -978,7 +991,7 @@ def publish(
             QUARANTINE_COLUMNS,
             _quarantine_rows(checked.scoring, run_id, "scoring"),
         )
-        if checked.training_report is not None:
+        if checked.training_report is not None and chosen.trained:
             db.copy_rows(
                 conn,
                 "churn.quarantine",

@@ -396,6 +396,63 @@ def test_challenger_not_promoted_reason(database, monkeypatch):
     assert [row.decision_reason for row in reasons] == [chosen.reason]
 
 
+def _quarantine_counts(engine) -> list[tuple]:
+    """Return (month of the run, dataset, run_id, rows) for each run's quarantine rows."""
+    rows = _query(
+        engine,
+        "SELECT r.month, q.dataset, r.run_id, count(*) AS n FROM churn.quarantine q"
+        " JOIN churn.runs r USING (run_id) GROUP BY 1, 2, 3 ORDER BY 1, 2",
+    )
+    return [tuple(row) for row in rows]
+
+
+def test_training_quarantine_only_by_training_runs(database):
+    write_simulation(database, ClientSimulator(2_000, seed=3), JAN, 3)
+    with database.begin() as conn:
+        damaged = conn.execute(
+            sa.text(
+                "UPDATE crm.questionnaires SET age = -3 WHERE month = :month AND client_id IN"
+                " (SELECT client_id FROM crm.questionnaires WHERE month = :month"
+                " ORDER BY client_id LIMIT 2) RETURNING client_id"
+            ),
+            {"month": JAN},
+        ).all()
+    assert len(damaged) == 2
+
+    # January is a backtest: its damaged rows are quarantined as scoring rows.
+    assert _run_month(database, JAN).trained
+    february = _run_month(database, FEB, retrain="never")
+    march = _run_month(database, MAR)
+    counts = _quarantine_counts(database)
+
+    assert february.decision == "loaded champion"
+    assert not february.trained
+    # February's run validated January's damaged rows among its training candidates.
+    checked_by_february = _query(
+        database,
+        "SELECT v.n_failed FROM churn.validation_results v JOIN churn.runs r USING (run_id)"
+        " WHERE r.month = :month AND v.rule = 'age_in_range'"
+        " AND v.dataset LIKE 'labelled questionnaires%'",
+        month=FEB,
+    )
+    assert [row.n_failed for row in checked_by_february] == [2]
+    assert march.trained
+    assert [(month, dataset, n) for month, dataset, _, n in counts] == [
+        (JAN, "scoring", 2),
+        (MAR, "training", 2),
+    ]
+    training_clients = _query(
+        database, "SELECT month, client_id FROM churn.quarantine WHERE dataset = 'training'"
+    )
+    assert sorted(training_clients) == sorted((JAN, row.client_id) for row in damaged)
+
+    # A rerun of March that loads a saved model keeps the first run's training rows.
+    rerun = _run_month(database, MAR, retrain="never")
+
+    assert not rerun.trained
+    assert _quarantine_counts(database) == counts
+
+
 def test_rerun_earlier_month_uses_its_model(module_database, simulated_runs):
     query = (
         "SELECT client_id, churn_probability FROM churn.scores WHERE month = :month"
