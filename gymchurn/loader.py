@@ -1,8 +1,10 @@
 """Read questionnaire CSV files and load them into ``crm``.
 
-A file is read whole and checked before anything is written. A file whose
-structure cannot be read safely is rejected with a CsvFormatError naming the
-file, line and column, and the database is left as it was. A feature cell that
+A file is checked whole before anything is written to ``crm``: ``load_csv``
+reads it a chunk at a time into temporary tables and writes the month from
+them once the last chunk has passed. A file whose structure cannot be read
+safely is rejected with a CsvFormatError naming the file, line and column, and
+the database is left as it was. A feature cell that
 is not a valid number does not reject the file: its value becomes missing, and
 the cell is kept as a row fault in ``QuestionnaireFile.faults`` and
 ``crm.questionnaire_faults``.
@@ -338,6 +340,15 @@ def _detect_delimiter(text: str) -> str:
         return ","
 
 
+# Codec that reads each encoding of _DecodedText as its text was decoded.
+_CODECS = {"utf-8": "utf-8-sig", "utf-16": "utf-16", "cp1251": "cp1251"}
+
+
+def _open_text(path: Path, decoded: _DecodedText):
+    """Open the file as text in the encoding it was decoded with, for the csv module."""
+    return path.open(encoding=_CODECS[decoded.encoding], newline="")
+
+
 def _split_records(path: Path, choose_delimiter) -> list[tuple[int, list[str]]]:
     """Check that the file is CSV text and split it into records, each with its line.
 
@@ -348,7 +359,7 @@ def _split_records(path: Path, choose_delimiter) -> list[tuple[int, list[str]]]:
     """
     decoded = _scan_file(path)
     delimiter = choose_delimiter(decoded.head)
-    with path.open(encoding=_CODECS[decoded.encoding], newline="") as lines:
+    with _open_text(path, decoded) as lines:
         return list(_records(path, lines, delimiter))
 
 
@@ -848,10 +859,6 @@ def _cycle_collector_paused():
             gc.enable()
 
 
-# Codec that reads each encoding of _DecodedText as its text was decoded.
-_CODECS = {"utf-8": "utf-8-sig", "utf-16": "utf-16", "cp1251": "cp1251"}
-
-
 @dataclass(frozen=True)
 class CsvSource:
     """A questionnaire file whose encoding, separator and header are checked.
@@ -879,12 +886,6 @@ class CsvSource:
         """Return the header that fills database column ``name``, as the file spells it."""
         return self.header.names[self.header.positions[name]]
 
-    def _records(self, lines) -> Iterator[tuple[int, list[str]]]:
-        return _records(self.path, lines, self.delimiter)
-
-    def _lines(self):
-        return self.path.open(encoding=_CODECS[self.decoded.encoding], newline="")
-
 
 def open_questionnaire_csv(path: Path) -> CsvSource:
     """Check a questionnaire file's encoding and header, reading it a block at a time.
@@ -896,7 +897,7 @@ def open_questionnaire_csv(path: Path) -> CsvSource:
     path = Path(path)
     decoded = _scan_file(path)
     delimiter = _detect_delimiter(decoded.head)
-    with path.open(encoding=_CODECS[decoded.encoding], newline="") as lines:
+    with _open_text(path, decoded) as lines:
         first = next(_records(path, lines, delimiter), None)
     if first is None:
         raise CsvFormatError(f"{path}: empty file (no fields); expected a CSV header and data rows")
@@ -912,8 +913,8 @@ def _read_chunks(source: CsvSource, marks: _DecimalMarks) -> Iterator[_ReadChunk
     """
     path, header = source.path, source.header
     n_rows = 0
-    with source._lines() as lines:
-        records = source._records(lines)
+    with _open_text(path, source.decoded) as lines:
+        records = _records(path, lines, source.delimiter)
         header_fields = next(records)[1]
         while chunk := list(itertools.islice(records, READ_CHUNK_RECORDS)):
             _check_row_widths(path, chunk, len(header.names))
