@@ -803,14 +803,25 @@ def _example_value(rule, value) -> str:
     return repr(value)
 
 
-def _print_validation(report, findings) -> bool:
-    """Print the failing rules and findings; return True when the batch passes."""
+def _example_row(client, lines) -> str:
+    if lines is None or client not in lines.index:
+        return f"client {client}"
+    return f"line {lines[client]} (client {client})"
+
+
+def _print_validation(report, findings, lines=None) -> bool:
+    """Print the failing rules and findings; return True when the batch passes.
+
+    ``lines`` maps client ids to the lines of the file checked, which then
+    name the example rows.
+    """
     failing = [rule for rule in report.rules if rule.n_failed] if report is not None else []
     for finding in findings:
         typer.echo(f"batch  {finding.severity:<14} {finding.rule}: {finding.message}")
     for rule in failing:
         examples = ", ".join(
-            f"client {client}: {_example_value(rule, value)}" for client, value in rule.examples
+            f"{_example_row(client, lines)}: {_example_value(rule, value)}"
+            for client, value in rule.examples
         )
         typer.echo(
             f"row    {rule.severity:<14} {rule.rule}: {rule.n_failed} row(s) "
@@ -847,6 +858,7 @@ def validate(
     import datetime as dt
 
     import numpy as np
+    import pandas as pd
 
     from gymchurn import steps
     from gymchurn.loader import CsvFormatError, read_questionnaire_csv
@@ -864,13 +876,14 @@ def validate(
     if file is not None and month is not None:
         raise _fail("give a FILE or --month YYYY-MM, not both", 2)
     settings = _settings()
-    report, findings, error = None, [], None
+    report, findings, error, lines = None, [], None, None
     try:
         if file is not None:
             try:
                 loaded = read_questionnaire_csv(file)
             except CsvFormatError as err:
                 raise _fail(str(err)) from None
+            lines = pd.Series(loaded.lines, index=loaded.questionnaires[CLIENT_ID].to_numpy())
             frame = loaded.questionnaires.assign(**{MONTH: dt.date(2000, 1, 1)})
             if loaded.outcomes is not None:
                 frame = frame.merge(loaded.outcomes, on=CLIENT_ID, how="left")
@@ -893,7 +906,7 @@ def validate(
         report = getattr(err, "report", None)
     except steps.NoDataError as err:
         raise _fail(str(err)) from None
-    passes = _print_validation(report, findings) and error is None
+    passes = _print_validation(report, findings, lines) and error is None
     if docs is not None:
         sources = [error] if error is not None else [report]
         try:

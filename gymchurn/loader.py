@@ -165,6 +165,8 @@ class QuestionnaireFile:
     """Encoding the file was decoded with: ``utf-8``, ``utf-16`` or ``cp1251``."""
     delimiter: str = ","
     decimal_mark: str = "."
+    lines: np.ndarray | None = None
+    """The file line of each row of ``questionnaires``."""
 
 
 @dataclass(frozen=True)
@@ -985,6 +987,7 @@ def read_questionnaire_csv(path: Path) -> QuestionnaireFile:
         source.decoded.encoding,
         source.delimiter,
         marks.mark,
+        questionnaires.index.to_numpy(),
     )
 
 

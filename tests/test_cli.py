@@ -326,6 +326,20 @@ def test_validate_without_arguments_rejected():
     assert "give a FILE to check, or --month" in result.output
 
 
+def test_validate_file_names_lines_of_failing_rows(tmp_path):
+    # Client ids 101.. on lines 2..; a blank line shifts the later rows by one.
+    frame = pd.read_csv(CASES / "03_age_out_of_range.csv", dtype=str, keep_default_na=False)
+    frame.insert(0, "client_id", [str(100 + i) for i in range(1, len(frame) + 1)])
+    text = frame.to_csv(index=False).splitlines()
+    path = tmp_path / "ids.csv"
+    path.write_text("\n".join([*text[:5], "", *text[5:]]) + "\n", encoding="utf-8")
+
+    result = _invoke("validate", str(path))
+
+    assert result.exit_code == 0, result.output
+    assert "for example line 4 (client 103): -3, line 10 (client 108): 240" in result.stdout
+
+
 def test_validate_file_writes_data_docs(tmp_path):
     case = CASES / "04_month_to_end_gt_contract.csv"
 
