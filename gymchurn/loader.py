@@ -1175,6 +1175,7 @@ def load_questionnaire_file(
             already contains another number of clients or rows it would change.
     """
     frame = loaded.questionnaires
+    lines = loaded.lines if loaded.lines is not None else np.arange(1, len(frame) + 1)
     unknown = 0
     with engine.begin() as conn:
         staging = _Staging(conn, loaded.outcomes is not None)
@@ -1184,7 +1185,7 @@ def load_questionnaire_file(
             numbers = {CLIENT_ID: part[CLIENT_ID].to_numpy()}
             for name in FEATURES:
                 numbers[name] = part[name].to_numpy(dtype="float64", na_value=np.nan)
-            staging.add_questionnaires(np.arange(start + 1, start + len(part) + 1), numbers)
+            staging.add_questionnaires(lines[start : start + len(part)], numbers)
         if loaded.outcomes is not None:
             outcomes = loaded.outcomes
             for start in range(0, len(outcomes), READ_CHUNK_RECORDS):
