@@ -415,8 +415,7 @@ def load_csv(
         ),
     ] = False,
 ) -> None:
-    """Load a questionnaire CSV into crm.questionnaires, and its Churn column into
-    crm.churn_outcomes.
+    """Load a questionnaire CSV into crm.questionnaires and its outcomes into crm.churn_outcomes.
 
     Exit codes: 0 loaded (also with unreadable cells, stored as NULL and
     listed); 1 the file is refused, the load would renumber a loaded month's
@@ -759,8 +758,11 @@ def simulate(
         ),
     ] = False,
 ) -> None:
-    """Write simulated monthly questionnaires into crm.questionnaires, and the
-    outcomes of every month but the last into crm.churn_outcomes."""
+    """Write simulated questionnaires and outcomes of several months into crm.
+
+    The questionnaires go to crm.questionnaires, and the outcomes of every
+    month but the last to crm.churn_outcomes.
+    """
     from gymchurn.simulation.simulator import add_months
 
     first = _month(start)
