@@ -2,7 +2,8 @@
 
 Simulates one month of clients (seed 42) and writes it into a temporary
 folder as the chain's CSV export: the real file's headers, a client_id column
-and the Churn label. Creates a database of its own on the server (default:
+and the Churn label, left empty on the last row as for a client whose outcome
+is not known yet. Creates a database of its own on the server (default:
 the local one). Then runs `gymchurn load-csv` in a process of its own twice:
 into the empty month, and again with the same file, which changes nothing.
 Prints one JSON line, then drops the database and the file.
@@ -37,7 +38,10 @@ def _write_csv(path: Path, clients: int, seed: int) -> int:
     simulated = next(ClientSimulator(clients, seed=seed).months(MONTH, 1))
     frame = simulated.questionnaires.merge(simulated.outcomes, on=[CLIENT_ID, "month"])
     columns = [CLIENT_ID, *FEATURES, CHURNED]
-    frame = frame[columns].assign(**{CHURNED: frame[CHURNED].astype(int)})
+    frame = frame[columns].assign(**{CHURNED: frame[CHURNED].astype(int).astype(str)})
+    # A label the load cannot read: the load then removes any outcome stored
+    # for that client, which a query over the whole file finds.
+    frame.iloc[-1, frame.columns.get_loc(CHURNED)] = ""
     frame.rename(columns=CSV_HEADERS).to_csv(path, index=False)
     return path.stat().st_size
 
