@@ -176,6 +176,8 @@ class _DecodedText:
     encoding: str
     utf8_error: str | None
     """Reason the bytes are not UTF-8, set when they were decoded as Windows-1251."""
+    utf8_error_line: int = 0
+    """Line of the first byte that is not UTF-8, when they were decoded as Windows-1251."""
 
 
 @dataclass(frozen=True)
@@ -209,6 +211,18 @@ def _blocks(path: Path, start: int = 0) -> Iterator[bytes]:
             yield block
 
 
+class _Undecodable(Exception):
+    """A byte sequence the codec of a :class:`_TextScan` cannot decode."""
+
+    def __init__(self, byte: int, line: int, after_text: bool):
+        super().__init__(byte, line)
+        self.byte = byte
+        """Offset of the sequence's first byte from the start of the file."""
+        self.line = line
+        self.after_text = after_text
+        """True when characters other than ASCII were decoded before the sequence."""
+
+
 class _TextScan:
     """The file from byte ``start`` decoded with ``codec`` a block at a time.
 
@@ -218,8 +232,7 @@ class _TextScan:
     Raises:
         CsvFormatError: the file contains a control character other than tab
             and line breaks; the error names its line.
-        UnicodeDecodeError: ``codec`` cannot decode the bytes; ``start`` of
-            the error counts from the start of the file.
+        _Undecodable: ``codec`` cannot decode the bytes.
     """
 
     def __init__(self, path: Path, codec: str, start: int = 0):
@@ -229,7 +242,7 @@ class _TextScan:
         single_bytes = codec != "utf-16"
         self.head = ""
         self.blank = True
-        n_lines, offset = 0, start
+        n_lines, offset, ascii_only = 0, start, True
         for block in _blocks(path, start):
             if single_bytes and (control := _CONTROL_BYTES.search(block)):
                 self._binary(path, n_lines + block.count(b"\n", 0, control.start()))
@@ -237,22 +250,27 @@ class _TextScan:
             try:
                 text = decoder.decode(block)
             except UnicodeDecodeError as err:
-                err.start += offset - pending
-                raise
+                # The error counts from the bytes held over from the last block.
+                before = block[: max(err.start - pending, 0)]
+                raise _Undecodable(
+                    offset - pending + err.start,
+                    n_lines + before.count(b"\n") + 1,
+                    not (ascii_only and before.isascii()),
+                ) from None
             offset += len(block)
             if not single_bytes and (control := _CONTROL_CHARACTERS.search(text)):
                 self._binary(path, n_lines + text.count("\n", 0, control.start()))
             if n_lines < _HEAD_LINES:
                 self.head += _head(text, _HEAD_LINES - n_lines)
             n_lines += text.count("\n")
+            ascii_only = ascii_only and text.isascii()
             # isspace, not strip: strip would copy the block's text.
             self.blank = self.blank and text.isspace()
         pending = len(decoder.getstate()[0])
         try:
             decoder.decode(b"", final=True)
-        except UnicodeDecodeError as err:
-            err.start += offset - pending
-            raise
+        except UnicodeDecodeError:
+            raise _Undecodable(offset - pending, n_lines + 1, not ascii_only) from None
 
     @staticmethod
     def _binary(path: Path, lines_before: int):
@@ -278,25 +296,37 @@ def _scan_file(path: Path) -> _DecodedText:
     for signature, kind in _FILE_SIGNATURES.items():
         if first.startswith(signature):
             raise _not_text_error(path, f"its first bytes are those of {kind}")
-    utf8_error = None
+    utf8_error, utf8_error_line = None, 0
     if first.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         encoding = "utf-16"
         try:
             scan = _TextScan(path, encoding)
-        except UnicodeDecodeError as err:
-            raise _not_text_error(path, f"invalid UTF-16 at byte {err.start}") from None
+        except _Undecodable as err:
+            raise _not_text_error(
+                path, f"invalid UTF-16 at byte {err.byte} on line {err.line}"
+            ) from None
     else:
         encoding = "utf-8"
         bom = len(codecs.BOM_UTF8) if first.startswith(codecs.BOM_UTF8) else 0
         try:
             scan = _TextScan(path, encoding, bom)
-        except UnicodeDecodeError as err:
-            utf8_error = f"invalid UTF-8 at byte {err.start}"
+        except _Undecodable as err:
+            utf8_error = f"invalid UTF-8 at byte {err.byte} on line {err.line}"
+            utf8_error_line = err.line
+            if bom or err.after_text:
+                # A byte order mark, or UTF-8 text before the byte, says the
+                # file is UTF-8: read as Windows-1251 its text would change.
+                marker = "starts with a UTF-8 byte order mark" if bom else "has UTF-8 text"
+                raise CsvFormatError(
+                    f"{path}: line {err.line}: {utf8_error}, although the file {marker} "
+                    "before it, so that byte is damaged; correct that line or export the "
+                    "file again as UTF-8 CSV"
+                ) from None
             encoding = "cp1251"
             try:
                 # Whether Windows-1251 was the right guess is decided by the header.
                 scan = _TextScan(path, encoding)
-            except UnicodeDecodeError:
+            except _Undecodable:
                 raise _not_text_error(
                     path, f"{utf8_error}, and not Windows-1251 text either"
                 ) from None
@@ -304,7 +334,7 @@ def _scan_file(path: Path) -> _DecodedText:
         raise CsvFormatError(
             f"{path}: empty file (blank lines only); expected a CSV header and data rows"
         )
-    return _DecodedText(scan.head, encoding, utf8_error)
+    return _DecodedText(scan.head, encoding, utf8_error, utf8_error_line)
 
 
 def _count_known_headers(line: str, delimiter: str) -> int:
@@ -933,7 +963,18 @@ def _read_chunks(source: CsvSource, marks: _DecimalMarks) -> Iterator[_ReadChunk
 
 def _log_read(source: CsvSource, faults: pd.DataFrame, decimal_mark: str) -> None:
     _log_faults(source.path, faults)
-    described = (source.decoded.encoding, source.delimiter, decimal_mark)
+    decoded = source.decoded
+    if decoded.utf8_error_line > source.header.line:
+        # An ASCII header with one byte of another encoding in the data reads
+        # as Windows-1251 too, and that byte's cell may now be a wrong value.
+        logger.warning(
+            "%s: not UTF-8 from line %d (%s), so the file was read as Windows-1251; "
+            "check the values on that line",
+            source.path,
+            decoded.utf8_error_line,
+            decoded.utf8_error,
+        )
+    described = (decoded.encoding, source.delimiter, decimal_mark)
     if described != ("utf-8", ",", "."):
         logger.info("%s: read as %s with separator %r and decimal mark %r", source.path, *described)
 

@@ -1,5 +1,6 @@
 """Tests of reading questionnaire CSV files and loading them into a real database."""
 
+import codecs
 import csv
 import datetime as dt
 import io
@@ -593,7 +594,7 @@ def test_read_cp1251_unknown_headers_rejected(tmp_path):
         read_questionnaire_csv(path)
 
     message = str(raised.value)
-    assert "not a UTF-8 file (invalid UTF-8 at byte 0)" in message
+    assert "not a UTF-8 file (invalid UTF-8 at byte 0 on line 1)" in message
     assert "read as Windows-1251" in message
     assert "unknown column(s) Годы" in message
     assert "is missing column(s) Age;" in message
@@ -1453,4 +1454,41 @@ def test_invalid_utf8_named_by_byte_across_blocks(monkeypatch, tmp_path):
     with pytest.raises(CsvFormatError) as raised:
         open_questionnaire_csv(path)
 
-    assert f"not a UTF-8 file (invalid UTF-8 at byte {len(body)})" in str(raised.value)
+    line = body.count(b"\n") + 1
+    assert f"line {line}: invalid UTF-8 at byte {len(body)} on line {line}" in str(raised.value)
+    assert "although the file has UTF-8 text before it" in str(raised.value)
+
+
+def test_bom_file_with_invalid_byte_rejected(database, tmp_path):
+    # Read as Windows-1251, the byte order mark would hide the client_id header.
+    path = _with_client_ids(REFERENCE, tmp_path, "ids.csv")
+    content = codecs.BOM_UTF8 + path.read_bytes().replace(b",29,", b",2\xff9,", 1)
+    path.write_bytes(content)
+
+    with pytest.raises(CsvFormatError) as raised:
+        load_csv(database, open_questionnaire_csv(path), OCTOBER)
+
+    message = str(raised.value)
+    assert f"{path}: line 2: invalid UTF-8 at byte" in message
+    assert "starts with a UTF-8 byte order mark before it" in message
+    assert _count(database, "crm.questionnaires") == 0
+
+
+def test_invalid_byte_after_ascii_read_as_cp1251_with_warning(database, tmp_path, caplog):
+    header, rows = _reference_table()
+    path = _write_table(tmp_path, header, rows)
+    lines = path.read_bytes().split(b"\n")
+    age = header.index("Age")
+    cells = lines[15].split(b",")
+    cells[age] = b"2\xff9"
+    lines[15] = b",".join(cells)
+    path.write_bytes(b"\n".join(lines))
+
+    with caplog.at_level(logging.WARNING, logger="gymchurn.loader"):
+        loaded = load_csv(database, open_questionnaire_csv(path), OCTOBER)
+
+    assert loaded.source.decoded.encoding == "cp1251"
+    assert loaded.summary.questionnaires_inserted == len(rows)
+    assert "not UTF-8 from line 16" in caplog.text
+    faults = loaded.faults[["line", "column", "raw_value"]].to_numpy().tolist()
+    assert faults == [[16, "age", "2я9"]]
