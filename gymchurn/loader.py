@@ -15,8 +15,10 @@ File rules:
   Any other file is read as UTF-8, without its BOM if it has one. A file that is
   not valid UTF-8 is read as Windows-1251 only when its header then names every
   feature through ``gymchurn.aliases``. Otherwise it is rejected, and the error
-  names the encoding and the unknown headers. Control characters other than tab
-  and line breaks mean binary data.
+  names the encoding and the unknown headers. A file with a UTF-8 BOM or UTF-8
+  text before its first invalid byte is UTF-8 with a damaged byte, and is
+  rejected naming that byte's line. Control characters other than tab and line
+  breaks mean binary data.
 - Separator: whichever of ``,``, ``;``, tab and ``|`` splits the header into the
   most known column names. When the first line names none, csv.Sniffer decides.
 - Decimal mark: ``,`` when some number cells contain a comma and none contains
