@@ -1,5 +1,6 @@
 """Command line of gymchurn: load questionnaires, run the monthly job."""
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -419,20 +420,27 @@ def load_csv(
 
     Exit codes: 0 loaded (also with unreadable cells, stored as NULL and
     listed); 1 the file is refused, the load would renumber a loaded month's
-    clients, or the database failed; 2 an invalid argument or a missing file.
+    clients, or the database failed; 2 an invalid argument or a missing file;
+    130 stopped by Ctrl-C or SIGTERM, with nothing written.
     """
     from gymchurn import db
     from gymchurn.loader import CsvFormatError, LoadConflictError, load_csv, open_questionnaire_csv
 
     load_month = _month(month)
     try:
-        # The file's encoding and header are checked before the database is reached.
-        source = open_questionnaire_csv(file)
-        engine = _engine()
-        with _status(f"loading {file} into {format_month(load_month)}"):
-            loaded = load_csv(engine, source, load_month, replace=replace)
+        with _stopped_by_signals():
+            # The file's encoding and header are checked before the database is reached.
+            source = open_questionnaire_csv(file)
+            engine = _engine()
+            with _status(f"loading {file} into {format_month(load_month)}"):
+                loaded = load_csv(engine, source, load_month, replace=replace)
     except (CsvFormatError, LoadConflictError) as err:
         raise _fail(str(err)) from None
+    except KeyboardInterrupt as err:
+        raise _fail(
+            f"{err or 'stopped by Ctrl-C'}; nothing was loaded into {format_month(load_month)}",
+            130,
+        ) from None
     if source.header.ignored:
         logger.info("%s: ignored column(s) %s", file, ", ".join(source.header.ignored))
     for fault in loaded.faults.head(10).itertuples():
@@ -1054,6 +1062,21 @@ def _stop_on_signal(signum, frame):
     name = "SIGTERM" if signum == signal.SIGUSR1 else signal.Signals(signum).name
     runtime.received_signals.append(name)
     raise KeyboardInterrupt(f"stopped by signal {name}")
+
+
+@contextlib.contextmanager
+def _stopped_by_signals():
+    """Turn SIGINT and SIGTERM into KeyboardInterrupt while the block runs.
+
+    A command stopped this way unwinds: its transaction is rolled back and an
+    embedded PostgreSQL it started is stopped.
+    """
+    previous = {signum: signal.signal(signum, _stop_on_signal) for signum in _FORWARDED_AS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _importing(frame) -> bool:

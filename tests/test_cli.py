@@ -6,6 +6,8 @@ The ``database`` fixture sets DATABASE_URL, which the commands read.
 import contextlib
 import json
 import logging
+import os
+import signal
 
 import pandas as pd
 import pytest
@@ -57,6 +59,31 @@ def test_load_csv_real_file(database, real_data):
     assert "outcomes: 4000 new, 0 changed" in result.stdout
     assert _count(database, "crm.questionnaires") == 4000
     assert _count(database, "crm.churn_outcomes") == 4000
+
+
+def test_load_csv_stopped_by_sigterm_writes_nothing(database, real_data, monkeypatch):
+    from gymchurn import loader
+
+    monkeypatch.setattr(loader, "READ_CHUNK_RECORDS", 500)
+    add_questionnaires = loader._Staging.add_questionnaires
+    chunks = []
+
+    def signalled_after_first_chunk(self, lines, numbers):
+        chunks.append(len(lines))
+        if len(chunks) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        add_questionnaires(self, lines, numbers)
+
+    monkeypatch.setattr(loader._Staging, "add_questionnaires", signalled_after_first_chunk)
+    handler = signal.getsignal(signal.SIGTERM)
+
+    result = _invoke("load-csv", str(real_data), "--month", "2026-10")
+
+    assert result.exit_code == 130
+    assert "stopped by signal SIGTERM; nothing was loaded into 2026-10" in result.stderr
+    assert chunks == [500, 500]
+    assert _count(database, "crm.questionnaires") == 0
+    assert signal.getsignal(signal.SIGTERM) is handler
 
 
 def test_load_csv_second_time_unchanged(database):
