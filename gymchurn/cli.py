@@ -385,7 +385,7 @@ def _load_summary(file: Path, summary, has_outcomes: bool) -> str:
         f"{summary.questionnaires_updated} changed"
     )
     if summary.questionnaires_removed:
-        questionnaires += f", {summary.questionnaires_removed} replaced"
+        questionnaires += f" ({summary.questionnaires_removed} deleted first by --replace)"
     if has_outcomes:
         outcomes = f"outcomes: {summary.outcomes_inserted} new, {summary.outcomes_updated} changed"
         if summary.outcomes_removed:
@@ -863,7 +863,9 @@ def validate(
 ) -> None:
     """Check a file or a loaded month against the validation rules; load and score nothing.
 
-    Exit code 1 when the batch would stop a run, 0 otherwise.
+    Give either FILE or --month. Exit codes: 0 the batch passes; 1 it would
+    stop a run, or the file cannot be read; 2 neither or both of FILE and
+    --month, or another invalid argument.
     """
     import datetime as dt
 
@@ -1202,7 +1204,13 @@ def run(
         ),
     ] = None,
 ) -> None:
-    """Run the monthly scoring flow for one month, or for several in turn."""
+    """Run the monthly scoring flow for one month, or for several in turn.
+
+    Exit codes: 0 published; 1 the run failed, and the reason is printed and
+    kept in churn.runs; 2 an invalid argument or setting; 130 stopped by
+    Ctrl-C or SIGTERM; 137 the job process was killed. The README explains
+    each case.
+    """
     settings = _settings()
     if not month:
         run_months = [previous_month(settings.timezone)]

@@ -206,7 +206,7 @@ def test_load_csv_replace_prints_replaced_rows(database, tmp_path):
     result = _invoke("load-csv", str(shorter), "--month", "2026-10", "--replace")
 
     assert result.exit_code == 0, result.output
-    assert "questionnaires: 19 new, 0 changed, 20 replaced" in result.stdout
+    assert "questionnaires: 19 new, 0 changed (20 deleted first by --replace)" in result.stdout
     assert _count(database, "crm.questionnaires") == 19
 
 
