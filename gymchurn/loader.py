@@ -1084,10 +1084,15 @@ class _Staging:
         blocks = binary_copy.blocks(numbers, np.arange(len(numbers[0].values)))
         db.copy_binary(self.conn, table, list(wires), blocks)
 
-    def upsert(self, query: str, month: dt.date) -> tuple[int, int]:
-        """Run an upsert of the staged rows; return the rows inserted and updated."""
+    def upsert(self, query: str, month: dt.date) -> tuple[int, int, int | None]:
+        """Run an upsert of the staged rows.
+
+        Returns:
+            The rows inserted, the rows updated, and the lowest client id
+            updated (None when none was).
+        """
         row = db.execute(self.conn, query, {"month": month}).one()
-        return row.inserted, row.updated
+        return row.inserted, row.updated, row.first_updated
 
 
 # Staging columns as sent: the features as float8, NaN for a missing value.
@@ -1137,14 +1142,20 @@ def _check_numbered_ids(conn, path: Path, n_rows: int, month: dt.date) -> int:
     return existing
 
 
-def _reject_numbered_changes(path: Path, month: dt.date, n_changed: int) -> None:
+def _reject_numbered_changes(
+    conn, path: Path, month: dt.date, n_changed: int, first_client: int | None
+) -> None:
     # With numbered ids a changed row may be a correction or another client in
     # that position (one client left, another joined): the two look the same.
     if n_changed:
+        where = ""
+        if first_client is not None:
+            line = db.execute(conn, "staged_line_of_client", {"client_id": first_client})
+            where = f", the first on line {line.scalar_one()} (client {first_client})"
         raise LoadConflictError(
             f"{path}: has no client_id column and would change {n_changed} "
-            f"questionnaire(s) or outcome(s) already loaded for {month:%Y-%m}; without ids a "
-            "changed row may be another client; add a client_id column, or load with "
+            f"questionnaire(s) or outcome(s) already loaded for {month:%Y-%m}{where}; without "
+            "ids a changed row may be another client; add a client_id column, or load with "
             "--replace to replace the month's questionnaires and outcomes"
         )
 
@@ -1175,16 +1186,19 @@ def _apply_staged(
         o_removed = db.execute(conn, "delete_month_outcomes", keys).rowcount
     elif staged.ids_assigned:
         existing = _check_numbered_ids(conn, staged.path, staged.rows, month)
-    q_new, q_changed = staging.upsert("upsert_questionnaires", month)
+    q_new, q_changed, q_first = staging.upsert("upsert_questionnaires", month)
     o_new = o_changed = 0
+    o_first = None
     if staging.with_outcomes:
-        o_new, o_changed = staging.upsert("upsert_outcomes", month)
+        o_new, o_changed, o_first = staging.upsert("upsert_outcomes", month)
         if staged.unknown_labels and not replace:
             o_removed = db.execute(conn, "delete_unlabelled_outcomes", keys).rowcount
     n_faults = _replace_faults(conn, staged.faults, month, replace)
     if existing:
         # Raising here rolls the whole load back.
-        _reject_numbered_changes(staged.path, month, q_changed + o_changed + o_removed)
+        first = min((c for c in (q_first, o_first) if c is not None), default=None)
+        n_changed = q_changed + o_changed + o_removed
+        _reject_numbered_changes(conn, staged.path, month, n_changed, first)
     db.execute(conn, "analyze_crm")
     return LoadSummary(
         month,

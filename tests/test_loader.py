@@ -488,6 +488,25 @@ def test_load_numbered_rows_changed_values_rejected(database, tmp_path):
         assert age.scalar_one() == int(lines[4].split(",")[7])
 
 
+def test_load_numbered_rows_changed_names_first_line(database, tmp_path):
+    lines = REFERENCE.read_text().splitlines()
+    # Row 4 moved to the end: clients 4 to 20 get the answers of the next row.
+    moved = _write(tmp_path, "\n".join(lines[:4] + lines[5:] + [lines[4]]) + "\n")
+    answers, label = lines[12].rsplit(",", 1)
+    churn_changed = [*lines[:12], f"{answers},{1 - int(label)}", *lines[13:]]
+    relabelled = _write(tmp_path, "\n".join(churn_changed) + "\n", "relabelled.csv")
+    load_csv(database, open_questionnaire_csv(REFERENCE), OCTOBER)
+
+    with pytest.raises(LoadConflictError) as moved_error:
+        load_csv(database, open_questionnaire_csv(moved), OCTOBER)
+    with pytest.raises(LoadConflictError) as relabelled_error:
+        load_csv(database, open_questionnaire_csv(relabelled), OCTOBER)
+
+    assert "already loaded for 2026-10, the first on line 5 (client 4);" in str(moved_error.value)
+    assert "would change 1 questionnaire(s) or outcome(s)" in str(relabelled_error.value)
+    assert "the first on line 13 (client 12);" in str(relabelled_error.value)
+
+
 REFERENCE = CASES / "00_clean_reference.csv"
 NOVEMBER = dt.date(2026, 11, 1)
 

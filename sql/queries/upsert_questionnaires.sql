@@ -1,5 +1,5 @@
--- Counts, not a row a changed client: a load of a million new clients
--- would otherwise send a million rows back.
+-- Counts and the lowest updated client id, not a row a changed client: a
+-- load of a million new clients would otherwise send a million rows back.
 WITH changed AS (
     INSERT INTO crm.questionnaires AS q (
         client_id, month, gender, near_location, partner, promo_friends, phone,
@@ -50,9 +50,10 @@ WITH changed AS (
         excluded.month_to_end_contract, excluded.lifetime,
         excluded.avg_class_frequency_total, excluded.avg_class_frequency_current_month
     )
-    RETURNING (xmax = 0) AS inserted
+    RETURNING (xmax = 0) AS inserted, client_id
 )
 SELECT
     count(*) FILTER (WHERE inserted) AS inserted,
-    count(*) FILTER (WHERE NOT inserted) AS updated
+    count(*) FILTER (WHERE NOT inserted) AS updated,
+    min(client_id) FILTER (WHERE NOT inserted) AS first_updated
 FROM changed
