@@ -4,8 +4,9 @@ Simulates one month of clients (seed 42) and writes it into a temporary
 folder as the chain's CSV export: the real file's headers, a client_id column
 and the Churn label, left empty on the last row as for a client whose outcome
 is not known yet. Creates a database of its own on the server (default:
-the local one). Then runs `gymchurn load-csv` in a process of its own twice:
-into the empty month, and again with the same file, which changes nothing.
+the local one), and loads a file of 1,000 clients into the month before.
+Then runs `gymchurn load-csv` in a process of its own twice: into the empty
+month, and again with the same file, which changes nothing.
 Prints one JSON line, then drops the database and the file.
 
     python benchmarks/bench_load_csv.py [--clients 1000000]
@@ -46,10 +47,10 @@ def _write_csv(path: Path, clients: int, seed: int) -> int:
     return path.stat().st_size
 
 
-def _load(url: sa.URL, path: Path) -> dict:
+def _load(url: sa.URL, path: Path, month: str = "2026-01") -> dict:
     """Run `gymchurn load-csv` in a process of its own; return its time, peak memory and output."""
     env = {**os.environ, "DATABASE_URL": url.render_as_string(hide_password=False)}
-    command = [sys.executable, "-m", "gymchurn.cli", "load-csv", str(path), "--month", "2026-01"]
+    command = [sys.executable, "-m", "gymchurn.cli", "load-csv", str(path), "--month", month]
     started = time.perf_counter()
     # GNU time's -v report ends up on stderr, after the command's own lines.
     done = subprocess.run(
@@ -85,6 +86,11 @@ def main() -> None:
     try:
         db.upgrade(engine)
         with tempfile.TemporaryDirectory() as folder:
+            # A month loaded before, as a chain's database has: the server then
+            # has statistics of crm's tables, which say a new month is empty.
+            earlier = Path(folder) / "earlier.csv"
+            _write_csv(earlier, 1_000, args.seed)
+            _load(url, earlier, "2025-12")
             path = Path(folder) / "questionnaires.csv"
             started = time.perf_counter()
             size = _write_csv(path, args.clients, args.seed)

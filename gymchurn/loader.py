@@ -281,6 +281,25 @@ class _TextScan:
         )
 
 
+def _mostly_utf8(path: Path) -> bool:
+    """Return whether the file has more characters other than ASCII that decode as UTF-8
+    than byte sequences that do not.
+
+    Windows-1251 text seldom forms valid UTF-8, and a UTF-8 file with a damaged
+    byte has few invalid sequences among many valid ones.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    valid = invalid = 0
+    for block in _blocks(path):
+        text = decoder.decode(block)
+        if text.isascii():
+            continue
+        n_replaced = text.count("\ufffd")
+        invalid += n_replaced
+        valid += len(text) - len(text.encode("ascii", errors="ignore")) - n_replaced
+    return valid > invalid
+
+
 def _scan_file(path: Path) -> _DecodedText:
     """Check that the file is CSV text and find its encoding, reading a block at a time.
 
@@ -315,14 +334,20 @@ def _scan_file(path: Path) -> _DecodedText:
         except _Undecodable as err:
             utf8_error = f"invalid UTF-8 at byte {err.byte} on line {err.line}"
             utf8_error_line = err.line
-            if bom or err.after_text:
-                # A byte order mark, or UTF-8 text before the byte, says the
-                # file is UTF-8: read as Windows-1251 its text would change.
-                marker = "starts with a UTF-8 byte order mark" if bom else "has UTF-8 text"
+            # A byte order mark, or UTF-8 text, says the file is UTF-8: read
+            # as Windows-1251 its text, such as Russian labels, would change.
+            marker = None
+            if bom:
+                marker = "starts with a UTF-8 byte order mark"
+            elif err.after_text:
+                marker = "has UTF-8 text before it"
+            elif _mostly_utf8(path):
+                marker = "is UTF-8 text elsewhere"
+            if marker:
                 raise CsvFormatError(
-                    f"{path}: line {err.line}: {utf8_error}, although the file {marker} "
-                    "before it, so that byte is damaged; correct that line or export the "
-                    "file again as UTF-8 CSV"
+                    f"{path}: line {err.line}: {utf8_error}, although the file {marker}, "
+                    "so that byte is damaged; correct that line or export the file again "
+                    "as UTF-8 CSV"
                 ) from None
             encoding = "cp1251"
             try:
@@ -1172,11 +1197,19 @@ class _StagedFile:
     """Rows of a file with a Churn column whose label is unknown."""
 
 
+def _delete_unlabelled_outcomes(conn, month: dt.date) -> int:
+    """Delete the month's outcomes of the staged clients whose label is unknown; return how many."""
+    db.execute(conn, "create_unlabelled_staging")
+    db.execute(conn, "stage_unlabelled_clients")
+    return db.execute(conn, "delete_unlabelled_outcomes", {"month": month}).rowcount
+
+
 def _apply_staged(
     conn, staging: _Staging, staged: _StagedFile, month: dt.date, replace: bool
 ) -> LoadSummary:
     """Write the staged rows into the month, as :func:`load_questionnaire_file` describes."""
     keys = {"month": month}
+    db.execute(conn, "index_questionnaires_staging")
     # Loads of a month wait here for each other; each then reads the month as
     # the one before it left it.
     db.lock_month_for_load(conn, month)
@@ -1192,7 +1225,7 @@ def _apply_staged(
     if staging.with_outcomes:
         o_new, o_changed, o_first = staging.upsert("upsert_outcomes", month)
         if staged.unknown_labels and not replace:
-            o_removed = db.execute(conn, "delete_unlabelled_outcomes", keys).rowcount
+            o_removed = _delete_unlabelled_outcomes(conn, month)
     n_faults = _replace_faults(conn, staged.faults, month, replace)
     if existing:
         # Raising here rolls the whole load back.

@@ -1446,6 +1446,25 @@ def test_load_csv_unknown_label_in_later_chunk_removes_old_outcome(database, mon
     assert 12 not in outcomes["client_id"].to_list()
 
 
+def test_load_csv_unknown_labels_into_new_month(database, tmp_path):
+    # The month's outcomes are written in the load's own transaction, before
+    # the outcomes of the unknown labels are looked for among them.
+    path = _with_client_ids(REFERENCE, tmp_path, "ids.csv")
+    load_csv(database, open_questionnaire_csv(path), NOVEMBER)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for index in (3, 12, 17):
+        lines[index] = lines[index].rsplit(",", 1)[0] + ",maybe"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    new_month = load_csv(database, open_questionnaire_csv(path), OCTOBER)
+    loaded_month = load_csv(database, open_questionnaire_csv(path), NOVEMBER)
+
+    assert (new_month.summary.outcomes_inserted, new_month.summary.outcomes_removed) == (17, 0)
+    assert loaded_month.summary.outcomes_removed == 3
+    _, outcomes, _ = _stored_month(database, NOVEMBER)
+    assert sorted(set(range(1, 21)) - set(outcomes["client_id"])) == [3, 12, 17]
+
+
 def test_binary_byte_deep_in_file_named_by_line(monkeypatch, tmp_path):
     header, rows = _reference_table()
     path = _write_table(tmp_path, header, rows)
@@ -1475,7 +1494,7 @@ def test_invalid_utf8_named_by_byte_across_blocks(monkeypatch, tmp_path):
 
     line = body.count(b"\n") + 1
     assert f"line {line}: invalid UTF-8 at byte {len(body)} on line {line}" in str(raised.value)
-    assert "although the file has UTF-8 text before it" in str(raised.value)
+    assert "although the file has UTF-8 text before it," in str(raised.value)
 
 
 def test_bom_file_with_invalid_byte_rejected(database, tmp_path):
@@ -1489,8 +1508,28 @@ def test_bom_file_with_invalid_byte_rejected(database, tmp_path):
 
     message = str(raised.value)
     assert f"{path}: line 2: invalid UTF-8 at byte" in message
-    assert "starts with a UTF-8 byte order mark before it" in message
+    assert "although the file starts with a UTF-8 byte order mark, so" in message
     assert _count(database, "crm.questionnaires") == 0
+
+
+def test_invalid_byte_before_utf8_labels_rejected(database, tmp_path):
+    header, rows = _reference_table()
+    churn = header.index("Churn")
+    labels = {"1": "да", "0": "нет"}
+    rows = [[*row[:churn], labels[row[churn]]] for row in rows]
+    path = _write_table(tmp_path, header, rows)
+    lines = path.read_bytes().split(b"\n")
+    # The damaged byte comes before any of the Russian labels' UTF-8 bytes.
+    lines[1] = b"\xff" + lines[1]
+    path.write_bytes(b"\n".join(lines))
+
+    with pytest.raises(CsvFormatError) as raised:
+        load_csv(database, open_questionnaire_csv(path), OCTOBER)
+
+    message = str(raised.value)
+    assert "line 2: invalid UTF-8 at byte" in message
+    assert "although the file is UTF-8 text elsewhere" in message
+    assert _count(database, "crm.churn_outcomes") == 0
 
 
 def test_invalid_byte_after_ascii_read_as_cp1251_with_warning(database, tmp_path, caplog):
