@@ -379,17 +379,19 @@ def check_report(
     typer.echo(f"screenshot: {check.screenshot.resolve()}")
 
 
-def _load_summary(file: Path, summary, has_outcomes: bool) -> str:
+def _load_summary(file: Path, summary, has_outcomes: bool, replace: bool) -> str:
     questionnaires = (
         f"questionnaires: {summary.questionnaires_inserted} new, "
         f"{summary.questionnaires_updated} changed"
     )
-    if summary.questionnaires_removed:
+    if replace:
         questionnaires += f" ({summary.questionnaires_removed} deleted first by --replace)"
     if has_outcomes:
         outcomes = f"outcomes: {summary.outcomes_inserted} new, {summary.outcomes_updated} changed"
-        if summary.outcomes_removed:
-            outcomes += f", {summary.outcomes_removed} removed"
+        if replace:
+            outcomes += f" ({summary.outcomes_removed} deleted first by --replace)"
+        elif summary.outcomes_removed:
+            outcomes += f", {summary.outcomes_removed} removed for an unknown label"
     else:
         outcomes = "no Churn column, no outcomes loaded"
     month = format_month(summary.month)
@@ -461,7 +463,7 @@ def load_csv(
             file,
             loaded.summary.rows_read,
         )
-    typer.echo(_load_summary(file, loaded.summary, source.has_outcomes))
+    typer.echo(_load_summary(file, loaded.summary, source.has_outcomes, replace))
     typer.echo(f"database: {db.describe(engine)}")
 
 

@@ -757,7 +757,8 @@ def _check_unique_ids(path: Path, source: str, ids: pd.Series) -> None:
 def _repeated_ids_error(path: Path, source: str, lines: list[int]) -> CsvFormatError:
     return CsvFormatError(
         f"{path}: column {source}: client ids repeat on lines {', '.join(map(str, lines))}; "
-        "each client must appear once a month"
+        "each client must appear once a month: keep one row of each client and load the "
+        "file again"
     )
 
 
@@ -1168,20 +1169,26 @@ def _check_numbered_ids(conn, path: Path, n_rows: int, month: dt.date) -> int:
 
 
 def _reject_numbered_changes(
-    conn, path: Path, month: dt.date, n_changed: int, first_client: int | None
+    conn, path: Path, month: dt.date, changes: tuple[int, int], first_client: int | None
 ) -> None:
+    """Reject a load without ids that changes rows of the month.
+
+    Args:
+        changes: the questionnaires changed, and the outcomes changed or removed.
+    """
     # With numbered ids a changed row may be a correction or another client in
     # that position (one client left, another joined): the two look the same.
-    if n_changed:
+    if any(changes):
         where = ""
         if first_client is not None:
             line = db.execute(conn, "staged_line_of_client", {"client_id": first_client})
             where = f", the first on line {line.scalar_one()} (client {first_client})"
         raise LoadConflictError(
-            f"{path}: has no client_id column and would change {n_changed} "
-            f"questionnaire(s) or outcome(s) already loaded for {month:%Y-%m}{where}; without "
-            "ids a changed row may be another client; add a client_id column, or load with "
-            "--replace to replace the month's questionnaires and outcomes"
+            f"{path}: has no client_id column and would change {changes[0]} "
+            f"questionnaire(s) and {changes[1]} outcome(s) already loaded for "
+            f"{month:%Y-%m}{where}; without ids a changed row may be another client; add a "
+            "client_id column, or load with --replace to replace the month's questionnaires "
+            "and outcomes"
         )
 
 
@@ -1230,8 +1237,8 @@ def _apply_staged(
     if existing:
         # Raising here rolls the whole load back.
         first = min((c for c in (q_first, o_first) if c is not None), default=None)
-        n_changed = q_changed + o_changed + o_removed
-        _reject_numbered_changes(conn, staged.path, month, n_changed, first)
+        changes = (q_changed, o_changed + o_removed)
+        _reject_numbered_changes(conn, staged.path, month, changes, first)
     db.execute(conn, "analyze_crm")
     return LoadSummary(
         month,

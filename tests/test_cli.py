@@ -207,7 +207,25 @@ def test_load_csv_replace_prints_replaced_rows(database, tmp_path):
 
     assert result.exit_code == 0, result.output
     assert "questionnaires: 19 new, 0 changed (20 deleted first by --replace)" in result.stdout
+    assert "outcomes: 19 new, 0 changed (20 deleted first by --replace)" in result.stdout
     assert _count(database, "crm.questionnaires") == 19
+
+
+def test_load_csv_unknown_label_prints_removed_outcome(database, tmp_path):
+    frame = pd.read_csv(CASES / "00_clean_reference.csv", dtype=str, keep_default_na=False)
+    frame.insert(0, "client_id", [str(100 + i) for i in range(1, len(frame) + 1)])
+    reference = tmp_path / "ids.csv"
+    frame.to_csv(reference, index=False)
+    frame.loc[4, "Churn"] = "maybe"
+    unknown = tmp_path / "unknown.csv"
+    frame.to_csv(unknown, index=False)
+    assert _invoke("load-csv", str(reference), "--month", "2026-10").exit_code == 0
+
+    result = _invoke("load-csv", str(unknown), "--month", "2026-10")
+
+    assert result.exit_code == 0, result.output
+    assert "outcomes: 0 new, 0 changed, 1 removed for an unknown label" in result.stdout
+    assert _count(database, "crm.churn_outcomes") == 19
 
 
 def test_cli_rejects_non_postgres_url(monkeypatch):

@@ -503,7 +503,7 @@ def test_load_numbered_rows_changed_names_first_line(database, tmp_path):
         load_csv(database, open_questionnaire_csv(relabelled), OCTOBER)
 
     assert "already loaded for 2026-10, the first on line 5 (client 4);" in str(moved_error.value)
-    assert "would change 1 questionnaire(s) or outcome(s)" in str(relabelled_error.value)
+    assert "would change 0 questionnaire(s) and 1 outcome(s)" in str(relabelled_error.value)
     assert "the first on line 13 (client 12);" in str(relabelled_error.value)
 
 
