@@ -15,9 +15,10 @@ File rules:
   Any other file is read as UTF-8, without its BOM if it has one. A file that is
   not valid UTF-8 is read as Windows-1251 only when its header then names every
   feature through ``gymchurn.aliases``. Otherwise it is rejected, and the error
-  names the encoding and the unknown headers. A file with a UTF-8 BOM or UTF-8
-  text before its first invalid byte is UTF-8 with a damaged byte, and is
-  rejected naming that byte's line. Control characters other than tab and line
+  names the encoding and the unknown headers. A file with a UTF-8 BOM, with
+  UTF-8 text before its first invalid byte, or with more valid UTF-8 characters
+  than invalid bytes is UTF-8 with a damaged byte, and is rejected naming that
+  byte's line. Control characters other than tab and line
   breaks mean binary data.
 - Separator: whichever of ``,``, ``;``, tab and ``|`` splits the header into the
   most known column names. When the first line names none, csv.Sniffer decides.
@@ -334,7 +335,7 @@ def _scan_file(path: Path) -> _DecodedText:
         except _Undecodable as err:
             utf8_error = f"invalid UTF-8 at byte {err.byte} on line {err.line}"
             utf8_error_line = err.line
-            # A byte order mark, or UTF-8 text, says the file is UTF-8: read
+            # A byte order mark, or UTF-8 text, shows the file is UTF-8: read
             # as Windows-1251 its text, such as Russian labels, would change.
             marker = None
             if bom:
@@ -770,7 +771,7 @@ def _parse_labels(cells: pd.Series, decimal_mark: str) -> pd.Series:
 
 
 class _UnknownLabels:
-    """Rows whose Churn label is none of the known spellings, counted chunk by chunk."""
+    """Rows whose Churn label matches none of the known spellings, counted chunk by chunk."""
 
     def __init__(self):
         self.count = 0
@@ -1194,7 +1195,7 @@ def _reject_numbered_changes(
 
 @dataclass(frozen=True)
 class _StagedFile:
-    """What the upserts need to know of a staged file."""
+    """Facts of a staged file that the checks and upserts use."""
 
     path: Path
     rows: int
@@ -1226,6 +1227,7 @@ def _apply_staged(
         o_removed = db.execute(conn, "delete_month_outcomes", keys).rowcount
     elif staged.ids_assigned:
         existing = _check_numbered_ids(conn, staged.path, staged.rows, month)
+
     q_new, q_changed, q_first = staging.upsert("upsert_questionnaires", month)
     o_new = o_changed = 0
     o_first = None
@@ -1234,6 +1236,7 @@ def _apply_staged(
         if staged.unknown_labels and not replace:
             o_removed = _delete_unlabelled_outcomes(conn, month)
     n_faults = _replace_faults(conn, staged.faults, month, replace)
+
     if existing:
         # Raising here rolls the whole load back.
         first = min((c for c in (q_first, o_first) if c is not None), default=None)
@@ -1309,7 +1312,7 @@ def load_csv(
     """Read a questionnaire file chunk by chunk into ``month``, in one transaction.
 
     Reads the file as :func:`read_questionnaire_csv` and writes its rows as
-    :func:`load_questionnaire_file`, but holds one chunk of
+    :func:`load_questionnaire_file`, but keeps one chunk of
     :data:`READ_CHUNK_RECORDS` records at a time: each chunk goes with COPY
     into a temporary table as it is read, and the month's tables change only
     once the whole file has passed.
