@@ -86,8 +86,8 @@ def main() -> None:
     try:
         db.upgrade(engine)
         with tempfile.TemporaryDirectory() as folder:
-            # A month loaded before, as a chain's database has: the server then
-            # has statistics of crm's tables, which say a new month is empty.
+            # A month loaded before, as in a chain's database: the server then
+            # has statistics of crm's tables, by which a new month is empty.
             earlier = Path(folder) / "earlier.csv"
             _write_csv(earlier, 1_000, args.seed)
             _load(url, earlier, "2025-12")

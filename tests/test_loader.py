@@ -490,7 +490,7 @@ def test_load_numbered_rows_changed_values_rejected(database, tmp_path):
 
 def test_load_numbered_rows_changed_names_first_line(database, tmp_path):
     lines = REFERENCE.read_text().splitlines()
-    # Row 4 moved to the end: clients 4 to 20 get the answers of the next row.
+    # Row 4 moved to the end: clients 4 to 20 get the values of the next row.
     moved = _write(tmp_path, "\n".join(lines[:4] + lines[5:] + [lines[4]]) + "\n")
     answers, label = lines[12].rsplit(",", 1)
     churn_changed = [*lines[:12], f"{answers},{1 - int(label)}", *lines[13:]]
@@ -1413,7 +1413,7 @@ def test_load_csv_repeated_ids_across_chunks_writes_nothing(database, monkeypatc
     assert _count(database, "crm.questionnaires") == 0
 
 
-def test_load_csv_fault_in_last_chunk_keeps_loaded_month(database, monkeypatch, tmp_path):
+def test_load_csv_last_chunk_fault_writes_nothing(database, monkeypatch, tmp_path):
     load_csv(database, open_questionnaire_csv(REFERENCE), OCTOBER)
     before = _stored_month(database)
     header, rows = _reference_table()
@@ -1430,7 +1430,7 @@ def test_load_csv_fault_in_last_chunk_keeps_loaded_month(database, monkeypatch, 
         pd.testing.assert_frame_equal(after, stored)
 
 
-def test_load_csv_unknown_label_in_later_chunk_removes_old_outcome(database, monkeypatch, tmp_path):
+def test_load_csv_later_unknown_label_removes_outcome(database, monkeypatch, tmp_path):
     path = _with_client_ids(REFERENCE, tmp_path, "ids.csv")
     load_csv(database, open_questionnaire_csv(path), OCTOBER)
     lines = path.read_text(encoding="utf-8").splitlines()
@@ -1532,7 +1532,7 @@ def test_invalid_byte_before_utf8_labels_rejected(database, tmp_path):
     assert _count(database, "crm.churn_outcomes") == 0
 
 
-def test_invalid_byte_after_ascii_read_as_cp1251_with_warning(database, tmp_path, caplog):
+def test_ascii_with_invalid_byte_read_as_cp1251(database, tmp_path, caplog):
     header, rows = _reference_table()
     path = _write_table(tmp_path, header, rows)
     lines = path.read_bytes().split(b"\n")
