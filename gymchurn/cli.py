@@ -1073,14 +1073,18 @@ def _stopped_by_signals():
     """Turn SIGINT and SIGTERM into KeyboardInterrupt while the block runs.
 
     A command stopped this way unwinds: its transaction is rolled back and an
-    embedded PostgreSQL it started is stopped.
+    embedded PostgreSQL it started is stopped. The signals received are
+    forgotten at the end, so that a monthly run later in the same process
+    does not take them for its own.
     """
+    n_received = len(runtime.received_signals)
     previous = {signum: signal.signal(signum, _stop_on_signal) for signum in _FORWARDED_AS}
     try:
         yield
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        del runtime.received_signals[n_received:]
 
 
 def _importing(frame) -> bool:
