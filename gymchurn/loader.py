@@ -785,13 +785,16 @@ class _UnknownLabels:
 
     def log(self, source: "CsvSource") -> None:
         if self.count:
+            lines = ", ".join(map(str, self.lines))
+            if self.count > len(self.lines):
+                lines += f" and {self.count - len(self.lines)} more"
             logger.warning(
                 "%s: column %s: %d row(s) without a known label (line %s); "
                 "they are scored but not used for training",
                 source.path,
                 source.column(CHURNED),
                 self.count,
-                ", ".join(map(str, self.lines)),
+                lines,
             )
 
 

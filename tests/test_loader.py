@@ -1446,6 +1446,18 @@ def test_load_csv_later_unknown_label_removes_outcome(database, monkeypatch, tmp
     assert 12 not in outcomes["client_id"].to_list()
 
 
+def test_unknown_labels_warning_counts_unlisted_lines(tmp_path, caplog):
+    header, rows = _reference_table()
+    churn = header.index("Churn")
+    path = _write_table(tmp_path, header, [[*row[:churn], "maybe"] for row in rows])
+
+    with caplog.at_level(logging.WARNING, logger="gymchurn.loader"):
+        read_questionnaire_csv(path)
+
+    lines = ", ".join(str(line) for line in range(2, 12))
+    assert f"20 row(s) without a known label (line {lines} and 10 more)" in caplog.text
+
+
 def test_load_csv_unknown_labels_into_new_month(database, tmp_path):
     # The month's outcomes are written in the load's own transaction, before
     # the outcomes of the unknown labels are looked for among them.
