@@ -371,11 +371,7 @@ def _count_known_headers(line: str, delimiter: str) -> int:
 
 
 def _head(text: str, n_lines: int) -> str:
-    """Return the start of ``text`` up to its ``n_lines``-th line feed, or all of it.
-
-    A StringIO over a whole file's text keeps a copy of it: 566 MB of text at
-    ten million rows.
-    """
+    """Return the start of ``text`` up to its ``n_lines``-th line feed, or all of it."""
     end = 0
     for _ in range(n_lines):
         end = text.find("\n", end) + 1
@@ -384,9 +380,12 @@ def _head(text: str, n_lines: int) -> str:
     return text[:end]
 
 
-def _detect_delimiter(text: str) -> str:
-    """Return the separator that splits the first line into the most known column names."""
-    first_lines = itertools.islice(io.StringIO(_head(text, 100), newline=""), 100)
+def _detect_delimiter(head: str) -> str:
+    """Return the separator that splits the first line into the most known column names.
+
+    ``head`` is the start of the file's text, :data:`_HEAD_LINES` lines at most.
+    """
+    first_lines = io.StringIO(head, newline="")
     lines = [line.rstrip("\r\n") for line in first_lines if line.strip()][:20]
     counts = {delimiter: _count_known_headers(lines[0], delimiter) for delimiter in _DELIMITERS}
     best = max(_DELIMITERS, key=counts.__getitem__)
