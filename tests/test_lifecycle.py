@@ -48,6 +48,21 @@ def test_psi_discrete_feature_one_bin_a_value():
     )
 
 
+def test_realised_mean_same_in_any_row_order():
+    rng = np.random.default_rng(0)
+    probabilities = rng.random(3_000)
+    labels = probabilities > 0.7
+    order = rng.permutation(len(probabilities))
+    # Summed in these two orders, np.mean differs in the last digit.
+    assert np.mean(probabilities) != np.mean(probabilities[order])
+
+    first = lifecycle.realised_metrics(labels, probabilities, labels)
+    again = lifecycle.realised_metrics(labels[order], probabilities[order], labels[order])
+
+    assert again == first
+    assert first["realised_mean_probability"] == pytest.approx(0.4976251, abs=1e-7)
+
+
 _CHAMPION = {"version": "v1", "training_months": [JAN, FEB]}
 _QUIET = {"contract_period": 0.02, "lifetime": 0.05}
 _LAST_MONTH = {
