@@ -11,6 +11,7 @@ import sys
 import threading
 from pathlib import Path
 from typing import Annotated
+from zoneinfo import ZoneInfo
 
 import typer
 
@@ -44,6 +45,25 @@ def _month(text: str) -> dt.date:
         return parse_month(text)
     except ValueError as err:
         raise typer.BadParameter(str(err)) from None
+
+
+def _begun_month(text: str) -> dt.date:
+    """Parse the month of a questionnaire file, rejecting a month that has not begun.
+
+    Questionnaires describe a month that has begun in the business timezone,
+    so a later month is most likely a mistyped year, such as 2062-01 for 2026-01.
+    """
+    month = _month(text)
+    timezone = _settings().timezone
+    today = dt.datetime.now(ZoneInfo(timezone)).date()
+    if month > today:
+        raise typer.BadParameter(
+            f"invalid month {format_month(month)}: it has not begun (today is {today} in "
+            f"{timezone}), and questionnaires describe a month that has begun. "
+            "Check the year and month.",
+            param_hint="'--month'",
+        )
+    return month
 
 
 # Model version names: those the job writes (v202610-798341c411) and any other
@@ -428,7 +448,7 @@ def load_csv(
     from gymchurn import db
     from gymchurn.loader import CsvFormatError, LoadConflictError, load_csv, open_questionnaire_csv
 
-    load_month = _month(month)
+    load_month = _begun_month(month)
     try:
         with _stopped_by_signals():
             # The file's encoding and header are checked before the database is reached.

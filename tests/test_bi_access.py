@@ -527,7 +527,7 @@ def test_job_role_load_denied_in_one_line(admin_engine, module_database, backtes
                 "load-csv",
                 str(CASES / "00_clean_reference.csv"),
                 "--month",
-                "2027-05",
+                "2026-05",
             ],
             env=env,
             capture_output=True,
@@ -541,7 +541,7 @@ def test_job_role_load_denied_in_one_line(admin_engine, module_database, backtes
     assert "Traceback" not in result.stderr
     assert (
         _scalar(
-            module_database, "SELECT count(*) FROM crm.questionnaires WHERE month = '2027-05-01'"
+            module_database, "SELECT count(*) FROM crm.questionnaires WHERE month = '2026-05-01'"
         )
         == 0
     )

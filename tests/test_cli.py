@@ -4,10 +4,12 @@ The ``database`` fixture sets DATABASE_URL, which the commands read.
 """
 
 import contextlib
+import datetime as dt
 import json
 import logging
 import os
 import signal
+from zoneinfo import ZoneInfo
 
 import pandas as pd
 import pytest
@@ -112,6 +114,21 @@ def test_load_csv_invalid_month(database, month):
     assert _count(database, "crm.questionnaires") == 20
     # The table named in the month text is still there.
     assert _count(database, "churn.scores") == 0
+
+
+def test_load_csv_month_not_begun_refused(database):
+    timezone = get_settings().timezone
+    today = dt.datetime.now(ZoneInfo(timezone)).date()
+    next_month = (today.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+    label = f"{next_month:%Y-%m}"
+
+    result = _invoke("load-csv", str(CASES / "00_clean_reference.csv"), "--month", label)
+
+    assert result.exit_code == 2
+    assert f"invalid month {label}: it has not begun (today is {today} in {timezone})" in " ".join(
+        result.stderr.replace("│", " ").split()
+    )
+    assert _count(database, "crm.questionnaires") == 0
 
 
 def test_load_csv_missing_column(database):
