@@ -87,7 +87,10 @@ def score(chosen, checked, settings, chunks):
     started = time.perf_counter()
     reference = steps.reason_reference(checked)
     futures = [score_chunk.submit(chosen.pipeline, chunk, reference) for chunk in chunks]
-    return _released(steps.combine_scores(chosen, settings, _chunk_results(futures), started))
+    results = _chunk_results(futures)
+    return _released(
+        steps.combine_scores(chosen, settings, results, started, checked.scoring.valid)
+    )
 
 
 def segment(checked, fitting, chunks):

@@ -443,7 +443,8 @@ def describe_segments(
     if lined_up(assignments, clients) and _client_order(client_ids) is None:
         # The job's case: both list the clients in client_id order.
         assigned_ids = client_ids
-        assigned_clusters = cluster_of_client = assignments[CLUSTER_ID].to_numpy()
+        # A copy: the column may be a row of a block that holds the ids too.
+        assigned_clusters = cluster_of_client = assignments[CLUSTER_ID].to_numpy().copy()
     else:
         # Each client's segment in the row order of clients, without sorting the month.
         ordered = assignments.sort_values(CLIENT_ID, kind="stable")
@@ -490,7 +491,10 @@ def describe_segments(
         for c in profiles[CLUSTER_ID]
     ]
     return Segmentation(
-        assignments=pd.DataFrame({CLIENT_ID: assigned_ids, CLUSTER_ID: assigned_clusters}),
+        # Not copied: in the job's case the ids are the column of ``clients``.
+        assignments=pd.DataFrame(
+            {CLIENT_ID: assigned_ids, CLUSTER_ID: assigned_clusters}, copy=False
+        ),
         profiles=profiles,
         differences=differences.reindex(profiles[CLUSTER_ID]),
         silhouette=fitted.silhouette,

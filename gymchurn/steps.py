@@ -37,7 +37,7 @@ from gymchurn import segments as segments_module
 from gymchurn.drivers import Drivers, find_drivers
 from gymchurn.holdout import HOLDOUT
 from gymchurn.insights import MonthInsights, build_insights
-from gymchurn.joins import by_client, column_for, concat_by_column
+from gymchurn.joins import by_client, column_for, concat_by_column, lined_up
 from gymchurn.measures import load_measures
 from gymchurn.registry import ChosenModel, promote
 from gymchurn.schema import CHURNED, CLIENT_ID, FEATURES, INTEGER_FEATURES, MONTH, format_month
@@ -548,6 +548,7 @@ def check(data: MonthData, settings: Settings) -> CheckedData:
         )
         _log_report(history_report, started)
         training = training_sample(history_report.valid, settings)
+        _drop_validation_columns(scoring.valid)
         return CheckedData(
             data.month, "forward", scoring, training, history_report, tuple(findings)
         )
@@ -564,7 +565,17 @@ def check(data: MonthData, settings: Settings) -> CheckedData:
     logger.info(
         "no labelled month before %s: backtest on its own %d outcomes", label, len(training)
     )
+    _drop_validation_columns(scoring.valid)
     return CheckedData(data.month, "backtest", scoring, training, None, tuple(findings))
+
+
+def _drop_validation_columns(valid: pd.DataFrame) -> None:
+    """Delete the month's valid rows' ``month`` and ``row_number``, which only validation reads.
+
+    Each takes 8 bytes a client for the rest of the run: 160 MB at ten million clients.
+    """
+    for column in (MONTH, ROW_NUMBER):
+        del valid[column]
 
 
 def training_sample(candidates: pd.DataFrame, settings: Settings) -> pd.DataFrame:
@@ -679,27 +690,38 @@ def score_chunk(pipeline, clients: pd.DataFrame, reference: dict[str, float]) ->
 
 
 def combine_scores(
-    chosen: ChosenModel, settings: Settings, chunks: list[pd.DataFrame], started: float
+    chosen: ChosenModel,
+    settings: Settings,
+    chunks: list[pd.DataFrame],
+    started: float,
+    clients: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Join the scored chunks and give each client its risk tier.
 
     Tiers are given on the whole month, because ``risk_capacity`` ranks all
     clients. In a backtest a labelled client gets its out-of-fold probability.
+    When ``clients``, the frame the chunks were taken from, lists the same
+    clients in the same order, the scores share its ``client_id`` column.
     """
     scored = pd.concat([chunk.drop(columns="reasons") for chunk in chunks], ignore_index=True)
     # pandas.concat would turn categoricals with other categories into objects.
     phrases = union_categoricals([chunk["reasons"] for chunk in chunks])
+    client_ids = scored[CLIENT_ID].to_numpy()
+    if clients is not None and lined_up(scored, clients):
+        client_ids = clients[CLIENT_ID].to_numpy()
     probabilities = scored["churn_probability"].to_numpy()
     if chosen.out_of_fold is not None:
-        out_of_fold = chosen.out_of_fold.reindex(scored[CLIENT_ID].to_numpy()).to_numpy()
+        out_of_fold = chosen.out_of_fold.reindex(client_ids).to_numpy()
         probabilities = np.where(np.isnan(out_of_fold), probabilities, out_of_fold)
+    del scored
     scores = pd.DataFrame(
         {
-            CLIENT_ID: scored[CLIENT_ID].to_numpy(),
+            CLIENT_ID: client_ids,
             "churn_probability": probabilities,
             "risk_tier": risk_tiers(probabilities, settings),
             "reasons": phrases,
-        }
+        },
+        copy=False,
     )
     counts = scores["risk_tier"].value_counts()
     logger.info(
@@ -731,7 +753,7 @@ def score(chosen: ChosenModel, checked: CheckedData, settings: Settings) -> pd.D
         score_chunk(chosen.pipeline, chunk, reference)
         for chunk in client_chunks(checked, settings.chunk_rows)
     ]
-    return combine_scores(chosen, settings, chunks, started)
+    return combine_scores(chosen, settings, chunks, started, checked.scoring.valid)
 
 
 def realised_roc_auc(scores: pd.DataFrame, checked: CheckedData) -> float | None:

@@ -7,6 +7,7 @@ is widened for this module: the cases are about rows, not about the size.
 
 import uuid
 
+import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
@@ -305,3 +306,29 @@ def test_sliced_check_matches_whole(cases_database, name, n_quarantined):
     pd.testing.assert_frame_equal(sliced.scoring.valid, whole.scoring.valid)
     pd.testing.assert_frame_equal(sliced.scoring.quarantined, whole.scoring.quarantined)
     assert steps._quality_rows(sliced).equals(steps._quality_rows(whole))
+
+
+def test_scores_share_valid_client_ids(cases_database):
+    """The month's scores and segments hold no copy of the valid rows' client ids."""
+    load_questionnaire_file(
+        cases_database,
+        read_questionnaire_csv(CASES / "03_age_out_of_range.csv"),
+        MONTH,
+        replace=True,
+    )
+    settings = get_settings()
+    checked = steps.check(steps.extract(cases_database, MONTH), settings)
+    chosen = registry.fit_or_load(cases_database, settings, checked)
+
+    scores = steps.score(chosen, checked, settings)
+    segments = steps.segment(checked, settings)
+
+    valid = checked.scoring.valid
+    assert len(valid) == 18
+    assert "month" not in valid
+    assert "row_number" not in valid
+    assert scores["client_id"].tolist() == valid["client_id"].tolist()
+    assert np.shares_memory(scores["client_id"].to_numpy(), valid["client_id"].to_numpy())
+    assert np.shares_memory(
+        segments.assignments["client_id"].to_numpy(), valid["client_id"].to_numpy()
+    )
