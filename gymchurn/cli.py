@@ -125,10 +125,23 @@ def _status(message: str):
     return console.status(message)
 
 
+# OpenMP's thread count: a whole number, or one for each level of nested
+# parallelism, separated by commas.
+_OMP_THREADS = re.compile(r"[1-9][0-9]*(,[1-9][0-9]*)*")
+
+
 def _settings():
     from pydantic import ValidationError
     from pydantic_settings import SettingsError
 
+    threads = os.environ.get("OMP_NUM_THREADS")
+    if threads is not None and not _OMP_THREADS.fullmatch(threads.strip()):
+        # OpenMP ignores an invalid value with a warning and starts a thread a core.
+        raise _fail(
+            f"invalid OMP_NUM_THREADS={threads!r}: expected a whole number of threads of at "
+            "least 1, such as 1 (the job's default); unset it to use the default",
+            2,
+        )
     try:
         return get_settings()
     except SettingsError as err:
@@ -1205,7 +1218,8 @@ def run(
         list[str] | None,
         typer.Option(
             help="Month to score, YYYY-MM; repeat to score several months in the order "
-            "given. Default: the month before today in the business timezone."
+            "given (a failed month stops the months after it). Default: the month before "
+            "today in the business timezone."
         ),
     ] = None,
     retrain: Annotated[
@@ -1290,8 +1304,19 @@ def run(
     if parent:
         # `run` killed outright stops its job too, as SIGTERM would.
         runtime.stop_with_parent(signal.SIGUSR1, int(parent))
-    for label in labels[:-1]:
-        typer.echo(_run_summary(_run_month(label, retrain, task_runner, dask_address)))
+    for position, label in enumerate(labels[:-1]):
+        try:
+            summary = _run_month(label, retrain, task_runner, dask_address)
+        except typer.Exit:
+            later = labels[position + 1 :]
+            typer.echo(
+                f"error: {', '.join(later)} not run: a failed month stops the months after "
+                f"it. Once {label} is mended, run them with: gymchurn run "
+                + " ".join(f"--month {m}" for m in later),
+                err=True,
+            )
+            raise
+        typer.echo(_run_summary(summary))
     last = _run_month(labels[-1], retrain, task_runner, dask_address)
     # Every month is published: a signal now has nothing left to stop. The
     # signals are ignored rather than handled: while Prefect stopped its

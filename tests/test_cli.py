@@ -531,3 +531,37 @@ def test_run_summary_counts_held_out(held_out, words):
 
     assert f"({words} held out as the control group)" in summary
     assert "20 read, 18 scored, 2 quarantined" in summary
+
+
+def test_run_failed_month_names_skipped_months(monkeypatch):
+    from gymchurn import cli
+
+    started = []
+
+    def failing_first(label, *args):
+        started.append(label)
+        raise cli._fail(f"run for {label} failed: no questionnaires")
+
+    monkeypatch.setenv("GYMCHURN_JOB_PROCESS", "1")
+    monkeypatch.setattr(cli, "_run_month", failing_first)
+    # The command sets handlers for the job's signals, which the test process keeps otherwise.
+    monkeypatch.setattr(cli.signal, "signal", lambda *args: None)
+
+    result = _invoke("run", "--month", "2026-10", "--month", "2026-11", "--month", "2026-12")
+
+    assert result.exit_code == 1
+    assert started == ["2026-10"]
+    assert "error: 2026-11, 2026-12 not run: a failed month stops the months after it" in (
+        result.stderr
+    )
+    assert "gymchurn run --month 2026-11 --month 2026-12" in result.stderr
+
+
+@pytest.mark.parametrize("threads", ["0", "abc", "-1", ""])
+def test_invalid_omp_threads_rejected(monkeypatch, threads):
+    monkeypatch.setenv("OMP_NUM_THREADS", threads)
+
+    result = _invoke("run", "--month", "2026-10")
+
+    assert result.exit_code == 2
+    assert f"invalid OMP_NUM_THREADS={threads!r}" in result.stderr
