@@ -58,8 +58,10 @@ WITH scored AS (
     SELECT
         s.month,
         count(*) AS clients_scored,
-        sum(s.churn_probability) AS expected_churners,
-        avg(s.churn_probability) AS mean_probability,
+        -- Summed as numeric, which is exact, so that the same rows give the same
+        -- digits whatever order a parallel plan adds them in.
+        sum(s.churn_probability::numeric)::double precision AS expected_churners,
+        avg(s.churn_probability::numeric)::double precision AS mean_probability,
         count(*) FILTER (WHERE s.risk_tier = 'high') AS clients_high,
         count(*) FILTER (WHERE s.risk_tier = 'medium') AS clients_medium,
         count(*) FILTER (WHERE s.risk_tier = 'low') AS clients_low,

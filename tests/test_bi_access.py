@@ -141,6 +141,23 @@ def test_cluster_summary_sizes_add_up(module_database, backtest):
     assert summary["traits"].map(len).min() >= 1
 
 
+def test_monthly_trend_same_digits_in_any_row_order(module_database, backtest):
+    query = "SELECT expected_churners, mean_probability FROM churn.monthly_trend"
+    with module_database.connect() as conn:
+        before = tuple(conn.exec_driver_sql(query).one())
+        # New versions of every other row go to the end of the table, so a scan
+        # reads the rows in another order. Rolled back at the end.
+        moved = conn.exec_driver_sql(
+            "UPDATE churn.scores SET holdout = holdout WHERE client_id %% 2 = 0"
+        ).rowcount
+        after = tuple(conn.exec_driver_sql(query).one())
+        conn.rollback()
+
+    assert moved == 2000
+    assert after == before
+    assert 900 < before[0] < 1200
+
+
 def test_monthly_trend_expected_churners(module_database, backtest):
     trend = _frame(module_database, "SELECT * FROM churn.monthly_trend")
     totals = _frame(
