@@ -1335,7 +1335,7 @@ def _run_month(
         # gets the same message as one during the run.
         from flows.monthly_scoring import with_task_runner
 
-        runtime.print_failures_once()
+        runtime.quiet_run_console()
         monthly_scoring = with_task_runner(task_runner, dask_address)
         return monthly_scoring(month=label, retrain=retrain)
     except BaseException as err:

@@ -184,7 +184,7 @@ def hide_server_advice() -> None:
         prefect_logger.addFilter(_ServerAdviceFilter())
 
 
-class _FlowFailureEchoFilter(logging.Filter):
+class _RunConsoleFilter(logging.Filter):
     """Keep off the console the run records that repeat the command's error line.
 
     ``gymchurn run`` ends a failed month with ``error: run for M failed: ...``.
@@ -192,8 +192,9 @@ class _FlowFailureEchoFilter(logging.Filter):
     message when the step raised it, in the step's final state, when the flow
     raised it and in the flow's final state. Only the step's final state
     stays: it names the step. An error of Python or a library keeps its
-    traceback, which the error line does not show. The Prefect server still
-    receives every record.
+    traceback, which the error line does not show. A step that completed is
+    left out too, because the step's own log line already gives its counts
+    and seconds. The Prefect server still receives every record.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -201,14 +202,14 @@ class _FlowFailureEchoFilter(logging.Filter):
             return True
         if getattr(record, "gymchurn_explained", False):
             return False
-        return not (
-            record.name == "prefect.flow_runs"
-            and record.getMessage().startswith("Finished in state Failed")
-        )
+        message = record.getMessage()
+        if record.name == "prefect.task_runs":
+            return not message.startswith("Finished in state Completed")
+        return not message.startswith("Finished in state Failed")
 
 
-def print_failures_once() -> None:
-    """Drop the flow run's repeats of a failure from Prefect's console output.
+def quiet_run_console() -> None:
+    """Drop the flow run's repeats of a failure and the completed steps from Prefect's console.
 
     Meant for a command that prints each failed run's error itself. Prefect
     must be imported first: its logging set-up replaces the root logger's
@@ -218,6 +219,6 @@ def print_failures_once() -> None:
 
     for handler in logging.getLogger().handlers:
         if isinstance(handler, PrefectConsoleHandler) and not any(
-            isinstance(f, _FlowFailureEchoFilter) for f in handler.filters
+            isinstance(f, _RunConsoleFilter) for f in handler.filters
         ):
-            handler.addFilter(_FlowFailureEchoFilter())
+            handler.addFilter(_RunConsoleFilter())

@@ -60,6 +60,10 @@ logger = logging.getLogger(__name__)
 RISK_TIERS = ("high", "medium", "low")
 
 
+class ReportPlaceError(IsADirectoryError):
+    """The month's report cannot be moved to its place, which is a folder."""
+
+
 class NoDataError(RuntimeError):
     """The month has nothing the job can score or train on."""
 
@@ -1458,12 +1462,12 @@ def check_report_place(staged: Path, final: Path) -> None:
     """Raise when the staged report could not replace ``final``, before the month is published.
 
     Raises:
-        IsADirectoryError: ``final`` is a folder, which ``os.replace`` cannot replace.
+        ReportPlaceError: ``final`` is a folder, which ``os.replace`` cannot replace.
     """
     if final.is_dir():
-        raise IsADirectoryError(
-            f"{final} is a folder, so the month's report cannot be placed there (it is "
-            f"staged at {staged}); move that folder away and run the month again"
+        raise ReportPlaceError(
+            f"{final} is a folder, so the month's report cannot be placed there; move "
+            "that folder away and run the month again"
         )
 
 

@@ -367,6 +367,8 @@ def test_report_failure_publishes_nothing(database, real_data, monkeypatch):
     assert runs["status"].to_list() == ["succeeded", "failed", "failed", "failed"]
     assert "No space left" in runs["message"].iloc[1]
     assert "is a folder" in runs["message"].iloc[3]
+    # The staged report is deleted, so the message names no staged file.
+    assert "staged" not in runs["message"].iloc[3]
     pd.testing.assert_frame_equal(_frame(database, query), before)
     assert [p.name for p in folder.iterdir()] == ["report_2026-10.html"]
 

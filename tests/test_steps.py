@@ -181,7 +181,7 @@ def test_console_shows_job_error_once(monkeypatch):
     console = PrefectConsoleHandler()
     root = logging.getLogger()
     monkeypatch.setattr(root, "handlers", [console])
-    runtime.print_failures_once()
+    runtime.quiet_run_console()
     console_messages = []
     monkeypatch.setattr(
         console, "emit", lambda record: console_messages.append(record.getMessage())
@@ -199,11 +199,14 @@ def test_console_shows_job_error_once(monkeypatch):
     failed("prefect.flow_runs", "Encountered exception during execution: rejected", job_error)
     failed("prefect.flow_runs", "Finished in state Failed('rejected')")
     failed("prefect.task_runs", "Task run failed with exception: KeyError", KeyError("churned"))
+    logging.getLogger("prefect.task_runs").info("Finished in state Completed()")
+    logging.getLogger("prefect.flow_runs").info("Finished in state Completed()")
 
-    # The step's final state, and a library error with its traceback.
+    # The step's final state, a library error with its traceback, and the flow's end.
     assert console_messages == [
         "Finished in state Failed('rejected')",
         "Task run failed with exception: KeyError",
+        "Finished in state Completed()",
     ]
 
 
