@@ -353,17 +353,20 @@ def extract(engine: Engine, month: dt.date, settings: Settings | None = None) ->
         with engine.connect() as conn:
             scoring = _read_month(conn, month, settings.read_chunk_rows)
         earlier, candidates, faults = reading.result()
+    n_month_faults = int((faults[MONTH] == month).sum()) if len(faults) else 0
     logger.info(
         "extract: %d questionnaires for %s; %d earlier month(s) of %d rows, %d of them "
         "labelled, profiled in SQL; %d labelled rows read as training candidates; "
-        "%d unreadable cell(s) from loading (%.1f s)",
+        "%d unreadable cell(s) from loading in %s and %d in the candidates (%.1f s)",
         len(scoring),
         format_month(month),
         len(earlier),
         sum(profile.n_rows for profile in earlier),
         sum(profile.n_labelled for profile in earlier),
         len(candidates),
-        len(faults),
+        n_month_faults,
+        format_month(month),
+        len(faults) - n_month_faults,
         time.perf_counter() - started,
     )
     if scoring.empty:

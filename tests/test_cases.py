@@ -5,6 +5,7 @@ The real file is loaded as 2026-09, so each case month is trained on it. Its
 is widened for this module: the cases are about rows, not about the size.
 """
 
+import logging
 import uuid
 
 import numpy as np
@@ -19,7 +20,7 @@ from gymchurn.settings import get_settings
 from gymchurn.simulation.simulator import ClientSimulator
 from gymchurn.simulation.store import write_simulation
 from gymchurn.validation import DataValidationError
-from tests.conftest import CASES
+from tests.conftest import CASES, LogMessages
 
 HISTORY, MONTH = parse_month("2026-09"), parse_month("2026-10")
 
@@ -332,3 +333,27 @@ def test_scores_share_valid_client_ids(cases_database):
     assert np.shares_memory(
         segments.assignments["client_id"].to_numpy(), valid["client_id"].to_numpy()
     )
+
+
+def test_extract_counts_month_faults_apart(cases_database):
+    load_questionnaire_file(
+        cases_database,
+        read_questionnaire_csv(CASES / "10_nan_in_lifetime.csv"),
+        MONTH,
+        replace=True,
+    )
+    package_logger = logging.getLogger("gymchurn")
+    messages = LogMessages(logging.INFO)
+    level = package_logger.level
+    package_logger.addHandler(messages)
+    package_logger.setLevel(logging.INFO)
+    try:
+        data = steps.extract(cases_database, MONTH)
+    finally:
+        package_logger.removeHandler(messages)
+        package_logger.setLevel(level)
+
+    assert len(data.faults) == 4
+    summary = [m for m in messages.messages if m.startswith("extract: 20 questionnaires")]
+    assert len(summary) == 1
+    assert "4 unreadable cell(s) from loading in 2026-10 and 0 in the candidates" in summary[0]
