@@ -51,6 +51,10 @@ logger = logging.getLogger(__name__)
 
 # Share of the reference rows held out to measure permutation importance on.
 HOLDOUT_SHARE = 0.25
+# Fewer held-out rows than this get a warning that the drivers' order is not
+# to be trusted. A judgement, not a measured bound: on a few dozen rows, one
+# client more or less can reorder features whose importances are close.
+MIN_TRUSTED_HOLDOUT_ROWS = 200
 
 # Maximum number of quantile bins of a feature that is not shown by value.
 MAX_BINS = 5
@@ -200,6 +204,14 @@ def find_drivers(
         top,
         time.perf_counter() - started,
     )
+    if len(holdout) < MIN_TRUSTED_HOLDOUT_ROWS:
+        logger.warning(
+            "Drivers of churn measured on only %d held-out rows, fewer than %d: their order "
+            "may change with a few clients. Read them with care, or load outcomes for more "
+            "clients of the latest labelled month",
+            len(holdout),
+            MIN_TRUSTED_HOLDOUT_ROWS,
+        )
     return drivers
 
 

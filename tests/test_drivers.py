@@ -292,3 +292,23 @@ def test_explain_refit_by_training_months(pipeline, labelled, monkeypatch, train
     steps.explain(chosen, checked, SimpleNamespace(random_seed=SEED))
 
     assert [call["refit"] for call in calls] == [refit]
+
+
+def test_find_drivers_warns_on_few_holdout_rows(pipeline, labelled, caplog):
+    reference = labelled.head(400)
+
+    with caplog.at_level(logging.INFO, logger="gymchurn.drivers"):
+        result = find_drivers(pipeline, labelled, reference, seed=SEED)
+
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert result.holdout_rows == 100
+    assert len(warnings) == 1
+    assert "measured on only 100 held-out rows, fewer than 200" in warnings[0]
+
+
+def test_find_drivers_no_warning_on_real_month(pipeline, labelled, caplog):
+    with caplog.at_level(logging.INFO, logger="gymchurn.drivers"):
+        result = find_drivers(pipeline, labelled, labelled, seed=SEED)
+
+    assert result.holdout_rows == 1000
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
