@@ -112,6 +112,19 @@ def test_forward_run_at_risk_file_matches_view(module_database, forward_run):
     assert exported["reasons"].dropna().str.split("; ").map(len).max() <= 3
 
 
+def test_forward_run_finishes_after_its_at_risk_list(module_database, forward_run):
+    run = _frame(
+        module_database,
+        "SELECT started_at, finished_at, at_risk_path FROM churn.runs"
+        " WHERE month = '2026-11-01' AND status = 'succeeded'",
+    ).iloc[0]
+    written = pd.Timestamp(Path(run["at_risk_path"]).stat().st_mtime, unit="s", tz="UTC")
+
+    assert run["finished_at"] >= written
+    assert run["finished_at"] - written < pd.Timedelta(seconds=5)
+    assert run["started_at"] < written
+
+
 def test_forward_run_describes_segments_drivers_and_measures(module_database, forward_run):
     clusters = _frame(module_database, "SELECT * FROM churn.clusters WHERE month = '2026-11-01'")
     influence = _frame(

@@ -1,5 +1,5 @@
 UPDATE churn.runs
-SET status = 'succeeded', finished_at = now(), mode = %(mode)s,
+SET status = 'succeeded', finished_at = clock_timestamp(), mode = %(mode)s,
     rows_read = %(rows_read)s, rows_quarantined = %(rows_quarantined)s,
     rows_scored = %(rows_scored)s, training_rows = %(training_rows)s,
     model_version = %(model_version)s, realised_roc_auc = %(realised_roc_auc)s,
