@@ -18,7 +18,7 @@ import typer
 from gymchurn import runtime
 from gymchurn.cli_help import PlainHelpTyper
 from gymchurn.runtime import configure_environment
-from gymchurn.schema import format_month, parse_month, previous_month
+from gymchurn.schema import CLIENT_ID, format_month, parse_month, previous_month
 from gymchurn.settings import get_settings
 
 # Tracebacks without local variables: those can hold the database password.
@@ -269,7 +269,7 @@ def models_evaluate(
 
     from gymchurn.evaluation import evaluate_candidates, reliability_plot
     from gymchurn.loader import CsvFormatError, read_questionnaire_csv
-    from gymchurn.schema import CHURNED, CLIENT_ID, MONTH
+    from gymchurn.schema import CHURNED, MONTH
     from gymchurn.validation import ROW_NUMBER, DataValidationError, validate_questionnaires
 
     settings = _settings()
@@ -478,6 +478,10 @@ def load_csv(
         ) from None
     if source.header.ignored:
         logger.info("%s: ignored column(s) %s", file, ", ".join(source.header.ignored))
+    if not source.ids_assigned:
+        key = source.header.names[source.header.positions[CLIENT_ID]]
+        if key != CLIENT_ID:
+            logger.info("%s: column %r read as client_id, the client key", file, key)
     for fault in loaded.faults.head(10).itertuples():
         logger.warning(
             "%s: line %d, column %s: %r (%s); the row is loaded with NULL there",

@@ -153,6 +153,7 @@ def test_load_csv_logs_ignored_columns(database):
     assert expected in result.stderr
     # member_id is the client key when there is no client_id column.
     assert "clients numbered" not in result.stderr
+    assert "column 'member_id' read as client_id, the client key" in result.stderr
     assert _count(database, "crm.questionnaires") == 20
 
 
