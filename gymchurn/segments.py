@@ -443,7 +443,7 @@ def describe_segments(
     if lined_up(assignments, clients) and _client_order(client_ids) is None:
         # The job's case: both list the clients in client_id order.
         assigned_ids = client_ids
-        # A copy: the column may be a row of a block that holds the ids too.
+        # A copy: the column may be a row of a block that contains the ids too.
         assigned_clusters = cluster_of_client = assignments[CLUSTER_ID].to_numpy().copy()
     else:
         # Each client's segment in the row order of clients, without sorting the month.

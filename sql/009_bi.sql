@@ -58,8 +58,8 @@ WITH scored AS (
     SELECT
         s.month,
         count(*) AS clients_scored,
-        -- Summed as numeric, which is exact, so that the same rows give the same
-        -- digits whatever order a parallel plan adds them in.
+        -- Summed as numeric, whose sums are exact, so that the same rows give the
+        -- same digits in any scan order, parallel or not.
         sum(s.churn_probability::numeric)::double precision AS expected_churners,
         avg(s.churn_probability::numeric)::double precision AS mean_probability,
         count(*) FILTER (WHERE s.risk_tier = 'high') AS clients_high,

@@ -141,7 +141,7 @@ def test_cluster_summary_sizes_add_up(module_database, backtest):
     assert summary["traits"].map(len).min() >= 1
 
 
-def test_monthly_trend_same_digits_in_any_row_order(module_database, backtest):
+def test_monthly_trend_sums_order_independent(module_database, backtest):
     query = "SELECT expected_churners, mean_probability FROM churn.monthly_trend"
     with module_database.connect() as conn:
         before = tuple(conn.exec_driver_sql(query).one())

@@ -116,7 +116,7 @@ def test_load_csv_invalid_month(database, month):
     assert _count(database, "churn.scores") == 0
 
 
-def test_load_csv_month_not_begun_refused(database):
+def test_load_csv_future_month_rejected(database):
     timezone = get_settings().timezone
     today = dt.datetime.now(ZoneInfo(timezone)).date()
     next_month = (today.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
