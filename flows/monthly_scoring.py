@@ -161,6 +161,12 @@ def publish(
     )
 
 
+def _wait_for_report_place(rendering, report: Path) -> None:
+    """Wait until the report is rendered, then raise when its place is taken by a folder."""
+    rendering.result()
+    steps.check_report_place(report)
+
+
 def _discard_report(rendering, staged: Path) -> None:
     """Wait for the report being rendered, if any, then delete its staged file.
 
@@ -354,7 +360,7 @@ def monthly_scoring(month: str | None = None, retrain: str = "auto") -> dict:
             data_docs,
             insights,
             report,
-            lambda: steps.check_report_place(rendering.result(), report),
+            lambda: _wait_for_report_place(rendering, report),
         )
         steps.place_report(rendering.result(), report)
         at_risk_path = deliver(engine, settings, run)

@@ -139,7 +139,7 @@ def _settings():
         # OpenMP ignores an invalid value with a warning and starts a thread a core.
         raise _fail(
             f"invalid OMP_NUM_THREADS={threads!r}: expected a whole number of threads of at "
-            "least 1, such as 1 (the job's default); unset it to use the default",
+            "least 1, such as 1 (the job's default). Unset it to use the default.",
             2,
         )
     try:
@@ -1222,7 +1222,7 @@ def run(
         list[str] | None,
         typer.Option(
             help="Month to score, YYYY-MM; repeat to score several months in the order "
-            "given (a failed month stops the months after it). Default: the month before "
+            "given (the run stops at the first month that fails). Default: the month before "
             "today in the business timezone."
         ),
     ] = None,
@@ -1314,9 +1314,9 @@ def run(
         except typer.Exit:
             later = labels[position + 1 :]
             typer.echo(
-                f"error: {', '.join(later)} not run: a failed month stops the months after "
-                f"it. Once {label} is mended, run them with: gymchurn run "
-                + " ".join(f"--month {m}" for m in later),
+                f"error: {', '.join(later)} not run, because the run stops at the first "
+                f"month that fails or is stopped. Once {label} is scored, run them with: "
+                "gymchurn run " + " ".join(f"--month {m}" for m in later),
                 err=True,
             )
             raise

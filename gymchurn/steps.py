@@ -353,7 +353,7 @@ def extract(engine: Engine, month: dt.date, settings: Settings | None = None) ->
         with engine.connect() as conn:
             scoring = _read_month(conn, month, settings.read_chunk_rows)
         earlier, candidates, faults = reading.result()
-    n_month_faults = int((faults[MONTH] == month).sum()) if len(faults) else 0
+    n_month_faults = int((faults[MONTH] == month).sum())
     logger.info(
         "extract: %d questionnaires for %s; %d earlier month(s) of %d rows, %d of them "
         "labelled, profiled in SQL; %d labelled rows read as training candidates; "
@@ -1461,8 +1461,8 @@ def render_report(
     )
 
 
-def check_report_place(staged: Path, final: Path) -> None:
-    """Raise when the staged report could not replace ``final``, before the month is published.
+def check_report_place(final: Path) -> None:
+    """Raise when a staged report could not replace ``final``, before the month is published.
 
     Raises:
         ReportPlaceError: ``final`` is a folder, which ``os.replace`` cannot replace.
