@@ -136,7 +136,7 @@ def _settings():
 
     threads = os.environ.get("OMP_NUM_THREADS")
     if threads is not None and not _OMP_THREADS.fullmatch(threads.strip()):
-        # OpenMP ignores an invalid value with a warning and starts a thread a core.
+        # libgomp only warns about an invalid value and falls back to its own default.
         raise _fail(
             f"invalid OMP_NUM_THREADS={threads!r}: expected a whole number of threads of at "
             "least 1, such as 1 (the job's default). Unset it to use the default.",
