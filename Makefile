@@ -33,9 +33,10 @@ else
 endif
 
 # One worker a core; each test file runs whole on one worker, so that its
-# module-wide fixtures are built once.
+# module-wide fixtures are built once. The longest files go first (the order
+# is in tests/conftest.py).
 test: install browser
-	$(BIN)/python -m pytest -n auto --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n auto --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # The report's browser test needs Chromium: install it when this user can,
 # else say that the test will be skipped.

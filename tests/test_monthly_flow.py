@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from gymchurn import model
 from gymchurn.loader import load_questionnaire_file, read_questionnaire_csv
 from gymchurn.schema import CHURNED, FEATURES, parse_month
+from gymchurn.settings import get_settings
 from tests.conftest import LogMessages
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -246,7 +247,12 @@ def test_backtest_scores_are_out_of_fold(module_database, forward_run, real_data
     labels = frame[CHURNED].astype(int).to_numpy()
     pipeline = model.candidate_models(seed=42)[version["algorithm"]]
     _, out_of_fold = model.cross_validate(
-        pipeline, model.feature_matrix(frame), labels, folds=5, seed=42, threshold=0.5
+        pipeline,
+        model.feature_matrix(frame),
+        labels,
+        folds=get_settings().cv_folds,
+        seed=42,
+        threshold=0.5,
     )
     assert scores["churn_probability"].to_numpy() == pytest.approx(out_of_fold)
     in_sample = model.predict(pipeline.fit(model.feature_matrix(frame), labels), frame)
