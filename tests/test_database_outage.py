@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from gymchurn.settings import get_settings
-from tests.conftest import REPO
+from tests.conftest import REPO, prefect_home
 from tests.test_cli import _invoke
 from tests.test_run_safety import _backends_waiting_on, _stderr
 
@@ -162,8 +162,11 @@ def test_lost_mid_run_recorded_failed(database, admin_engine, forwarder, tmp_pat
     # failure is recorded.
     monkeypatch.setenv("GYMCHURN_DB_RETRY_SECONDS", "[1, 2, 4, 8, 15, 30]")
     home = tmp_path / "job"
-    (home / "prefect").mkdir(parents=True)
-    env = {**os.environ, "PREFECT_HOME": str(home / "prefect"), "GYMCHURN_JOB_PROCESS": "1"}
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(prefect_home(home / "prefect")),
+        "GYMCHURN_JOB_PROCESS": "1",
+    }
     conn = database.connect()
     transaction = conn.begin()
     conn.execute(sa.text("LOCK TABLE churn.findings IN ACCESS EXCLUSIVE MODE"))

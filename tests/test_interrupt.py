@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from gymchurn.loader import load_questionnaire_file, read_questionnaire_csv
 from gymchurn.schema import parse_month
+from tests.conftest import prefect_home
 
 
 def _run_status(engine) -> list[tuple[str, str]]:
@@ -35,7 +36,7 @@ def _start_run(database, real_data, tmp_path) -> subprocess.Popen:
     The temporary Prefect server takes 5-10 s to start; the run row appears after it.
     """
     load_questionnaire_file(database, read_questionnaire_csv(real_data), parse_month("2026-10"))
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
+    env = {**os.environ, "PREFECT_HOME": str(prefect_home(tmp_path / "prefect"))}
     # Files, not pipes: a process the test kills leaves its children holding them.
     job = subprocess.Popen(
         [sys.executable, "-m", "gymchurn.cli", "run", "--month", "2026-10"],

@@ -16,7 +16,7 @@ import psutil
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import REPO
+from tests.conftest import REPO, prefect_home
 
 FEBRUARY = "2026-02"
 MARCH = "2026-03"
@@ -52,8 +52,11 @@ def _start_job(tmp_path, month: str, name: str, retrain: str = "never") -> subpr
     a child, so the group holds the job and Prefect's temporary server.
     """
     home = tmp_path / name
-    (home / "prefect").mkdir(parents=True)
-    env = {**os.environ, "PREFECT_HOME": str(home / "prefect"), "GYMCHURN_JOB_PROCESS": "1"}
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(prefect_home(home / "prefect")),
+        "GYMCHURN_JOB_PROCESS": "1",
+    }
     return subprocess.Popen(
         [sys.executable, "-m", "gymchurn.cli", "run", "--month", month, "--retrain", retrain],
         cwd=REPO,

@@ -24,7 +24,7 @@ from flows.deployment import CRON, DEPLOYMENT_NAME
 from gymchurn.loader import load_questionnaire_file, read_questionnaire_csv
 from gymchurn.schema import format_month, parse_month, previous_month
 from gymchurn.settings import Settings
-from tests.conftest import REPO
+from tests.conftest import REPO, prefect_home
 
 FULL_NAME = f"monthly_scoring/{DEPLOYMENT_NAME}"
 # Not the default timezone, so that the tests show the setting reaches the schedule.
@@ -88,7 +88,7 @@ def prefect_api(tmp_path_factory):
     env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
     env.update(
         _TELEMETRY_OFF,
-        PREFECT_HOME=str(folder / "home"),
+        PREFECT_HOME=str(prefect_home(folder / "home")),
         PREFECT_UI_ENABLED="false",
         # Auto-scheduled runs appear within seconds instead of a minute.
         PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="1",

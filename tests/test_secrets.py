@@ -19,7 +19,7 @@ from psycopg import sql
 
 from gymchurn import db
 from gymchurn.settings import get_settings
-from tests.conftest import REPO
+from tests.conftest import REPO, prefect_home
 from tests.test_cli import _invoke
 from tests.test_cli_arguments import _tables_digest
 
@@ -61,7 +61,7 @@ def _run(tmp_path: Path, url: str, *months: str) -> tuple[int, str]:
     env = {
         **os.environ,
         "DATABASE_URL": url,
-        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PREFECT_HOME": str(prefect_home(tmp_path / "prefect")),
         "GYMCHURN_DB_RETRY_SECONDS": "[0.1]",
     }
     command = [sys.executable, "-m", "gymchurn.cli", "run"]

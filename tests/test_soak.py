@@ -10,7 +10,7 @@ import sys
 
 import sqlalchemy as sa
 
-from tests.conftest import REPO
+from tests.conftest import REPO, prefect_home
 from tests.consistency import find_inconsistencies
 from tests.test_cli import _invoke
 
@@ -20,8 +20,7 @@ MONTHS = ["2026-01", "2026-02", "2026-03"]
 def test_months_back_to_back_consistent(database, tmp_path):
     simulated = _invoke("simulate", "--clients", "1500", "--months", "3", "--start", MONTHS[0])
     assert simulated.exit_code == 0, simulated.output
-    (tmp_path / "prefect").mkdir()
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
+    env = {**os.environ, "PREFECT_HOME": str(prefect_home(tmp_path / "prefect"))}
     command = [sys.executable, "-m", "gymchurn.cli", "run", "--retrain", "auto"]
     for month in MONTHS:
         command += ["--month", month]
