@@ -134,7 +134,8 @@ def fail_run(
     """Record why a run failed; the month's published rows stay as they were.
 
     Only a run still ``running`` is marked failed: a run stopped after its
-    publish transaction committed stays ``succeeded``. A failure to record
+    publish transaction committed stays ``succeeded``, and its message gets
+    what stopped it, since its report or at-risk list may be missing. A failure to record
     (the database is gone) is logged, not raised, so the caller goes on to
     raise the error that stopped the run.
 
@@ -161,6 +162,12 @@ def fail_run(
                 recorded = db.execute(conn, "fail_run", params).first() is not None
                 if not recorded:
                     status = db.execute(conn, "run_status", {"run_id": run_id}).scalar()
+                if status == "succeeded":
+                    db.execute(
+                        conn,
+                        "note_failure_after_publish",
+                        {"run_id": run_id, "note": _after_publish_note(error)},
+                    )
             if recorded or status != "succeeded":
                 # No row (the run stopped before it was recorded), or one
                 # already failed: the month's published rows are as before.
@@ -239,6 +246,20 @@ def _failure_message(error: BaseException) -> str:
         reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
         return f"interrupted ({reason}) before the month was published"
     return f"{type(error).__name__}: {error}"
+
+
+def _after_publish_note(error: BaseException) -> str:
+    """Say what stopped a run after its month was published, for its message in churn.runs."""
+    if runtime.received_signals:
+        cause = f"interrupted ({runtime.received_signals[0]})"
+    elif not isinstance(error, Exception):
+        cause = f"interrupted ({type(error).__name__})"
+    else:
+        cause = f"failed ({type(error).__name__}: {error})"
+    return (
+        f"Then {cause} after the month was published: the report or the at-risk list "
+        "may be missing; run the month again."
+    )
 
 
 def _tidy_extract(frame: pd.DataFrame) -> pd.DataFrame:

@@ -391,6 +391,23 @@ def test_report_failure_publishes_nothing(database, real_data, monkeypatch):
     pd.testing.assert_frame_equal(_frame(database, query), before)
     assert [p.name for p in folder.iterdir()] == ["report_2026-10.html"]
 
+    # A folder where the at-risk list goes: found only after the publish,
+    # so the run stays published and its message says what went wrong.
+    published.rmdir()
+    at_risk = Path(first["at_risk_path"])
+    at_risk.unlink()
+    at_risk.mkdir()
+    with pytest.raises(IsADirectoryError):
+        monthly_scoring(month="2026-10", retrain="never")
+    last = _frame(
+        database,
+        "SELECT status, message, at_risk_path FROM churn.runs ORDER BY started_at DESC LIMIT 1",
+    ).iloc[0]
+    assert last["status"] == "succeeded"
+    assert last["at_risk_path"] is None
+    assert "Then failed (IsADirectoryError" in last["message"]
+    assert last["message"].endswith("may be missing; run the month again.")
+
 
 def test_top_at_risk_skips_held_out():
     from types import SimpleNamespace

@@ -65,15 +65,27 @@ def test_fail_run_after_publish_keeps_success(database):
     steps.start_run(database, run_id, pd.Timestamp("2026-10-01").date())
     with database.begin() as conn:
         conn.execute(
-            sa.text("UPDATE churn.runs SET status = 'succeeded' WHERE run_id = :id"), {"id": run_id}
+            sa.text(
+                "UPDATE churn.runs SET status = 'succeeded', message = '12 read, 12 scored'"
+                " WHERE run_id = :id"
+            ),
+            {"id": run_id},
         )
 
     recorded = steps.fail_run(database, run_id, KeyboardInterrupt("stopped by signal SIGINT"))
+    again = steps.fail_run(database, run_id, IsADirectoryError(21, "Is a directory"))
 
     assert recorded is False
+    assert again is False
     with database.connect() as conn:
-        status = conn.execute(sa.text("SELECT status FROM churn.runs")).scalar_one()
-    assert status == "succeeded"
+        row = conn.execute(sa.text("SELECT status, message FROM churn.runs")).one()
+    assert row.status == "succeeded"
+    assert row.message == (
+        "12 read, 12 scored Then interrupted (KeyboardInterrupt) after the month was "
+        "published: the report or the at-risk list may be missing; run the month again. "
+        "Then failed (IsADirectoryError: [Errno 21] Is a directory) after the month was "
+        "published: the report or the at-risk list may be missing; run the month again."
+    )
 
 
 def test_risk_tiers_by_threshold():
