@@ -172,4 +172,14 @@ def load_measures(path: Path | None = None) -> Measures:
         _measure(entry, f"{path}, measure {i} ({entry.get('title', 'untitled')})")
         for i, entry in enumerate(entries, start=1)
     )
+    # The at-risk list and the campaigns know a measure by its title alone.
+    seen = {}
+    for i, measure in enumerate(measures, start=1):
+        first = seen.setdefault(measure.title.strip().casefold(), i)
+        if first != i:
+            raise MeasuresFileError(
+                f"{path}, measure {i} ({measure.title}): measure {first} has the same title; "
+                "give each measure a title of its own, since the at-risk list and the "
+                "campaigns name a measure by its title"
+            )
     return Measures(measures, numbers["target_groups"], numbers["top_drivers"], tiers, path)

@@ -151,6 +151,11 @@ def test_a_changed_rules_file_changes_the_measures(labelled, parts, tmp_path):
             '[[measure]]\ntitle = "A"\naction = "B"\ndrivers = "age"\nclients = { age = "> 1" }\n',
             "drivers must be a list",
         ),
+        (
+            '[[measure]]\ntitle = "Call"\naction = "B"\nclients = { age = "> 1" }\n'
+            '[[measure]]\ntitle = "call "\naction = "C"\nclients = { age = "< 1" }\n',
+            r"measure 2 \(call \): measure 1 has the same title",
+        ),
         # Saved by an editor in Windows-1252: \xe9 is not UTF-8.
         (b'[[measure]]\ntitle = "Caf\xe9"\n', "not UTF-8 text"),
     ],
