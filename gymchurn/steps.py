@@ -660,17 +660,31 @@ def risk_tiers(probabilities: np.ndarray, settings: Settings) -> pd.Categorical:
     """Return ``high``, ``medium`` or ``low`` for each probability.
 
     With ``risk_capacity`` set, the ``risk_capacity`` highest probabilities
-    are ``high`` (ties broken by row order), and the others are ``medium``
-    from the medium threshold. The tiers come as a categorical of
+    at or above the medium threshold are ``high`` (ties broken by row order),
+    and the others from the medium threshold are ``medium``. A client below
+    the medium threshold stays ``low`` even when the capacity is not filled,
+    which is logged as a warning. The tiers come as a categorical of
     :data:`RISK_TIERS`: one byte a client where text would take 24.
     """
     codes = np.full(len(probabilities), RISK_TIERS.index("low"), dtype="int8")
-    codes[probabilities >= settings.risk_medium_threshold] = RISK_TIERS.index("medium")
+    at_risk = probabilities >= settings.risk_medium_threshold
+    codes[at_risk] = RISK_TIERS.index("medium")
     if settings.risk_capacity is None:
         codes[probabilities >= settings.risk_high_threshold] = RISK_TIERS.index("high")
     else:
+        n_at_risk = int(at_risk.sum())
+        if n_at_risk < settings.risk_capacity:
+            logger.warning(
+                "score: GYMCHURN_RISK_CAPACITY is %d, but only %d client(s) have a churn "
+                "probability of at least GYMCHURN_RISK_MEDIUM_THRESHOLD (%g): the high tier "
+                "holds those %d, and the others stay low",
+                settings.risk_capacity,
+                n_at_risk,
+                settings.risk_medium_threshold,
+                n_at_risk,
+            )
         order = np.argsort(-probabilities, kind="stable")
-        codes[order[: settings.risk_capacity]] = RISK_TIERS.index("high")
+        codes[order[: min(settings.risk_capacity, n_at_risk)]] = RISK_TIERS.index("high")
     return pd.Categorical.from_codes(codes, categories=RISK_TIERS)
 
 

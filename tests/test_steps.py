@@ -101,6 +101,18 @@ def test_risk_tiers_by_capacity():
     assert tiers == ["medium", "high", "medium", "high", "low"]
 
 
+def test_risk_capacity_leaves_unlikely_leavers_low(caplog):
+    # A capacity of 4 for 5 clients, of whom 3 reach the medium threshold.
+    settings = Settings(risk_capacity=4, risk_medium_threshold=0.25)
+    probabilities = np.array([0.3, 0.9, 0.0001, 0.7, 0.1])
+
+    with caplog.at_level(logging.WARNING, logger="gymchurn.steps"):
+        tiers = steps.risk_tiers(probabilities, settings).tolist()
+
+    assert tiers == ["high", "high", "low", "high", "low"]
+    assert "only 3 client(s) have a churn probability of at least" in caplog.text
+
+
 def _labelled_rows(n_rows: int) -> pd.DataFrame:
     rows = pd.DataFrame(
         {
