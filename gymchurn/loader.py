@@ -29,6 +29,8 @@ File rules:
   file. Such cells come from a spreadsheet that applied a locale to the
   numbers, and the intended values cannot be recovered. A single separator is
   always read as the decimal mark.
+- Flags: the flag columns other than gender also read ``yes``/``no``,
+  ``true``/``false`` and ``да``/``нет`` (any case) as 1 and 0.
 - Rows: a row with fewer fields than the header, or with non-empty fields
   beyond it, rejects the file, because its values would land in the wrong
   columns.
@@ -107,6 +109,18 @@ _CHURN_LABELS = {
     "да": True,
     "нет": False,
 }
+
+# Yes/no words in the flag columns other than gender, compared lowercased, and
+# the flag each one means. A CRM export may write the flags as words.
+_FLAG_WORDS = {
+    "yes": 1.0,
+    "no": 0.0,
+    "true": 1.0,
+    "false": 0.0,
+    "да": 1.0,
+    "нет": 0.0,
+}
+_WORD_FLAGS = [name for name in BINARY_FEATURES if name != "gender"]
 
 # Leading bytes of file types that are sometimes saved under a .csv name.
 _FILE_SIGNATURES = {
@@ -621,6 +635,15 @@ class _NumberCells:
         values = np.asarray(values, dtype="float64")
         return cls(texts, values, np.flatnonzero(np.isnan(values)))
 
+    def with_flag_words(self) -> "_NumberCells":
+        """Return the cells with the words of :data:`_FLAG_WORDS` read as 1 and 0."""
+        if not len(self.unread):
+            return self
+        values = self.values.copy()
+        for position in self.unread.tolist():
+            values[position] = _FLAG_WORDS.get(self.texts[position].lower(), np.nan)
+        return _NumberCells(self.texts, values, np.flatnonzero(np.isnan(values)))
+
 
 def _stripped_cells(table: pd.DataFrame, header: _Header) -> dict[str, _NumberCells]:
     """Return each number column's cells (:class:`_NumberCells`)."""
@@ -698,9 +721,15 @@ class _DecimalMarks:
 
 
 def _parse_numbers(
-    cells: _NumberCells, index: pd.Index, decimal_mark: str, limit: int | None
+    cells: _NumberCells,
+    index: pd.Index,
+    decimal_mark: str,
+    limit: int | None,
+    flag_words: bool = False,
 ) -> tuple[pd.Series, pd.Series]:
     """Parse a column's number cells into float64, integers when ``limit`` is given.
+
+    With ``flag_words`` the words of :data:`_FLAG_WORDS` read as 1 and 0.
 
     Returns:
         The values, NaN where a cell is unreadable, and the fault name of each
@@ -708,6 +737,8 @@ def _parse_numbers(
     """
     if decimal_mark == ",":
         cells = _NumberCells.of([text.replace(",", ".") for text in cells.texts])
+    if flag_words:
+        cells = cells.with_flag_words()
     # A missing-value marker never reads as a number, so only unread cells are tested.
     missing = np.zeros(len(cells.texts), dtype=bool)
     missing[cells.unread] = [
@@ -872,7 +903,11 @@ def _read_chunk(
     faults = {}
     for name in FEATURES:
         values, faults[name] = _parse_numbers(
-            cells.pop(name), table.index, decimal_mark, _INTEGER_LIMITS.get(name)
+            cells.pop(name),
+            table.index,
+            decimal_mark,
+            _INTEGER_LIMITS.get(name),
+            flag_words=name in _WORD_FLAGS,
         )
         numbers[name] = values.to_numpy()
     labels = None

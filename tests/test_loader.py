@@ -945,6 +945,33 @@ def test_read_label_spellings(tmp_path, churned, retained):
     _assert_same_as_reference(read_questionnaire_csv(path))
 
 
+@pytest.mark.parametrize(
+    ("one", "zero", "delimiter"),
+    [("Yes", "no", ","), ("TRUE", "False", ";"), ("да", "НЕТ", ",")],
+)
+def test_read_flag_words(tmp_path, one, zero, delimiter):
+    header, rows = _reference_table()
+    flags = [header.index(name) for name in ("Partner", "Phone", "Group_visits")]
+    rows = [
+        [(one if cell == "1" else zero) if i in flags else cell for i, cell in enumerate(row)]
+        for row in rows
+    ]
+    if delimiter == ";":
+        rows = _decimal_comma(rows)
+    path = _write_table(tmp_path, header, rows, delimiter=delimiter)
+
+    _assert_same_as_reference(read_questionnaire_csv(path))
+
+
+def test_read_gender_word_is_a_fault(tmp_path):
+    header, rows = _reference_table()
+    path = _write_table(tmp_path, header, _with_cell(rows, 2, header.index("gender"), "yes"))
+
+    loaded = read_questionnaire_csv(path)
+
+    assert _fault_records(loaded) == [(3, 4, "gender", "yes", "not_a_number")]
+
+
 def test_load_extra_columns_member_id_keys(database):
     loaded = read_questionnaire_csv(CASES / "09_extra_unknown_columns.csv")
 
