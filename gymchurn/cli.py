@@ -145,15 +145,33 @@ def _settings():
     try:
         return get_settings()
     except SettingsError as err:
-        cause = f": {err.__cause__}" if err.__cause__ else ""
-        raise _fail(
-            f"invalid setting (GYMCHURN_* environment variables): {err}{cause}; list "
-            'settings are JSON, for example GYMCHURN_DRIFT_FEATURES=\'["age", "lifetime"]\'',
-            2,
-        ) from None
+        raise _fail(_list_setting_problem(err), 2) from None
     except ValidationError as err:
         problems = "; ".join(_setting_problem(error) for error in err.errors())
         raise _fail(f"invalid setting (GYMCHURN_* environment variables): {problems}", 2) from None
+
+
+def _list_setting_problem(error) -> str:
+    """Name the list setting whose value pydantic-settings could not read as JSON."""
+    import json
+
+    from gymchurn.settings import Settings
+
+    cause = f" ({error.__cause__})" if error.__cause__ else ""
+    # pydantic-settings names the field: 'error parsing value for field "x" from source ...'.
+    match = re.search(r'field "(\w+)"', str(error))
+    field = Settings.model_fields.get(match.group(1)) if match else None
+    if field is None:
+        return (
+            f"invalid setting (GYMCHURN_* environment variables): {error}{cause}; list "
+            'settings are JSON, for example GYMCHURN_DRIFT_FEATURES=\'["age", "lifetime"]\''
+        )
+    variable = f"GYMCHURN_{match.group(1).upper()}"
+    example = json.dumps(list(field.default), ensure_ascii=False)
+    return (
+        f"invalid setting {variable}={os.environ.get(variable)!r}: not a JSON list{cause}; "
+        f"list settings are JSON, for example {variable}='{example}' (the default)"
+    )
 
 
 def _setting_problem(error: dict) -> str:

@@ -337,15 +337,23 @@ def test_models_evaluate_missing_column_rejected():
     assert "avg_class_frequency_current_month" in result.output.lower()
 
 
-def test_list_setting_not_json_rejected(monkeypatch):
-    monkeypatch.setenv("GYMCHURN_DRIFT_FEATURES", "not json")
+@pytest.mark.parametrize(
+    ("variable", "example"),
+    [
+        ("GYMCHURN_DRIFT_FEATURES", "GYMCHURN_DRIFT_FEATURES='[\"contract_period\", \"age\""),
+        ("GYMCHURN_DB_RETRY_SECONDS", "GYMCHURN_DB_RETRY_SECONDS='[2.0, 5.0, 10.0]'"),
+    ],
+)
+def test_list_setting_not_json_rejected(monkeypatch, variable, example):
+    monkeypatch.setenv(variable, "not json")
     get_settings.cache_clear()
 
     result = _invoke("models", "list")
 
     get_settings.cache_clear()
     assert result.exit_code == 2
-    assert "list settings are JSON" in result.output
+    assert f"invalid setting {variable}='not json': not a JSON list" in result.output
+    assert example in result.output
     assert "Traceback" not in result.output
 
 
