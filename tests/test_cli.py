@@ -340,7 +340,7 @@ def test_models_evaluate_missing_column_rejected():
 @pytest.mark.parametrize(
     ("variable", "example"),
     [
-        ("GYMCHURN_DRIFT_FEATURES", "GYMCHURN_DRIFT_FEATURES='[\"contract_period\", \"age\""),
+        ("GYMCHURN_DRIFT_FEATURES", 'GYMCHURN_DRIFT_FEATURES=\'["contract_period", "age"'),
         ("GYMCHURN_DB_RETRY_SECONDS", "GYMCHURN_DB_RETRY_SECONDS='[2.0, 5.0, 10.0]'"),
     ],
 )
