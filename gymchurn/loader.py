@@ -31,6 +31,8 @@ File rules:
   always read as the decimal mark.
 - Flags: the flag columns other than gender also read ``yes``/``no``,
   ``true``/``false`` and ``да``/``нет`` (any case) as 1 and 0.
+- Columns: a feature column none of whose cells can be read (``Male`` and
+  ``Female`` for gender, or every cell empty) rejects a file of two rows or more.
 - Rows: a row with fewer fields than the header, or with non-empty fields
   beyond it, rejects the file, because its values would land in the wrong
   columns.
@@ -941,6 +943,25 @@ def _concat_faults(parts: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True).astype(_FAULT_DTYPES)
 
 
+def _check_readable_columns(source: "CsvSource", faults: pd.DataFrame, n_rows: int) -> None:
+    """Reject a file of two rows or more when a feature column has no readable cell.
+
+    Such a column is another coding of the feature (``Male``/``Female``, say),
+    and each row would be quarantined by the run. In a file of one row, a
+    cell that cannot be read is a row fault like any other.
+    """
+    if n_rows < 2 or faults.empty:
+        return
+    counts = faults["column"].value_counts()
+    for name in [name for name in FEATURES if counts.get(name, 0) >= n_rows]:
+        first = faults.loc[faults["column"] == name].iloc[0]
+        raise CsvFormatError(
+            f"{source.path}: column {source.column(name)}: none of its {n_rows} cell(s) can be "
+            f"read as a number (line {first['line']}: {first['raw_value']!r}); write the "
+            "column as numbers, flags as 1 and 0, and load the file again"
+        )
+
+
 @contextlib.contextmanager
 def _cycle_collector_paused():
     """Pause Python's cycle collector while a file is read.
@@ -1069,6 +1090,7 @@ def read_questionnaire_csv(path: Path) -> QuestionnaireFile:
     if not source.ids_assigned:
         _check_unique_ids(source.path, source.column(CLIENT_ID), questionnaires[CLIENT_ID])
     fault_table = _concat_faults([part.faults for part in chunks])
+    _check_readable_columns(source, fault_table, len(questionnaires))
     outcomes = None
     if source.has_outcomes:
         labels = pd.concat([part.labels for part in chunks])
@@ -1378,6 +1400,7 @@ def load_csv(
         if not source.ids_assigned:
             _check_staged_ids(conn, source)
         fault_table = _concat_faults(faults)
+        _check_readable_columns(source, fault_table, n_rows)
         unknown.log(source)
         _log_read(source, fault_table, marks.mark)
         staged = _StagedFile(source.path, n_rows, source.ids_assigned, fault_table, unknown.count)

@@ -972,6 +972,31 @@ def test_read_gender_word_is_a_fault(tmp_path):
     assert _fault_records(loaded) == [(3, 4, "gender", "yes", "not_a_number")]
 
 
+def test_column_without_a_readable_cell_rejected(database, tmp_path):
+    header, rows = _reference_table()
+    gender = header.index("gender")
+    rows = [
+        [
+            ("Male" if cell == "1" else "Female") if i == gender else cell
+            for i, cell in enumerate(row)
+        ]
+        for row in rows
+    ]
+    path = _write_table(tmp_path, header, rows)
+
+    with pytest.raises(CsvFormatError) as raised:
+        load_csv(database, open_questionnaire_csv(path), OCTOBER)
+    with pytest.raises(CsvFormatError):
+        read_questionnaire_csv(path)
+
+    assert str(raised.value) == (
+        f"{path}: column gender: none of its 20 cell(s) can be read as a number "
+        "(line 2: 'Male'); write the column as numbers, flags as 1 and 0, and load the "
+        "file again"
+    )
+    assert _count(database, "crm.questionnaires") == 0
+
+
 def test_load_extra_columns_member_id_keys(database):
     loaded = read_questionnaire_csv(CASES / "09_extra_unknown_columns.csv")
 
