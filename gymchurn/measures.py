@@ -172,7 +172,7 @@ def load_measures(path: Path | None = None) -> Measures:
         _measure(entry, f"{path}, measure {i} ({entry.get('title', 'untitled')})")
         for i, entry in enumerate(entries, start=1)
     )
-    # The at-risk list and the campaigns know a measure by its title alone.
+    # The at-risk list and the campaigns identify a measure only by its title.
     seen = {}
     for i, measure in enumerate(measures, start=1):
         first = seen.setdefault(measure.title.strip().casefold(), i)

@@ -38,8 +38,8 @@ class Settings(BaseSettings):
 
     risk_capacity: int | None = Field(default=None, ge=1)
     """When set, the high tier is the month's ``risk_capacity`` most likely leavers,
-    as many as the retention team can call, instead of those above the high threshold;
-    clients below the medium threshold are left out of it even when it is not full."""
+    as many as the retention team can call, instead of those above the high threshold.
+    Clients below the medium threshold stay out of it even when it is not full."""
     n_clusters: int | Literal["auto"] = Field(default=5)
     """Number of client segments, 2 to 20, or ``auto``: the number from 2 to 8 with the
     highest silhouette score on the month's clients."""

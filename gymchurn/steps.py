@@ -134,8 +134,9 @@ def fail_run(
     """Record why a run failed; the month's published rows stay as they were.
 
     Only a run still ``running`` is marked failed: a run stopped after its
-    publish transaction committed stays ``succeeded``, and its message gets
-    what stopped it, since its report or at-risk list may be missing. A failure to record
+    publish transaction committed stays ``succeeded``, and what stopped it is
+    appended to its message, because its report or at-risk list may be
+    missing. A failure to record
     (the database is gone) is logged, not raised, so the caller goes on to
     raise the error that stopped the run.
 

@@ -951,11 +951,10 @@ def test_read_label_spellings(tmp_path, churned, retained):
 )
 def test_read_flag_words(tmp_path, one, zero, delimiter):
     header, rows = _reference_table()
-    flags = [header.index(name) for name in ("Partner", "Phone", "Group_visits")]
-    rows = [
-        [(one if cell == "1" else zero) if i in flags else cell for i, cell in enumerate(row)]
-        for row in rows
-    ]
+    for name in ("Partner", "Phone", "Group_visits"):
+        position = header.index(name)
+        for row in rows:
+            row[position] = one if row[position] == "1" else zero
     if delimiter == ";":
         rows = _decimal_comma(rows)
     path = _write_table(tmp_path, header, rows, delimiter=delimiter)
@@ -975,13 +974,8 @@ def test_read_gender_word_is_a_fault(tmp_path):
 def test_column_without_a_readable_cell_rejected(database, tmp_path):
     header, rows = _reference_table()
     gender = header.index("gender")
-    rows = [
-        [
-            ("Male" if cell == "1" else "Female") if i == gender else cell
-            for i, cell in enumerate(row)
-        ]
-        for row in rows
-    ]
+    for row in rows:
+        row[gender] = "Male" if row[gender] == "1" else "Female"
     path = _write_table(tmp_path, header, rows)
 
     with pytest.raises(CsvFormatError) as raised:

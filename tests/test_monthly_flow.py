@@ -392,7 +392,7 @@ def test_report_failure_publishes_nothing(database, real_data, monkeypatch):
     assert [p.name for p in folder.iterdir()] == ["report_2026-10.html"]
 
     # A folder where the at-risk list goes: found only after the publish,
-    # so the run stays published and its message says what went wrong.
+    # so the run stays published and its message records the failure.
     published.rmdir()
     at_risk = Path(first["at_risk_path"])
     at_risk.unlink()
