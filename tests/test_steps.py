@@ -81,7 +81,7 @@ def test_fail_run_after_publish_keeps_success(database):
         row = conn.execute(sa.text("SELECT status, message FROM churn.runs")).one()
     assert row.status == "succeeded"
     assert row.message == (
-        "12 read, 12 scored Then interrupted (KeyboardInterrupt) after the month was "
+        "12 read, 12 scored. Then interrupted (KeyboardInterrupt) after the month was "
         "published: the report or the at-risk list may be missing; run the month again. "
         "Then failed (IsADirectoryError: [Errno 21] Is a directory) after the month was "
         "published: the report or the at-risk list may be missing; run the month again."
