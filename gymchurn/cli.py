@@ -152,7 +152,7 @@ def _settings():
 
 
 def _list_setting_problem(error) -> str:
-    """Name the list setting whose value pydantic-settings could not read as JSON."""
+    """Return the error message for a list setting that pydantic-settings could not read as JSON."""
     import json
 
     from gymchurn.settings import Settings

@@ -112,16 +112,9 @@ _CHURN_LABELS = {
     "нет": False,
 }
 
-# Yes/no words in the flag columns other than gender, compared lowercased, and
-# the flag each one means. A CRM export may write the flags as words.
-_FLAG_WORDS = {
-    "yes": 1.0,
-    "no": 0.0,
-    "true": 1.0,
-    "false": 0.0,
-    "да": 1.0,
-    "нет": 0.0,
-}
+# The words of the Churn label's spellings, read as 1 and 0 in the flag
+# columns other than gender, because a CRM export may write the flags as words.
+_FLAG_WORDS = {text: float(flag) for text, flag in _CHURN_LABELS.items() if not text[0].isdigit()}
 _WORD_FLAGS = [name for name in BINARY_FEATURES if name != "gender"]
 
 # Leading bytes of file types that are sometimes saved under a .csv name.
@@ -953,7 +946,9 @@ def _check_readable_columns(source: "CsvSource", faults: pd.DataFrame, n_rows: i
     if n_rows < 2 or faults.empty:
         return
     counts = faults["column"].value_counts()
-    for name in [name for name in FEATURES if counts.get(name, 0) >= n_rows]:
+    unreadable = [name for name in FEATURES if counts.get(name, 0) >= n_rows]
+    if unreadable:
+        name = unreadable[0]
         first = faults.loc[faults["column"] == name].iloc[0]
         raise CsvFormatError(
             f"{source.path}: column {source.column(name)}: none of its {n_rows} cell(s) can be "

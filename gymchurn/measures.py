@@ -179,7 +179,7 @@ def load_measures(path: Path | None = None) -> Measures:
         if first != i:
             raise MeasuresFileError(
                 f"{path}, measure {i} ({measure.title}): measure {first} has the same title; "
-                "give each measure a title of its own, since the at-risk list and the "
+                "give each measure a title of its own, because the at-risk list and the "
                 "campaigns name a measure by its title"
             )
     return Measures(measures, numbers["target_groups"], numbers["top_drivers"], tiers, path)

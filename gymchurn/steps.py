@@ -163,7 +163,7 @@ def fail_run(
                 recorded = db.execute(conn, "fail_run", params).first() is not None
                 if not recorded:
                     status = db.execute(conn, "run_status", {"run_id": run_id}).scalar()
-                if status == "succeeded":
+                if not recorded and status == "succeeded":
                     db.execute(
                         conn,
                         "note_failure_after_publish",
@@ -250,7 +250,7 @@ def _failure_message(error: BaseException) -> str:
 
 
 def _after_publish_note(error: BaseException) -> str:
-    """Say what stopped a run after its month was published, for its message in churn.runs."""
+    """Return a sentence naming what stopped a run after its month was published."""
     if runtime.received_signals:
         cause = f"interrupted ({runtime.received_signals[0]})"
     elif not isinstance(error, Exception):
@@ -678,7 +678,7 @@ def risk_tiers(probabilities: np.ndarray, settings: Settings) -> pd.Categorical:
             logger.warning(
                 "score: GYMCHURN_RISK_CAPACITY is %d, but only %d client(s) have a churn "
                 "probability of at least GYMCHURN_RISK_MEDIUM_THRESHOLD (%g): the high tier "
-                "holds those %d, and the others stay low",
+                "contains only those %d, and the others stay low",
                 settings.risk_capacity,
                 n_at_risk,
                 settings.risk_medium_threshold,

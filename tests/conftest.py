@@ -35,9 +35,9 @@ _SESSION_HOME = Path(
 (_SESSION_HOME / "prefect").mkdir(parents=True, exist_ok=True)
 os.environ["PREFECT_HOME"] = str(_SESSION_HOME / "prefect")
 configure_environment(_SESSION_HOME)
-# Models are cross-validated on 3 folds instead of the job's 5, which takes
-# about half the time. A test of the folds themselves sets them outright, and
-# the job's processes that tests start inherit the 3.
+# Models are cross-validated on 3 folds instead of the job's 5: by estimate,
+# half the fitting. A test of the folds themselves sets them outright, and the
+# job processes that tests start inherit the 3.
 os.environ.setdefault("GYMCHURN_CV_FOLDS", "3")
 
 import sqlalchemy as sa  # noqa: E402
@@ -96,9 +96,9 @@ def _prefect_database_template() -> Path:
 def prefect_home(folder: Path) -> Path:
     """Create ``folder`` as a Prefect home for a job the test starts, and return it.
 
-    The home gets a copy of a Prefect database whose tables exist already: on
+    The home gets a copy of a Prefect database whose tables exist already. On
     a new home the job's temporary Prefect server first creates them, which
-    took about 9 s of each job's start on two cores.
+    took 9 s of a job's start in one measurement on two cores.
     """
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(_prefect_database_template(), folder / "prefect.db")
