@@ -1165,14 +1165,14 @@ class _Staging:
         blocks = binary_copy.blocks(numbers, np.arange(len(numbers[0].values)))
         db.copy_binary(self.conn, table, list(wires), blocks)
 
-    def upsert(self, query: str, month: dt.date) -> tuple[int, int, int | None]:
-        """Run an upsert of the staged rows.
+    def upsert(self, query: str, month: dt.date, **params) -> tuple[int, int, int | None]:
+        """Run an upsert of the staged rows, with ``month`` and ``params`` as its parameters.
 
         Returns:
             The rows inserted, the rows updated, and the lowest client id
             updated (None when none was).
         """
-        row = db.execute(self.conn, query, {"month": month}).one()
+        row = db.execute(self.conn, query, {"month": month, **params}).one()
         return row.inserted, row.updated, row.first_updated
 
 
@@ -1282,7 +1282,18 @@ def _apply_staged(
     elif staged.ids_assigned:
         existing = _check_numbered_ids(conn, staged.path, staged.rows, month)
 
-    q_new, q_changed, q_first = staging.upsert("upsert_questionnaires", month)
+    load = db.execute(
+        conn,
+        "record_questionnaire_load",
+        {"month": month, "source_file": str(staged.path.resolve())},
+    ).one()
+    lines = {"month": month, "load_id": load.load_id}
+    q_new, q_changed, q_first = staging.upsert("upsert_questionnaires", month, load_id=load.load_id)
+    if q_new + q_changed < staged.rows:
+        # Some rows kept their answers, and maybe an older load and line.
+        db.execute(conn, "move_questionnaire_lines", lines)
+    if not load.created:
+        db.execute(conn, "forget_lines_not_in_file", lines)
     o_new = o_changed = 0
     o_first = None
     if staging.with_outcomes:
@@ -1322,7 +1333,9 @@ def load_questionnaire_file(
     row faults stored for the file's clients are replaced by the file's, so a
     corrected file clears them, and ``replace`` deletes all of the month's.
     Loads of the same month wait for each other, so each reads what the one
-    before it wrote.
+    before it wrote. Every questionnaire of the file records the file's
+    resolved path (as a row of ``crm.questionnaire_loads``) and its line, which
+    the run copies into ``churn.quarantine`` when the row is quarantined.
 
     Raises:
         LoadConflictError: the file numbers its clients by row, and the month

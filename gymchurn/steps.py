@@ -934,6 +934,21 @@ def _quarantine_rows(report: ValidationReport, run_id: uuid.UUID, dataset: str):
         ]
 
 
+def _locate_quarantined(conn, run_id: uuid.UUID) -> None:
+    """Give the run's quarantined rows the file and line their questionnaires were loaded from."""
+    first = db.execute(conn, "locate_quarantined_rows", {"run_id": run_id}).one_or_none()
+    if first is not None:
+        logger.info(
+            "publish: %d quarantined row(s) located in the files they were loaded from, "
+            "the first at %s line %d (client %d); each row's file and line are in "
+            "churn.quarantine",
+            first.n_located,
+            first.source_file,
+            first.line,
+            first.client_id,
+        )
+
+
 def _quarantine_to_replace(chosen: ChosenModel) -> str:
     """Name the query that deletes the quarantine rows a rerun of the month replaces.
 
@@ -1063,6 +1078,7 @@ def publish(
                 QUARANTINE_COLUMNS,
                 _quarantine_rows(checked.training_report, run_id, "training"),
             )
+        _locate_quarantined(conn, run_id)
         # The swap validates the foreign keys of churn.scores, which locks
         # churn.runs and churn.model_versions against writes until the commit.
         # Both are written only after it: a run that wrote either before its

@@ -123,6 +123,17 @@ def test_faulty_rows_quarantined_others_scored(cases_database, name, quarantined
     for client, rules in held.items():
         assert rule in rules, client
     assert set(_scores(cases_database).index) == set(range(1, 21)) - quarantined
+    # Clients are numbered by row, under a header line.
+    located = _frame(
+        cases_database,
+        "SELECT client_id, source_file, line FROM churn.quarantine"
+        " WHERE run_id = :run AND dataset = 'scoring'",
+        run=run_id,
+    )
+    assert set(located["source_file"]) == {str((CASES / name).resolve())}
+    assert dict(zip(located["client_id"], located["line"], strict=True)) == {
+        client: client + 1 for client in quarantined
+    }
 
 
 def test_unreadable_lifetime_names_raw_value(cases_database):

@@ -293,6 +293,55 @@ def test_load_questionnaire_file_twice_changes_nothing(database, real_data, sour
     assert _count(database, "crm.churn_outcomes") == n_rows
 
 
+def _stored_lines(engine) -> dict[int, tuple[str, int]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT q.client_id, l.source_file, q.line FROM crm.questionnaires AS q"
+                " JOIN crm.questionnaire_loads AS l USING (load_id)"
+            )
+        ).all()
+    return {client: (source, line) for client, source, line in rows}
+
+
+def test_load_records_file_and_line_of_each_questionnaire(database, tmp_path):
+    path = _with_client_ids(CASES / "00_clean_reference.csv", tmp_path, "reference.csv")
+    load_questionnaire_file(database, read_questionnaire_csv(path), OCTOBER)
+    # The same path again with its first client's row gone: the other rows
+    # move up a line, with the same answers.
+    rows = path.read_text(encoding="utf-8").splitlines()
+    path.write_text("\n".join([rows[0], *rows[2:]]) + "\n", encoding="utf-8")
+
+    summary = load_questionnaire_file(database, read_questionnaire_csv(path), OCTOBER)
+
+    assert summary.questionnaires_updated == 0
+    lines = _stored_lines(database)
+    assert len(lines) == 20
+    # Client 1 is kept, but its line now holds client 2.
+    assert lines[1] == (str(path.resolve()), None)
+    assert lines[2] == (str(path.resolve()), 2)
+    assert lines[20] == (str(path.resolve()), 20)
+    assert _count(database, "crm.questionnaire_loads") == 1
+
+
+def test_load_of_another_file_takes_its_rows(database, tmp_path):
+    first = _with_client_ids(CASES / "00_clean_reference.csv", tmp_path, "first.csv")
+    load_questionnaire_file(database, read_questionnaire_csv(first), OCTOBER)
+    frame = pd.read_csv(first, dtype=str).iloc[[4, 9]]
+    frame.loc[frame.index[0], "Age"] = "44"
+    second = tmp_path / "second.csv"
+    frame.to_csv(second, index=False)
+
+    load_questionnaire_file(database, read_questionnaire_csv(second), OCTOBER)
+
+    lines = _stored_lines(database)
+    # Client 5 changed, client 10 did not: both are now on the second file's lines.
+    assert lines[5] == (str(second.resolve()), 2)
+    assert lines[10] == (str(second.resolve()), 3)
+    assert lines[6] == (str(first.resolve()), 7)
+    assert _count(database, "crm.questionnaire_loads") == 2
+
+
 def test_load_questionnaire_file_analyzes_tables(database, real_data):
     load_questionnaire_file(database, read_questionnaire_csv(real_data), OCTOBER)
 

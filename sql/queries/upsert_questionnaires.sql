@@ -1,11 +1,13 @@
 -- Counts and the lowest updated client id, not a row a changed client: a
 -- load of a million new clients would otherwise send a million rows back.
+-- A row written here takes the file's load and line; rows whose answers did
+-- not change get theirs from move_questionnaire_lines.sql.
 WITH changed AS (
     INSERT INTO crm.questionnaires AS q (
         client_id, month, gender, near_location, partner, promo_friends, phone,
         contract_period, group_visits, age, avg_additional_charges_total,
         month_to_end_contract, lifetime, avg_class_frequency_total,
-        avg_class_frequency_current_month
+        avg_class_frequency_current_month, load_id, line
     )
     SELECT
         client_id,
@@ -22,7 +24,9 @@ WITH changed AS (
         NULLIF(month_to_end_contract, 'NaN'),
         NULLIF(lifetime, 'NaN'),
         NULLIF(avg_class_frequency_total, 'NaN'),
-        NULLIF(avg_class_frequency_current_month, 'NaN')
+        NULLIF(avg_class_frequency_current_month, 'NaN'),
+        %(load_id)s,
+        line
     FROM questionnaires_staging
     ON CONFLICT (client_id, month) DO UPDATE SET
         gender = excluded.gender,
@@ -37,7 +41,9 @@ WITH changed AS (
         month_to_end_contract = excluded.month_to_end_contract,
         lifetime = excluded.lifetime,
         avg_class_frequency_total = excluded.avg_class_frequency_total,
-        avg_class_frequency_current_month = excluded.avg_class_frequency_current_month
+        avg_class_frequency_current_month = excluded.avg_class_frequency_current_month,
+        load_id = excluded.load_id,
+        line = excluded.line
     WHERE (
         q.gender, q.near_location, q.partner, q.promo_friends, q.phone,
         q.contract_period, q.group_visits, q.age, q.avg_additional_charges_total,
