@@ -315,6 +315,8 @@ def _write(url: sa.URL, months: int, with_to_sql: bool) -> dict:
     with engine.begin() as conn:
         n_rows = steps.stage_scores(conn, month, run_id, version, published)
         copied = time.perf_counter()
+        steps.index_scores(conn, month)
+        indexed = time.perf_counter()
         steps.swap_in_scores(conn, month)
         swapped = time.perf_counter()
     committed = time.perf_counter()
@@ -324,6 +326,7 @@ def _write(url: sa.URL, months: int, with_to_sql: bool) -> dict:
         "write_step_seconds": round(write_seconds, 2),
         "copy_seconds": round(copied - started, 2),
         "index_and_swap_seconds": round(swapped - copied, 2),
+        "swap_seconds": round(swapped - indexed, 3),
         "commit_seconds": round(committed - swapped, 2),
     }
     if with_to_sql:

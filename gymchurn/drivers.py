@@ -248,14 +248,22 @@ def _labels(frame: pd.DataFrame) -> np.ndarray:
     return frame[CHURNED].to_numpy(dtype="float64").astype("int64")
 
 
+def can_hold_out(labels: np.ndarray) -> bool:
+    """Tell whether labels (1 churned, 0 retained) allow a stratified ``HOLDOUT_SHARE``."""
+    n_churned = int(labels.sum())
+    # scikit-learn's stratified split needs two rows of each class, and at least
+    # as many held-out rows as classes.
+    return min(n_churned, len(labels) - n_churned) >= 2 and (
+        math.ceil(HOLDOUT_SHARE * len(labels)) >= 2
+    )
+
+
 def _holdout_rows(reference: pd.DataFrame, seed: int) -> pd.DataFrame:
     """Return a stratified ``HOLDOUT_SHARE`` of the reference rows, in their order."""
     labels = _labels(reference)
     n_churned = int(labels.sum())
     n_retained = len(labels) - n_churned
-    # scikit-learn's stratified split needs two rows of each class, and at least
-    # as many held-out rows as classes.
-    if min(n_churned, n_retained) < 2 or math.ceil(HOLDOUT_SHARE * len(labels)) < 2:
+    if not can_hold_out(labels):
         raise ValueError(
             f"reference needs at least 2 churned rows, 2 retained rows and 5 rows in all "
             f"to hold out a stratified {HOLDOUT_SHARE:.0%}; found {n_churned} churned "

@@ -34,7 +34,7 @@ from gymchurn import (
     runtime,
 )
 from gymchurn import segments as segments_module
-from gymchurn.drivers import Drivers, find_drivers
+from gymchurn.drivers import Drivers, can_hold_out, find_drivers
 from gymchurn.holdout import HOLDOUT
 from gymchurn.insights import MonthInsights, build_insights
 from gymchurn.joins import by_client, column_for, concat_by_column, lined_up
@@ -456,6 +456,9 @@ class CheckedData:
     """Validation of the training candidates drawn from earlier months; None in a backtest."""
     findings: tuple = ()
     """Batch-rule findings on the month and on the latest labelled month's labels."""
+    reference_month: dt.date | None = None
+    """The training month that churn rates and drivers describe (see :func:`reference_rows`);
+    None in a backtest, whose own labelled rows are described."""
 
 
 def _faults_of(data: MonthData, months) -> pd.DataFrame | None:
@@ -579,7 +582,13 @@ def check(data: MonthData, settings: Settings) -> CheckedData:
         training = training_sample(history_report.valid, settings)
         _drop_validation_columns(scoring.valid)
         return CheckedData(
-            data.month, "forward", scoring, training, history_report, tuple(findings)
+            data.month,
+            "forward",
+            scoring,
+            training,
+            history_report,
+            tuple(findings),
+            _reference_month(training),
         )
 
     training = scoring.valid[scoring.valid[CHURNED].notna()]
@@ -813,16 +822,48 @@ def _outcomes(checked: CheckedData, scores: pd.DataFrame) -> np.ndarray:
     return np.asarray(column_for(checked.scoring.valid, CHURNED, scores), dtype="float64")
 
 
+def _reference_month(training: pd.DataFrame) -> dt.date | None:
+    """Return the latest training month whose labels allow the drivers' held-out rows.
+
+    The drivers hold out a stratified share of the month's rows, which needs
+    a few leavers and a few who stayed. A latest month without them, such as
+    one whose rows were mostly quarantined, gives way to the month before it,
+    with a warning.
+    """
+    if training.empty:
+        return None
+    months = sorted(set(training[MONTH]), reverse=True)
+    for month in months:
+        labels = training.loc[training[MONTH] == month, CHURNED].to_numpy(dtype="int64")
+        if can_hold_out(labels):
+            break
+    else:
+        month = months[0]
+    if month != months[0]:
+        latest = training.loc[training[MONTH] == months[0], CHURNED]
+        logger.warning(
+            "check: the latest labelled month, %s, has %d valid row(s) with %d leaver(s), "
+            "too few to measure churn rates and drivers on; they describe %s instead",
+            format_month(months[0]),
+            len(latest),
+            int(latest.sum()),
+            format_month(month),
+        )
+    return month
+
+
 def reference_rows(checked: CheckedData) -> pd.DataFrame:
     """Labelled rows that the month's churn rates describe.
 
     In a backtest these are the month's own labelled clients; otherwise the
-    latest labelled month the model trained on.
+    rows of ``checked.reference_month``: the latest labelled month the model
+    trained on, unless it has too few leavers or too few who stayed.
     """
     training = checked.training
     if checked.mode == "backtest" or training.empty:
         return training
-    return training[training[MONTH] == max(training[MONTH])]
+    month = checked.reference_month or max(training[MONTH])
+    return training[training[MONTH] == month]
 
 
 def previous_segments(engine: Engine, month: dt.date) -> pd.DataFrame | None:
@@ -1022,9 +1063,12 @@ def publish(
     empty and no client gets a suggested action. ``report`` is the path the
     month's report will be moved to.
 
-    ``before_commit`` is called once everything is written, inside the
-    transaction: when it raises, nothing is published. The flow waits there
-    for the report, rendered while the database builds the new scores' indexes.
+    ``before_commit`` is called inside the transaction, after the new
+    scores are indexed and before they are swapped in: when it raises,
+    nothing is published. The flow waits there for the report, rendered while
+    the database builds the new scores' indexes. Readers of ``churn.scores``
+    and writers of ``churn.runs`` wait only for the swap and the few writes
+    after it, not for the report.
     """
     started = time.perf_counter()
     month = checked.month
@@ -1039,6 +1083,7 @@ def publish(
     monitoring = _monitoring_rows(checked, chosen, scores, run_id)
     with engine.begin() as conn:
         n_scores = stage_scores(conn, month, run_id, chosen.version, table)
+        index_scores(conn, month)
         for name in (
             "delete_month_clusters",
             _quarantine_to_replace(chosen),
@@ -1079,7 +1124,9 @@ def publish(
                 _quarantine_rows(checked.training_report, run_id, "training"),
             )
         _locate_quarantined(conn, run_id)
-        # The swap validates the foreign keys of churn.scores, which locks
+        if before_commit is not None:
+            before_commit()
+        # The swap checks the foreign keys of churn.scores, which locks
         # churn.runs and churn.model_versions against writes until the commit.
         # Both are written only after it: a run that wrote either before its
         # swap would deadlock with another month's run swapping at the same time.
@@ -1119,8 +1166,6 @@ def publish(
                 "message": _run_message(published),
             },
         )
-        if before_commit is not None:
-            before_commit()
     logger.info(
         "publish: wrote %d scores, %d clusters, %d quarantined rows for %s (%.1f s)",
         n_scores,
@@ -1171,16 +1216,33 @@ def stage_scores(
     return n_rows
 
 
-def swap_in_scores(conn, month: dt.date) -> None:
-    """Index the scores :func:`stage_scores` wrote and make them the month's partition.
+def index_scores(conn, month: dt.date) -> None:
+    """Index the scores :func:`stage_scores` wrote and take their statistics.
 
-    The month's old partition is dropped in the same transaction, so until
-    the commit readers see the old scores, and after it the new ones.
+    Locks nothing that readers of ``churn.scores`` or writers of
+    ``churn.runs`` need; :func:`swap_in_scores` reuses the indexes.
+    """
+    started = time.perf_counter()
+    db.execute(conn, "index_scores_partition", {"month": month})
+    logger.info(
+        "publish: scores of %s indexed (%.1f s)",
+        format_month(month),
+        time.perf_counter() - started,
+    )
+
+
+def swap_in_scores(conn, month: dt.date) -> None:
+    """Check the foreign keys of the scores :func:`stage_scores` wrote and make them the partition.
+
+    Indexes them first unless :func:`index_scores` did. The keys are checked
+    before ``churn.scores`` is locked. The month's old partition is then
+    dropped in the same transaction, which locks ``churn.scores`` until the
+    commit: until then readers see the old scores, and after it the new ones.
     """
     started = time.perf_counter()
     db.execute(conn, "attach_scores_partition", {"month": month})
     logger.info(
-        "publish: scores of %s indexed and swapped in as partition churn.scores_%s (%.1f s)",
+        "publish: scores of %s swapped in as partition churn.scores_%s (%.2f s)",
         format_month(month),
         month.strftime("%Y_%m"),
         time.perf_counter() - started,

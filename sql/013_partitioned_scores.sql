@@ -5,12 +5,14 @@
 -- through the indexes and the row-by-row foreign key checks.
 --
 -- The job may run as a role in churn_job, which may neither create nor drop
--- tables. Two functions that run with the rights of their owner, the schema
+-- tables. Three functions that run with the rights of their owner, the schema
 -- owner, do that part: churn.prepare_scores_partition creates the month's new
--- table, the job fills it with COPY, and churn.attach_scores_partition indexes
--- it and swaps it in. The job calls both inside its publish transaction, so a
--- run that stops before its commit leaves the month's published scores as
--- they were.
+-- table, the job fills it with COPY, churn.index_scores_partition indexes it,
+-- and churn.attach_scores_partition checks its foreign keys and swaps it in.
+-- Only the swap locks churn.scores, from the drop of the month's old
+-- partition to the commit. The job calls all three inside its publish
+-- transaction, so a run that stops before its commit leaves the month's
+-- published scores as they were.
 --
 -- The new table's columns, defaults, CHECK constraints and indexes are read
 -- from the catalog of churn.scores, so a column or an index that a later
@@ -105,31 +107,27 @@ $function$;
 COMMENT ON FUNCTION churn.prepare_scores_partition(date, uuid, text) IS
     'Create churn.scores_YYYY_MM_next, the empty table that will hold a month''s new scores, and return its name.';
 
-CREATE OR REPLACE FUNCTION churn.attach_scores_partition(p_month date) RETURNS void
+CREATE OR REPLACE FUNCTION churn.index_scores_partition(p_month date) RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $function$
 DECLARE
     parent constant regclass := 'churn.scores'::regclass;
-    partition_name constant text := 'scores_' || to_char(p_month, 'YYYY_MM');
-    staging constant text := partition_name || '_next';
+    staging constant text := 'scores_' || to_char(p_month, 'YYYY_MM') || '_next';
     index_row record;
-    suffix text;
     staging_index text;
     definition text;
     rewritten text;
-    renames text[] := '{}';
-    old_partition regclass;
 BEGIN
     IF to_regclass(format('churn.%I', staging)) IS NULL THEN
         RAISE EXCEPTION 'table churn.% not found', staging
             USING HINT = 'Call churn.prepare_scores_partition in the same transaction first.';
     END IF;
 
-    -- Index the new rows like churn.scores, before churn.scores is locked.
-    -- Each index is named after the partition: scores_pkey becomes
-    -- scores_YYYY_MM_pkey.
+    -- Index the new rows like churn.scores. Each index is named after the new
+    -- table: scores_pkey becomes scores_YYYY_MM_next_pkey, and the swap
+    -- renames it scores_YYYY_MM_pkey.
     FOR index_row IN
         SELECT i.indexrelid, c.relname, con.oid AS constraint_oid, con.contype
         FROM pg_index AS i
@@ -138,10 +136,8 @@ BEGIN
         WHERE i.indrelid = parent
         ORDER BY c.relname
     LOOP
-        suffix := CASE WHEN left(index_row.relname, 6) = 'scores'
+        staging_index := staging || CASE WHEN left(index_row.relname, 6) = 'scores'
             THEN substr(index_row.relname, 7) ELSE '_' || index_row.relname END;
-        staging_index := staging || suffix;
-        renames := renames || ARRAY[staging_index, partition_name || suffix];
         IF index_row.contype IN ('p', 'u') THEN
             EXECUTE format(
                 'ALTER TABLE churn.%I ADD CONSTRAINT %I %s',
@@ -164,14 +160,57 @@ BEGIN
         END IF;
     END LOOP;
 
-    -- Planner statistics of the new rows, taken before churn.scores is locked.
-    -- Without them the planner expected a few rows in a month of millions and
-    -- looked up each at-risk client's questionnaire by index.
+    -- Planner statistics of the new rows. Without them the planner expected
+    -- a few rows in a month of millions and looked up each at-risk client's
+    -- questionnaire by index.
     EXECUTE format('ANALYZE churn.%I', staging);
+END
+$function$;
+
+COMMENT ON FUNCTION churn.index_scores_partition(date) IS
+    'Index churn.scores_YYYY_MM_next like churn.scores and take its statistics, without locking churn.scores.';
+
+CREATE OR REPLACE FUNCTION churn.attach_scores_partition(p_month date) RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $function$
+DECLARE
+    parent constant regclass := 'churn.scores'::regclass;
+    partition_name constant text := 'scores_' || to_char(p_month, 'YYYY_MM');
+    staging constant text := partition_name || '_next';
+    staging_table regclass;
+    index_name text;
+    old_partition regclass;
+    foreign_key record;
+BEGIN
+    staging_table := to_regclass(format('churn.%I', staging));
+    IF staging_table IS NULL THEN
+        RAISE EXCEPTION 'table churn.% not found', staging
+            USING HINT = 'Call churn.prepare_scores_partition in the same transaction first.';
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_index WHERE indrelid = staging_table) THEN
+        PERFORM churn.index_scores_partition(p_month);
+    END IF;
+
+    -- The foreign keys of churn.scores, each checked with one query before
+    -- churn.scores is locked. ATTACH PARTITION takes them over without
+    -- checking the rows again. The checks lock churn.runs and
+    -- churn.model_versions against writes until the commit, so they come last.
+    FOR foreign_key IN
+        SELECT c.conname, pg_get_constraintdef(c.oid) AS definition
+        FROM pg_constraint AS c
+        WHERE c.conrelid = parent AND c.contype = 'f'
+        ORDER BY c.conname
+    LOOP
+        EXECUTE format(
+            'ALTER TABLE churn.%I ADD CONSTRAINT %I %s',
+            staging, foreign_key.conname, foreign_key.definition
+        );
+    END LOOP;
 
     -- The swap. Dropping the month's old partition locks churn.scores until
-    -- the commit. ATTACH PARTITION validates the foreign keys with one query
-    -- each and reuses the indexes built above.
+    -- the commit. ATTACH PARTITION reuses the indexes and foreign keys.
     SELECT c.oid INTO old_partition
     FROM pg_class AS c
     JOIN pg_inherits AS h ON h.inhrelid = c.oid
@@ -182,8 +221,16 @@ BEGIN
         EXECUTE format('DROP TABLE %s', old_partition);
     END IF;
     EXECUTE format('ALTER TABLE churn.%I RENAME TO %I', staging, partition_name);
-    FOR i IN 1 .. coalesce(array_length(renames, 1), 0) BY 2 LOOP
-        EXECUTE format('ALTER INDEX churn.%I RENAME TO %I', renames[i], renames[i + 1]);
+    FOR index_name IN
+        SELECT c.relname
+        FROM pg_index AS i
+        JOIN pg_class AS c ON c.oid = i.indexrelid
+        WHERE i.indrelid = staging_table AND left(c.relname, length(staging)) = staging
+    LOOP
+        EXECUTE format(
+            'ALTER INDEX churn.%I RENAME TO %I',
+            index_name, partition_name || substr(index_name, length(staging) + 1)
+        );
     END LOOP;
     EXECUTE format(
         'ALTER TABLE churn.scores ATTACH PARTITION churn.%I FOR VALUES IN (%L)',
@@ -200,15 +247,17 @@ END
 $function$;
 
 COMMENT ON FUNCTION churn.attach_scores_partition(date) IS
-    'Index churn.scores_YYYY_MM_next like churn.scores and make it the month''s partition in place of the old one.';
+    'Check the foreign keys of churn.scores_YYYY_MM_next and make it the month''s partition of churn.scores in place of the old one, indexing it first unless churn.index_scores_partition did.';
 
 REVOKE ALL ON FUNCTION churn.prepare_scores_partition(date, uuid, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION churn.index_scores_partition(date) FROM PUBLIC;
 REVOKE ALL ON FUNCTION churn.attach_scores_partition(date) FROM PUBLIC;
 
 DO $job_functions$
 BEGIN
     IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'churn_job') THEN
         GRANT EXECUTE ON FUNCTION churn.prepare_scores_partition(date, uuid, text) TO churn_job;
+        GRANT EXECUTE ON FUNCTION churn.index_scores_partition(date) TO churn_job;
         GRANT EXECUTE ON FUNCTION churn.attach_scores_partition(date) TO churn_job;
     END IF;
 END

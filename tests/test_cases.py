@@ -368,3 +368,35 @@ def test_extract_counts_month_faults_apart(cases_database):
     summary = [m for m in messages.messages if m.startswith("extract: 20 questionnaires")]
     assert len(summary) == 1
     assert "4 unreadable cell(s) from loading in 2026-10 and 0 in the candidates" in summary[0]
+
+
+def test_mostly_quarantined_month_gives_way_as_reference(database, real_data, tmp_path, caplog):
+    """Describe the month before when the latest labelled month kept too few valid rows.
+
+    Of a labelled month of 20 rows, 14 break a row rule, the 3 leavers among
+    them; its 6 valid rows hold no leaver, too few to hold out for the drivers.
+    """
+    august, september = parse_month("2026-08"), parse_month("2026-09")
+    load_questionnaire_file(database, read_questionnaire_csv(real_data), august)
+    broken = pd.read_csv(CASES / "00_clean_reference.csv", dtype=str)
+    rows = broken.index[broken["Churn"] == "1"].union(broken.index[:13])
+    broken.loc[rows, "Month_to_end_contract"] = "13"
+    path = tmp_path / "broken.csv"
+    broken.to_csv(path, index=False)
+    load_questionnaire_file(database, read_questionnaire_csv(path), september)
+    load_questionnaire_file(
+        database, read_questionnaire_csv(CASES / "00_clean_reference.csv"), MONTH
+    )
+    settings = get_settings()
+
+    with caplog.at_level(logging.WARNING, logger="gymchurn"):
+        checked = steps.check(steps.extract(database, MONTH, settings), settings)
+    chosen = registry.fit_or_load(database, settings, checked)
+    drivers = steps.explain(chosen, checked, settings)
+
+    assert len(rows) == 14
+    assert checked.reference_month == august
+    assert set(steps.reference_rows(checked)["month"]) == {august}
+    assert "the latest labelled month, 2026-09, has 6 valid row(s) with 0 leaver(s)" in caplog.text
+    assert len(drivers.influence) == 13
+    assert drivers.holdout_rows == 1000

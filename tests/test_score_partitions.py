@@ -201,12 +201,15 @@ def test_swap_keeps_text_and_floats_exact(database):
     assert [row.suggested_action for row in stored] == actions
 
 
-def test_swap_rejects_unknown_run(database):
+@pytest.mark.parametrize("indexed_first", [False, True])
+def test_swap_rejects_unknown_run(database, indexed_first):
     _publish_scores(database, MARCH, _scores(2, 0.2))
 
     with pytest.raises(sa.exc.IntegrityError, match="scores_run_id_fkey"):
         with database.begin() as conn:
             steps.stage_scores(conn, MARCH, uuid.uuid4(), VERSION, _scores(3, 0.9))
+            if indexed_first:
+                steps.index_scores(conn, MARCH)
             steps.swap_in_scores(conn, MARCH)
 
     assert _scalar(database, "SELECT count(*) FROM churn.scores WHERE month = :m", m=MARCH) == 2
@@ -231,6 +234,40 @@ def test_staging_takes_no_lock_on_scores(database):
         ).scalar()
         conn.rollback()
     assert locked == 0
+
+
+def _partition_scans(conn, table: str) -> int:
+    return conn.execute(
+        sa.text(
+            "SELECT coalesce(sum(seq_scan), 0) FROM pg_stat_xact_user_tables"
+            " WHERE relid = to_regclass(:table)"
+        ),
+        {"table": table},
+    ).scalar_one()
+
+
+def test_index_step_locks_nothing_readers_need(database):
+    _publish_scores(database, MARCH, _scores(2, 0.2))
+    with database.begin() as conn:
+        run_id = _add_run(conn, MARCH)
+    with database.begin() as conn:
+        steps.stage_scores(conn, MARCH, run_id, VERSION, _scores(3, 0.4))
+        steps.index_scores(conn, MARCH)
+        locked = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND relation IN"
+                " ('churn.scores'::regclass, 'churn.scores_2026_03'::regclass,"
+                " 'churn.runs'::regclass, 'churn.model_versions'::regclass)"
+            )
+        ).scalar()
+        scans = _partition_scans(conn, "churn.scores_2026_03_next")
+        steps.swap_in_scores(conn, MARCH)
+        # The swap reads the rows once a foreign key, not once an index again.
+        scans_after_swap = _partition_scans(conn, "churn.scores_2026_03")
+    assert locked == 0
+    assert scans >= 3
+    assert scans_after_swap == scans + 2
+    assert _scalar(database, "SELECT count(*) FROM churn.scores WHERE month = :m", m=MARCH) == 3
 
 
 @pytest.fixture

@@ -1,0 +1,1 @@
+SELECT churn.index_scores_partition(%(month)s)
