@@ -48,7 +48,7 @@ def _month(text: str) -> dt.date:
 
 
 def _begun_month(text: str) -> dt.date:
-    """Parse the month of a questionnaire file, rejecting a month that has not begun.
+    """Parse the month of a questionnaire file or run, rejecting a month that has not begun.
 
     Questionnaires describe a month that has begun in the business timezone,
     so a later month is most likely a mistyped year, such as 2062-01 for 2026-01.
@@ -520,6 +520,32 @@ def load_csv(
         )
     typer.echo(_load_summary(file, loaded.summary, source.has_outcomes, replace))
     typer.echo(f"database: {db.describe(engine)}")
+    _warn_if_scored(engine, loaded.summary)
+
+
+def _warn_if_scored(engine, summary) -> None:
+    """Warn when a load changed the questionnaires of a month whose scores are published."""
+    from gymchurn import db
+
+    changed = (
+        summary.questionnaires_inserted
+        + summary.questionnaires_updated
+        + summary.questionnaires_removed
+    )
+    if not changed:
+        return
+    with engine.connect() as conn:
+        published = db.execute(conn, "published_model_for_month", {"month": summary.month})
+        scored = published.first() is not None
+    if scored:
+        month = format_month(summary.month)
+        logger.warning(
+            "%s was scored before this load changed its questionnaires: its published "
+            "scores, segments and at-risk list still describe them as they were; score it "
+            "again with: gymchurn run --month %s",
+            month,
+            month,
+        )
 
 
 @contacts_app.command("load")
@@ -1277,7 +1303,7 @@ def run(
     if not month:
         run_months = [previous_month(settings.timezone)]
     else:
-        run_months = [_month(text) for text in month]
+        run_months = [_begun_month(text) for text in month]
     labels = [format_month(m) for m in run_months]
     if retrain not in ("auto", "always", "never"):
         raise _fail(f"invalid --retrain {retrain!r}: expected auto, always or never", 2)

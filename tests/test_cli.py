@@ -101,6 +101,30 @@ def test_load_csv_second_time_unchanged(database):
     assert _count(database, "crm.questionnaires") == 20
 
 
+def test_load_csv_warns_of_scored_month(database):
+    path = str(CASES / "00_clean_reference.csv")
+    _invoke("load-csv", path, "--month", "2026-10")
+    with database.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO churn.runs (run_id, month, status, started_at)"
+                " VALUES (gen_random_uuid(), '2026-10-01', 'succeeded', now())"
+            )
+        )
+
+    same = _invoke("load-csv", path, "--month", "2026-10")
+    changed = _invoke(
+        "load-csv", str(CASES / "03_age_out_of_range.csv"), "--month", "2026-10", "--replace"
+    )
+
+    assert same.exit_code == 0, same.output
+    assert "was scored before" not in same.stderr
+    assert changed.exit_code == 0, changed.output
+    message = " ".join(changed.stderr.split())
+    assert "2026-10 was scored before this load changed its questionnaires" in message
+    assert "score it again with: gymchurn run --month 2026-10" in message
+
+
 @pytest.mark.parametrize("month", ["2026-13", "2026-11'; drop table churn.scores; --"])
 def test_load_csv_invalid_month(database, month):
     path = str(CASES / "00_clean_reference.csv")
@@ -116,19 +140,22 @@ def test_load_csv_invalid_month(database, month):
     assert _count(database, "churn.scores") == 0
 
 
-def test_load_csv_future_month_rejected(database):
+@pytest.mark.parametrize("command", ["load-csv", "run"])
+def test_future_month_rejected(database, command):
     timezone = get_settings().timezone
     today = dt.datetime.now(ZoneInfo(timezone)).date()
     next_month = (today.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
     label = f"{next_month:%Y-%m}"
+    file = [str(CASES / "00_clean_reference.csv")] if command == "load-csv" else []
 
-    result = _invoke("load-csv", str(CASES / "00_clean_reference.csv"), "--month", label)
+    result = _invoke(command, *file, "--month", label)
 
     assert result.exit_code == 2
     # The error box wraps the message: its borders and line breaks are removed.
     message = " ".join(result.stderr.replace("│", " ").split())
     assert f"invalid month {label}: it has not begun (today is {today} in {timezone})" in message
     assert _count(database, "crm.questionnaires") == 0
+    assert _count(database, "churn.runs") == 0
 
 
 def test_load_csv_missing_column(database):
