@@ -367,6 +367,7 @@ def check_label_share(
     if abs(share - (1 - history_share)) <= limits.label_share_max_difference / 3:
         message += f" The labels look inverted: 1 - {share:.1%} is {1 - share:.1%}."
     numbers = {
+        "month": label,
         "churn_share": share,
         "history_churn_share": history_share,
         "labelled_rows": month.n_labelled,

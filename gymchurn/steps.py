@@ -365,7 +365,7 @@ def extract(engine: Engine, month: dt.date, settings: Settings | None = None) ->
     # 1,000,000 simulated clients a month, only to fail afterwards.
     with engine.connect() as conn:
         if not db.execute(conn, "month_has_questionnaires", {"month": month}).scalar_one():
-            raise _no_questionnaires(month)
+            raise _no_questionnaires(month, engine)
     # The earlier months are read on a second connection while this one
     # streams the month: the server computes their profiles and sample while
     # this process parses. At 1,000,000 simulated clients the reads took
@@ -393,14 +393,17 @@ def extract(engine: Engine, month: dt.date, settings: Settings | None = None) ->
     )
     if scoring.empty:
         # Deleted since the check above.
-        raise _no_questionnaires(month)
+        raise _no_questionnaires(month, engine)
     return MonthData(month, scoring, candidates, earlier, faults)
 
 
-def _no_questionnaires(month: dt.date) -> NoDataError:
+def _no_questionnaires(month: dt.date, engine: Engine) -> NoDataError:
+    # The database is named: without DATABASE_URL each folder has its own
+    # embedded database, and a load made from another folder is not in this one.
     return NoDataError(
-        f"no questionnaires for {format_month(month)} in crm.questionnaires; "
-        f"load them first with: gymchurn load-csv FILE --month {format_month(month)}"
+        f"no questionnaires for {format_month(month)} in crm.questionnaires of "
+        f"{db.describe(engine)}; load them first with: gymchurn load-csv FILE "
+        f"--month {format_month(month)}"
     )
 
 
@@ -459,6 +462,9 @@ class CheckedData:
     reference_month: dt.date | None = None
     """The training month that churn rates and drivers describe (see :func:`reference_rows`);
     None in a backtest, whose own labelled rows are described."""
+    labels_blocked: bool = False
+    """The month's own outcomes broke a label rule and are not confirmed: the run
+    neither trains on them nor measures its scores against them."""
 
 
 def _faults_of(data: MonthData, months) -> pd.DataFrame | None:
@@ -502,8 +508,9 @@ def validate_month(data: MonthData, settings: Settings) -> tuple[list, set, Vali
 
     Returns:
         The batch findings (of the month, and of the latest labelled month's
-        labels), the months whose labels are kept out of training, and the
-        month's validation report.
+        labels), the months whose labels are kept out of training (the month
+        itself among them when its own labels are), and the month's
+        validation report.
 
     Raises:
         DataValidationError: a column or batch rule failed. Its ``findings``
@@ -519,8 +526,14 @@ def validate_month(data: MonthData, settings: Settings) -> tuple[list, set, Vali
             limits=settings.batch_limits,
         )
     )
+    if batch_rules.blocks_training(findings):
+        # The month's own labels, judged against the months before it.
+        own_blocked = {data.month}
+    else:
+        own_blocked = set()
     label_findings, blocked = _label_findings(data.earlier, settings)
     findings += label_findings
+    blocked |= own_blocked
     _log_findings(label, findings)
     try:
         scoring = validate_questionnaires(
@@ -561,7 +574,8 @@ def check(data: MonthData, settings: Settings) -> CheckedData:
         NoDataError: there is nothing labelled to train on.
     """
     label = format_month(data.month)
-    findings, _, scoring = validate_month(data, settings)
+    findings, blocked, scoring = validate_month(data, settings)
+    labels_blocked = data.month in blocked
     months = _training_months(data.earlier, settings)
     if months:
         started = time.perf_counter()
@@ -589,10 +603,11 @@ def check(data: MonthData, settings: Settings) -> CheckedData:
             history_report,
             tuple(findings),
             _reference_month(training),
+            labels_blocked,
         )
 
     training = scoring.valid[scoring.valid[CHURNED].notna()]
-    if batch_rules.blocks_training(findings) and data.month not in settings.confirmed_label_months:
+    if labels_blocked:
         training = training.iloc[:0]
     if training.empty:
         raise NoDataError(
@@ -604,7 +619,15 @@ def check(data: MonthData, settings: Settings) -> CheckedData:
         "no labelled month before %s: backtest on its own %d outcomes", label, len(training)
     )
     _drop_validation_columns(scoring.valid)
-    return CheckedData(data.month, "backtest", scoring, training, None, tuple(findings))
+    return CheckedData(
+        data.month,
+        "backtest",
+        scoring,
+        training,
+        None,
+        tuple(findings),
+        labels_blocked=labels_blocked,
+    )
 
 
 def _drop_validation_columns(valid: pd.DataFrame) -> None:
@@ -809,7 +832,12 @@ def score(chosen: ChosenModel, checked: CheckedData, settings: Settings) -> pd.D
 
 
 def realised_roc_auc(scores: pd.DataFrame, checked: CheckedData) -> float | None:
-    """ROC-AUC of the month's scores against its outcomes, when both classes are known."""
+    """ROC-AUC of the month's scores against its outcomes, when both classes are known.
+
+    None as well when the outcomes are kept out by a label rule.
+    """
+    if checked.labels_blocked:
+        return None
     labels = _outcomes(checked, scores)
     known = ~np.isnan(labels)
     if len(np.unique(labels[known])) < 2:
@@ -1357,7 +1385,8 @@ def _monitoring_rows(
     distribution = lifecycle.score_distribution(probabilities, high)
     labels = _outcomes(checked, scores)
     known = ~np.isnan(labels)
-    if known.any():
+    # Outcomes kept out by a label rule would report a false model failure.
+    if known.any() and not checked.labels_blocked:
         distribution.update(
             lifecycle.realised_metrics(labels[known] == 1, probabilities[known], high[known])
         )

@@ -87,12 +87,26 @@ SELECT
     sc.clients_low,
     sc.outcomes_known,
     sc.churners,
-    sc.churners::double precision / nullif(sc.outcomes_known, 0) AS realised_churn_rate,
-    m.value AS realised_roc_auc
+    CASE WHEN NOT labels.blocked
+        THEN sc.churners::double precision / nullif(sc.outcomes_known, 0)
+    END AS realised_churn_rate,
+    m.value AS realised_roc_auc,
+    labels.blocked AS labels_blocked
 FROM churn.runs AS r
 JOIN scored AS sc ON sc.month = r.month
 LEFT JOIN churn.monitoring AS m
     ON m.month = r.month AND m.metric = 'realised_roc_auc' AND m.feature = ''
+-- Whether the run kept the month's own outcomes out: their churn share broke
+-- the label rule, unconfirmed (GYMCHURN_CONFIRMED_LABEL_MONTHS).
+CROSS JOIN LATERAL (
+    SELECT EXISTS (
+        SELECT FROM churn.validation_results AS v
+        WHERE v.run_id = r.run_id
+            AND v.rule = 'churned_share'
+            AND v.severity = 'block_training'
+            AND v.numbers ->> 'month' = to_char(r.month, 'YYYY-MM')
+    ) AS blocked
+) AS labels
 WHERE r.status = 'succeeded';
 
 -- Indexes. The primary key of every monthly table already starts with month.
@@ -430,5 +444,6 @@ COMMENT ON COLUMN churn.monthly_trend.clients_medium IS 'Clients in the medium r
 COMMENT ON COLUMN churn.monthly_trend.clients_low IS 'Clients in the low risk tier.';
 COMMENT ON COLUMN churn.monthly_trend.outcomes_known IS 'Scored clients whose outcome is in the CRM; 0 until the month after has ended and been loaded.';
 COMMENT ON COLUMN churn.monthly_trend.churners IS 'Scored clients who left in the month after.';
-COMMENT ON COLUMN churn.monthly_trend.realised_churn_rate IS 'churners / outcomes_known (0 to 1); NULL while no outcome is known.';
+COMMENT ON COLUMN churn.monthly_trend.realised_churn_rate IS 'churners / outcomes_known (0 to 1); NULL while no outcome is known, and when labels_blocked.';
+COMMENT ON COLUMN churn.monthly_trend.labels_blocked IS 'The run that published the month kept its outcomes out: their churn share broke the label rule and was not confirmed. Check the Churn column, reload the month and run it again.';
 COMMENT ON COLUMN churn.monthly_trend.realised_roc_auc IS 'ROC-AUC of the month''s scores against its outcomes, as the job measured it (churn.monitoring); NULL until a run has measured it.';

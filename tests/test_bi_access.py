@@ -196,6 +196,7 @@ def test_monthly_trend_realised_churn(module_database, backtest, real_data):
     assert trend["realised_churn_rate"] == pytest.approx(churned.mean())
     assert trend["realised_roc_auc"] == pytest.approx(backtest["realised_roc_auc"])
     assert trend["realised_roc_auc"] >= 0.985
+    assert not trend["labels_blocked"]
 
 
 # Access of churn_bi

@@ -246,6 +246,36 @@ def test_inverted_labels_kept_out_until_confirmed(database, monkeypatch):
     assert set(confirmed.training["month"]) == {start, parse_month("2026-02")}
 
 
+def test_blocked_own_labels_not_measured(database):
+    start, february = parse_month("2026-01"), parse_month("2026-02")
+    write_simulation(database, ClientSimulator(1_500, seed=4), start, 3)
+    with database.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE crm.churn_outcomes SET churned = NOT churned WHERE month = :m"),
+            {"m": february},
+        )
+    settings = get_settings()
+    run_id = uuid.uuid4()
+    steps.start_run(database, run_id, february)
+
+    checked = steps.check(steps.extract(database, february), settings)
+    chosen = registry.fit_or_load(database, settings, checked)
+    scores = steps.score(chosen, checked, settings)
+    published = steps.publish(
+        database, run_id, checked, chosen, scores, steps.segment(checked, settings)
+    )
+
+    assert checked.labels_blocked
+    assert published.realised_roc_auc is None
+    metrics = _frame(database, "SELECT metric FROM churn.monitoring WHERE month = :m", m=february)
+    assert "score_mean" in set(metrics["metric"])
+    assert not [name for name in metrics["metric"] if name.startswith("realised")]
+    trend = _frame(database, "SELECT * FROM churn.monthly_trend WHERE month = :m", m=february)
+    assert trend["labels_blocked"].tolist() == [True]
+    assert trend["realised_churn_rate"].isna().tolist() == [True]
+    assert trend["outcomes_known"].iloc[0] > 1000
+
+
 def test_row_count_stop_keeps_docs_and_counts(database, real_data, monkeypatch):
     # The module's widened band must not apply here.
     monkeypatch.delenv("GYMCHURN_ROW_COUNT_ERROR_BAND", raising=False)
