@@ -307,7 +307,9 @@ def test_run_without_questionnaires_fails_and_keeps_scores(
     monkeypatch.setattr(steps.db, "execute", counting_execute)
     monkeypatch.setattr(steps, "_read_earlier", lambda *args: earlier_reads.append(args))
 
-    with pytest.raises(steps.NoDataError, match="no questionnaires for 2026-12"):
+    with pytest.raises(
+        steps.NoDataError, match="no questionnaires for 2026-12 in crm.questionnaires of postgres"
+    ):
         _run("2026-12")
 
     # Missing data is not retried: a second read would find nothing either.
