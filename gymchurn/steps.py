@@ -1006,16 +1006,20 @@ def _quarantine_rows(report: ValidationReport, run_id: uuid.UUID, dataset: str):
 def _locate_quarantined(conn, run_id: uuid.UUID) -> None:
     """Give the run's quarantined rows the file and line their questionnaires were loaded from."""
     first = db.execute(conn, "locate_quarantined_rows", {"run_id": run_id}).one_or_none()
-    if first is not None:
-        logger.info(
-            "publish: %d quarantined row(s) located in the files they were loaded from, "
-            "the first at %s line %d (client %d); each row's file and line are in "
-            "churn.quarantine",
-            first.n_located,
-            first.source_file,
-            first.line,
-            first.client_id,
-        )
+    if first is None:
+        return
+    if first.line is None:
+        # The file was loaded again without the row.
+        place = f"{first.source_file}, which no longer has it"
+    else:
+        place = f"{first.source_file} line {first.line}"
+    logger.info(
+        "publish: %d quarantined row(s) located in the files they were loaded from, the "
+        "first at %s (client %d); each row's file and line are in churn.quarantine",
+        first.n_located,
+        place,
+        first.client_id,
+    )
 
 
 def _quarantine_to_replace(chosen: ChosenModel) -> str:
