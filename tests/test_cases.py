@@ -38,6 +38,10 @@ def cases_database(module_database, real_data):
 
 def _score_case(engine, name: str) -> uuid.UUID:
     load_questionnaire_file(engine, read_questionnaire_csv(CASES / name), MONTH, replace=True)
+    return _score_month(engine)
+
+
+def _score_month(engine) -> uuid.UUID:
     settings = get_settings()
     run_id = uuid.uuid4()
     steps.start_run(engine, run_id, MONTH)
@@ -134,6 +138,35 @@ def test_faulty_rows_quarantined_others_scored(cases_database, name, quarantined
     assert dict(zip(located["client_id"], located["line"], strict=True)) == {
         client: client + 1 for client in quarantined
     }
+
+
+def test_quarantined_row_gone_from_reloaded_file(cases_database, tmp_path, caplog):
+    frame = pd.read_csv(CASES / "03_age_out_of_range.csv", dtype=str, keep_default_na=False)
+    frame.insert(0, "client_id", [str(i) for i in range(1, len(frame) + 1)])
+    path = tmp_path / "ages.csv"
+    frame.to_csv(path, index=False)
+    load_questionnaire_file(cases_database, read_questionnaire_csv(path), MONTH, replace=True)
+    # The same path again without client 3's row, so client 8 moves up a line.
+    frame.drop(index=2).to_csv(path, index=False)
+    load_questionnaire_file(cases_database, read_questionnaire_csv(path), MONTH)
+
+    with caplog.at_level(logging.INFO, logger="gymchurn"):
+        run_id = _score_month(cases_database)
+
+    located = _frame(
+        cases_database,
+        "SELECT client_id, source_file, line FROM churn.quarantine"
+        " WHERE run_id = :run AND dataset = 'scoring' ORDER BY client_id",
+        run=run_id,
+    )
+    assert located["client_id"].tolist() == [3, 8]
+    assert set(located["source_file"]) == {str(path.resolve())}
+    assert pd.isna(located["line"].iloc[0])
+    assert located["line"].iloc[1] == 8
+    first = f"the first at {path.resolve()} line 8 (client 8)"
+    assert f"2 quarantined row(s) located in the files they were loaded from, {first}" in (
+        caplog.text
+    )
 
 
 def test_unreadable_lifetime_names_raw_value(cases_database):
