@@ -1,5 +1,5 @@
--- Where each questionnaire came from, so that a quarantined row names the
--- file and line to correct. A load of a file records the file's resolved
+-- The file and line of each questionnaire, so that a quarantined row names
+-- where to correct it. A load of a file records the file's resolved
 -- path for the month in crm.questionnaire_loads, once: loading the same path
 -- again reuses the row. Every questionnaire of the file keeps that load's id
 -- and its own line, also when its answers did not change. A questionnaire

@@ -437,7 +437,7 @@ def test_mostly_quarantined_month_gives_way_as_reference(database, real_data, tm
     """Describe the month before when the latest labelled month kept too few valid rows.
 
     Of a labelled month of 20 rows, 14 break a row rule, the 3 leavers among
-    them; its 6 valid rows hold no leaver, too few to hold out for the drivers.
+    them. Its 6 valid rows have no leaver, too few to hold out for the drivers.
     """
     august, september = parse_month("2026-08"), parse_month("2026-09")
     load_questionnaire_file(database, read_questionnaire_csv(real_data), august)

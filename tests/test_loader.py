@@ -317,7 +317,7 @@ def test_load_records_file_and_line_of_each_questionnaire(database, tmp_path):
     assert summary.questionnaires_updated == 0
     lines = _stored_lines(database)
     assert len(lines) == 20
-    # Client 1 is kept, but its line now holds client 2.
+    # Client 1 is kept, but client 2 is on its line now.
     assert lines[1] == (str(path.resolve()), None)
     assert lines[2] == (str(path.resolve()), 2)
     assert lines[20] == (str(path.resolve()), 20)
