@@ -206,6 +206,8 @@ def _engine(force_upgrade: bool = False):
         db.retry_unreachable(lambda: prepare(engine), settings.db_retry_seconds, "connect")
     except db.DatabaseUrlError as err:
         raise _fail(str(err), 2) from None
+    except db.NewerSchemaError as err:
+        raise _fail(str(err)) from None
     except Exception as err:
         advice = db.rejected_connection_advice(err)
         if advice is not None:

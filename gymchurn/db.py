@@ -288,6 +288,32 @@ def _log_server_warning(diagnostic) -> None:
         logger.warning("database: %s.%s", diagnostic.message_primary, hint)
 
 
+class NewerSchemaError(RuntimeError):
+    """The database was upgraded by a later version of gymchurn than this one."""
+
+
+def _applied_files(conn: Connection) -> dict[str, str]:
+    """Return the schema files the database records as applied, name to sha256."""
+    if conn.execute(sa.text("SELECT to_regclass('churn.schema_migrations')")).scalar() is None:
+        return {}
+    return dict(execute(conn, "applied_schema_files").all())
+
+
+def _check_not_newer(engine: Engine, applied: dict[str, str], files: list[Path]) -> None:
+    """Raise :class:`NewerSchemaError` when the database has schema files this version lacks.
+
+    An earlier version would apply its own older files over the later ones,
+    which fails or undoes their changes.
+    """
+    unknown = sorted(set(applied) - {path.name for path in files})
+    if unknown:
+        raise NewerSchemaError(
+            f"the database {describe(engine)} was upgraded by a later version of gymchurn: "
+            f"this one does not have its schema file(s) {', '.join(unknown)}. Run the later "
+            "version; going back to an earlier one on an upgraded database is not supported"
+        )
+
+
 def upgrade(engine: Engine) -> list[str]:
     """Apply every schema file in order, and record each with its sha256.
 
@@ -295,6 +321,9 @@ def upgrade(engine: Engine) -> list[str]:
 
     Returns:
         The names of the files applied.
+
+    Raises:
+        NewerSchemaError: a later version of gymchurn upgraded the database.
     """
     files = migration_files()
     with engine.begin() as conn:
@@ -302,6 +331,7 @@ def upgrade(engine: Engine) -> list[str]:
         raw.add_notice_handler(_log_server_warning)
         try:
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _UPGRADE_LOCK_KEY})
+            _check_not_newer(engine, _applied_files(conn), files)
             for path in files:
                 # Sent as written, without parameters: a schema file's % signs
                 # belong to format() and RAISE, not to the driver.
@@ -326,13 +356,15 @@ def ensure_schema(engine: Engine) -> list[str]:
 
     Returns:
         The names of the files applied, empty when the schema was up to date.
+
+    Raises:
+        NewerSchemaError: a later version of gymchurn upgraded the database.
     """
+    files = migration_files()
     with engine.connect() as conn:
-        if conn.execute(sa.text("SELECT to_regclass('churn.schema_migrations')")).scalar() is None:
-            applied = {}
-        else:
-            applied = dict(execute(conn, "applied_schema_files").all())
-    if applied == _file_digests(migration_files()):
+        applied = _applied_files(conn)
+    _check_not_newer(engine, applied, files)
+    if applied == _file_digests(files):
         return []
     return upgrade(engine)
 

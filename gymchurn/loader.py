@@ -76,6 +76,7 @@ from gymchurn.schema import (
     FEATURES,
     INTEGER_FEATURES,
     MONTH,
+    format_month,
 )
 
 logger = logging.getLogger(__name__)
@@ -1218,18 +1219,37 @@ def _check_numbered_ids(conn, path: Path, n_rows: int, month: dt.date) -> int:
             f"{path}: has no client_id column and {n_rows} rows, "
             f"but {month:%Y-%m} already has {existing} questionnaires, so numbering the rows "
             "would give their ids to other clients; add a client_id column, or load with "
-            "--replace to replace the month's questionnaires and outcomes"
+            f"--replace{_replace_deletes(conn, path, month)}"
         )
     return existing
 
 
+def _replace_deletes(conn, path: Path, month: dt.date) -> str:
+    """Say what ``--replace`` would delete: the month's rows, and the other files they came from."""
+    rows = db.execute(
+        conn, "other_files_of_month", {"month": month, "source_file": str(path.resolve())}
+    ).all()
+    text = ", which first deletes every questionnaire and outcome of the month"
+    if rows:
+        files = ", ".join(f"{row.questionnaires} from {row.source_file}" for row in rows)
+        text += f" ({files})"
+    return text
+
+
 def _reject_numbered_changes(
-    conn, path: Path, month: dt.date, changes: tuple[int, int], first_client: int | None
+    conn,
+    path: Path,
+    month: dt.date,
+    changes: tuple[int, int],
+    first_client: int | None,
+    replace_note: str,
 ) -> None:
     """Reject a load without ids that changes rows of the month.
 
     Args:
         changes: the questionnaires changed, and the outcomes changed or removed.
+        replace_note: what ``--replace`` would delete, from :func:`_replace_deletes`
+            before the load changed the month.
     """
     # With numbered ids a changed row may be a correction or another client in
     # that position (one client left, another joined): the two look the same.
@@ -1242,8 +1262,7 @@ def _reject_numbered_changes(
             f"{path}: has no client_id column and would change {changes[0]} "
             f"questionnaire(s) and {changes[1]} outcome(s) already loaded for "
             f"{month:%Y-%m}{where}; without ids a changed row may be another client; add a "
-            "client_id column, or load with --replace to replace the month's questionnaires "
-            "and outcomes"
+            f"client_id column, or load with --replace{replace_note}"
         )
 
 
@@ -1281,6 +1300,8 @@ def _apply_staged(
         o_removed = db.execute(conn, "delete_month_outcomes", keys).rowcount
     elif staged.ids_assigned:
         existing = _check_numbered_ids(conn, staged.path, staged.rows, month)
+    # Taken before the upsert gives the month's rows this file's load.
+    replace_note = _replace_deletes(conn, staged.path, month) if existing else ""
 
     load = db.execute(
         conn,
@@ -1293,7 +1314,16 @@ def _apply_staged(
         # Some rows kept their answers, and maybe an older load and line.
         db.execute(conn, "move_questionnaire_lines", lines)
     if not load.created:
-        db.execute(conn, "forget_lines_not_in_file", lines)
+        n_gone = db.execute(conn, "forget_lines_not_in_file", lines).rowcount
+        if n_gone:
+            logger.warning(
+                "%s: %d client(s) of %s loaded from this file before are not in it now; "
+                "they stay in the month and are scored. Load the file with --replace to "
+                "keep only its clients",
+                staged.path,
+                n_gone,
+                format_month(month),
+            )
     o_new = o_changed = 0
     o_first = None
     if staging.with_outcomes:
@@ -1306,7 +1336,7 @@ def _apply_staged(
         # Raising here rolls the whole load back.
         first = min((c for c in (q_first, o_first) if c is not None), default=None)
         changes = (q_changed, o_changed + o_removed)
-        _reject_numbered_changes(conn, staged.path, month, changes, first)
+        _reject_numbered_changes(conn, staged.path, month, changes, first, replace_note)
     db.execute(conn, "analyze_crm")
     return LoadSummary(
         month,

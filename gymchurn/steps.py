@@ -1009,7 +1009,6 @@ def _locate_quarantined(conn, run_id: uuid.UUID) -> None:
     if first is None:
         return
     if first.line is None:
-        # The file was loaded again without the row.
         place = f"{first.source_file}, which no longer has it"
     else:
         place = f"{first.source_file} line {first.line}"
@@ -1020,6 +1019,14 @@ def _locate_quarantined(conn, run_id: uuid.UUID) -> None:
         place,
         first.client_id,
     )
+    n_gone = first.n_located - first.n_with_line
+    if n_gone:
+        logger.warning(
+            "publish: %d quarantined row(s) come from a file that was loaded again without "
+            "them, so a corrected file did not replace them; load it with --replace to keep "
+            "only its clients",
+            n_gone,
+        )
 
 
 def _quarantine_to_replace(chosen: ChosenModel) -> str:

@@ -148,9 +148,9 @@ def test_quarantined_row_gone_from_reloaded_file(cases_database, tmp_path, caplo
     load_questionnaire_file(cases_database, read_questionnaire_csv(path), MONTH, replace=True)
     # The same path again without client 3's row, so client 8 moves up a line.
     frame.drop(index=2).to_csv(path, index=False)
-    load_questionnaire_file(cases_database, read_questionnaire_csv(path), MONTH)
 
     with caplog.at_level(logging.INFO, logger="gymchurn"):
+        load_questionnaire_file(cases_database, read_questionnaire_csv(path), MONTH)
         run_id = _score_month(cases_database)
 
     located = _frame(
@@ -165,6 +165,12 @@ def test_quarantined_row_gone_from_reloaded_file(cases_database, tmp_path, caplo
     assert located["line"].iloc[1] == 8
     first = f"the first at {path.resolve()} line 8 (client 8)"
     assert f"2 quarantined row(s) located in the files they were loaded from, {first}" in (
+        caplog.text
+    )
+    assert "1 quarantined row(s) come from a file that was loaded again without them" in (
+        caplog.text
+    )
+    assert f"{path}: 1 client(s) of 2026-10 loaded from this file before are not in it now" in (
         caplog.text
     )
 

@@ -529,9 +529,14 @@ def test_load_numbered_rows_changed_values_rejected(database, tmp_path):
     swapped = _write(tmp_path, "\n".join(lines[:4] + lines[5:] + [lines[4]]) + "\n")
     load_questionnaire_file(database, read_questionnaire_csv(reference), OCTOBER)
 
-    with pytest.raises(LoadConflictError, match="would change [0-9]+ questionnaire"):
+    with pytest.raises(LoadConflictError, match="would change [0-9]+ questionnaire") as raised:
         load_questionnaire_file(database, read_questionnaire_csv(swapped), OCTOBER)
 
+    # The message says what --replace would delete, and where those rows came from.
+    assert (
+        "load with --replace, which first deletes every questionnaire and outcome of the "
+        f"month (20 from {reference.resolve()})"
+    ) in str(raised.value)
     with database.connect() as conn:
         age = conn.execute(sa.text("SELECT age FROM crm.questionnaires WHERE client_id = 4"))
         assert age.scalar_one() == int(lines[4].split(",")[7])

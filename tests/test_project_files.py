@@ -101,3 +101,20 @@ def test_dockerfile_copies_every_packaged_folder():
     folders = [*wheel["packages"], *wheel["force-include"]]
     copied = re.findall(r"^COPY (\S+) ", dockerfile, re.MULTILINE)
     assert sorted(folders) == sorted(name for name in copied if "." not in name)
+
+
+def test_later_schema_file_stops_upgrade(database):
+    with database.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO churn.schema_migrations (name, sha256) VALUES ('099_later.sql', 'x')"
+            )
+        )
+
+    for prepare in (db.ensure_schema, db.upgrade):
+        with pytest.raises(db.NewerSchemaError, match=r"schema file\(s\) 099_later.sql"):
+            prepare(database)
+
+    with database.connect() as conn:
+        recorded = conn.execute(sa.text("SELECT count(*) FROM churn.schema_migrations")).scalar()
+    assert recorded == len(db.migration_files()) + 1
