@@ -169,7 +169,8 @@ def decide_retrain(
     largest = max((drift[name] for name in drift_features if name in drift), default=0.0)
     kept = f"champion trained on every labelled month; largest PSI {largest:.2f}"
     if last_month is not None and "realised_roc_auc" in last_month[1]:
-        kept += f"; realised ROC-AUC {last_month[1]['realised_roc_auc']:.3f}"
+        auc = last_month[1]["realised_roc_auc"]
+        kept += f"; realised ROC-AUC on {format_month(last_month[0])} outcomes {auc:.3f}"
     return RetrainDecision(False, kept)
 
 

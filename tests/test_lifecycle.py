@@ -90,6 +90,9 @@ def test_decide_keeps_champion_when_nothing_changed():
     decision = _decide()
     assert decision.retrain is False
     assert "largest PSI 0.05" in decision.reason
+    assert f"realised ROC-AUC on 2026-02 outcomes {_LAST_MONTH['realised_roc_auc']:.3f}" in (
+        decision.reason
+    )
 
 
 @pytest.mark.parametrize(
