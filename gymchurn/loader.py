@@ -1300,7 +1300,7 @@ def _apply_staged(
         o_removed = db.execute(conn, "delete_month_outcomes", keys).rowcount
     elif staged.ids_assigned:
         existing = _check_numbered_ids(conn, staged.path, staged.rows, month)
-    # Taken before the upsert gives the month's rows this file's load.
+    # Computed before the upsert, which gives the month's rows this file's load.
     replace_note = _replace_deletes(conn, staged.path, month) if existing else ""
 
     load = db.execute(
@@ -1311,7 +1311,7 @@ def _apply_staged(
     lines = {"month": month, "load_id": load.load_id}
     q_new, q_changed, q_first = staging.upsert("upsert_questionnaires", month, load_id=load.load_id)
     if q_new + q_changed < staged.rows:
-        # Some rows kept their answers, and maybe an older load and line.
+        # The upsert left rows with unchanged answers alone, with any older load and line.
         db.execute(conn, "move_questionnaire_lines", lines)
     if not load.created:
         n_gone = db.execute(conn, "forget_lines_not_in_file", lines).rowcount

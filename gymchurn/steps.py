@@ -526,14 +526,12 @@ def validate_month(data: MonthData, settings: Settings) -> tuple[list, set, Vali
             limits=settings.batch_limits,
         )
     )
-    if batch_rules.blocks_training(findings):
-        # The month's own labels, judged against the months before it.
-        own_blocked = {data.month}
-    else:
-        own_blocked = set()
+    # So far the findings are on the month itself, its own labels among them.
+    own_labels_blocked = batch_rules.blocks_training(findings)
     label_findings, blocked = _label_findings(data.earlier, settings)
     findings += label_findings
-    blocked |= own_blocked
+    if own_labels_blocked:
+        blocked.add(data.month)
     _log_findings(label, findings)
     try:
         scoring = validate_questionnaires(
@@ -1259,7 +1257,7 @@ def index_scores(conn, month: dt.date) -> None:
     """Index the scores :func:`stage_scores` wrote and take their statistics.
 
     Locks nothing that readers of ``churn.scores`` or writers of
-    ``churn.runs`` need; :func:`swap_in_scores` reuses the indexes.
+    ``churn.runs`` need. :func:`swap_in_scores` reuses the indexes.
     """
     started = time.perf_counter()
     db.execute(conn, "index_scores_partition", {"month": month})

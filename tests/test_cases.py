@@ -439,7 +439,7 @@ def test_extract_counts_month_faults_apart(cases_database):
     assert "4 unreadable cell(s) from loading in 2026-10 and 0 in the candidates" in summary[0]
 
 
-def test_mostly_quarantined_month_gives_way_as_reference(database, real_data, tmp_path, caplog):
+def test_reference_skips_month_without_leavers(database, real_data, tmp_path, caplog):
     """Describe the month before when the latest labelled month kept too few valid rows.
 
     Of a labelled month of 20 rows, 14 break a row rule, the 3 leavers among

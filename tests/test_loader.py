@@ -532,7 +532,7 @@ def test_load_numbered_rows_changed_values_rejected(database, tmp_path):
     with pytest.raises(LoadConflictError, match="would change [0-9]+ questionnaire") as raised:
         load_questionnaire_file(database, read_questionnaire_csv(swapped), OCTOBER)
 
-    # The message says what --replace would delete, and where those rows came from.
+    # The message names what --replace would delete, and where those rows came from.
     assert (
         "load with --replace, which first deletes every questionnaire and outcome of the "
         f"month (20 from {reference.resolve()})"
